@@ -1,0 +1,161 @@
+package keyindex
+
+import (
+	"bytes"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Scopes: "segment(:segment)*". A "*" inside a segment (after the first) is a
+// glob for any run of characters within that segment; segments never span
+// ":" so "calls:*" grants "calls:start" but not "calls:start:now".
+var scopeRE = regexp.MustCompile(`^[a-z0-9_.-]+(:[a-z0-9_.*-]+)*$`)
+
+// ValidScope reports whether s is a well-formed scope (spec §2).
+func ValidScope(s string) bool { return len(s) <= 128 && scopeRE.MatchString(s) }
+
+func scopesAllow(granted []string, want []byte) bool {
+	for _, g := range granted {
+		if scopeMatch(g, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// scopeMatch matches one granted scope against a requested one, segment by segment.
+func scopeMatch(granted string, want []byte) bool {
+	for {
+		gi := strings.IndexByte(granted, ':')
+		wi := bytes.IndexByte(want, ':')
+		if (gi < 0) != (wi < 0) {
+			return false
+		}
+		gs, ws := granted, want
+		if gi >= 0 {
+			gs, ws = granted[:gi], want[:wi]
+		}
+		if !globMatch(gs, ws) {
+			return false
+		}
+		if gi < 0 {
+			return true
+		}
+		granted, want = granted[gi+1:], want[wi+1:]
+	}
+}
+
+// globMatch matches pattern (where '*' is any run of bytes) against s,
+// iteratively with one backtrack point: linear in practice, no allocation.
+func globMatch(pattern string, s []byte) bool {
+	p, i := 0, 0
+	star, mark := -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0:
+			p = star + 1
+			mark++
+			i = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+// NormalizeOrigin checks an allowed origin ("scheme://host[:port]", where the
+// host may start with "*." as a wildcard for one or more labels) and returns
+// its canonical form: lowercase, default port dropped, as browsers send it.
+func NormalizeOrigin(o string) (string, error) {
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Opaque != "" {
+		return "", fmt.Errorf("must be scheme://host[:port] with scheme http or https")
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	wild := strings.HasPrefix(host, "*.")
+	bare := strings.TrimPrefix(host, "*.")
+	if bare == "" || strings.Contains(bare, "*") {
+		return "", fmt.Errorf("a wildcard is allowed only as the first label (https://*.example.com)")
+	}
+	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+		port = ""
+	}
+	out := u.Scheme + "://" + host
+	if strings.Contains(bare, ":") { // IPv6 literal
+		out = u.Scheme + "://[" + host + "]"
+		if wild {
+			return "", fmt.Errorf("a wildcard cannot be used with an IP address")
+		}
+	}
+	if port != "" {
+		out += ":" + port
+	}
+	return out, nil
+}
+
+// originAllowed matches a browser Origin against normalized allowed origins.
+// The request origin is compared case-insensitively; a default port in it is
+// not stripped, because browsers never send one.
+func originAllowed(allowed []string, origin []byte) bool {
+	for _, a := range allowed {
+		if wi := strings.Index(a, "://*."); wi >= 0 {
+			// "https://*.example.com" matches "https://x.example.com" and
+			// "https://x.y.example.com", not "https://example.com".
+			scheme, rest := a[:wi+3], a[wi+4:] // rest = ".example.com[:port]"
+			if len(origin) <= len(scheme)+len(rest) ||
+				!bytesEqualFold(origin[:len(scheme)], scheme) ||
+				!bytesEqualFold(origin[len(origin)-len(rest):], rest) {
+				continue
+			}
+			labels := origin[len(scheme) : len(origin)-len(rest)]
+			if bytes.IndexByte(labels, ':') < 0 && bytes.IndexByte(labels, '/') < 0 {
+				return true
+			}
+			continue
+		}
+		if bytesEqualFold(origin, a) {
+			return true
+		}
+	}
+	return false
+}
+
+func bytesEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func containsBytes(list []string, b []byte) bool {
+	for _, s := range list {
+		if s == string(b) { // the compiler does not allocate for this comparison
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,144 @@
+package keyindex
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Record is one key as users see it (spec §2). Records held by an Index are
+// immutable: a change replaces the record, so readers may keep a pointer
+// after the index lock is released. Use Clone to derive a changed copy.
+type Record struct {
+	ID               string            `json:"id"`
+	WorkspaceID      string            `json:"workspace_id"`
+	OwnerID          string            `json:"owner_id"`
+	Name             string            `json:"name"`
+	Type             KeyType           `json:"type"`
+	Environment      Environment       `json:"environment"`
+	KeyPrefix        string            `json:"key_prefix"`
+	KeySuffix        string            `json:"key_suffix"`
+	Preview          string            `json:"preview"`
+	Scopes           []string          `json:"scopes"`
+	AllowedOrigins   []string          `json:"allowed_origins"`
+	AllowedResources []string          `json:"allowed_resources"`
+	RateLimitPerMin  int               `json:"rate_limit_per_min"`
+	Metadata         map[string]string `json:"metadata"`
+	Active           bool              `json:"active"`
+	ExpiresAt        *time.Time        `json:"expires_at"`
+	CreatedAt        time.Time         `json:"created_at"`
+	UpdatedAt        time.Time         `json:"updated_at"`
+	CreatedBy        string            `json:"created_by"`
+	RevokedAt        *time.Time        `json:"revoked_at"`
+	LastUsedAt       *time.Time        `json:"last_used_at"`
+	UsageCount       int64             `json:"usage_count"`
+	Rotation         *Rotation         `json:"rotation"`
+
+	// Hash is SHA-256 of the current token. Never part of an API answer.
+	Hash Hash `json:"-"`
+}
+
+// Rotation describes the previous token of a rotated key during its grace period.
+type Rotation struct {
+	PreviousExpiresAt time.Time `json:"previous_expires_at"`
+	PreviousHash      Hash      `json:"-"`
+}
+
+// RootWorkspace is the workspace_id of root admin keys: they manage every workspace.
+const RootWorkspace = "*"
+
+// Admin scopes carried by admin keys (spec §2).
+const (
+	ScopeKeysRead     = "keys:read"
+	ScopeKeysWrite    = "keys:write"
+	ScopeClusterRead  = "cluster:read"
+	ScopeClusterWrite = "cluster:write"
+	ScopeAuditRead    = "audit:read"
+)
+
+// AdminScopes lists every admin scope, in the order a root key carries them.
+var AdminScopes = []string{ScopeKeysRead, ScopeKeysWrite, ScopeClusterRead, ScopeClusterWrite, ScopeAuditRead}
+
+// Clone returns a deep copy that may be changed freely.
+func (r *Record) Clone() *Record {
+	c := *r
+	c.Scopes = cloneStrings(r.Scopes)
+	c.AllowedOrigins = cloneStrings(r.AllowedOrigins)
+	c.AllowedResources = cloneStrings(r.AllowedResources)
+	if r.Metadata != nil {
+		c.Metadata = make(map[string]string, len(r.Metadata))
+		for k, v := range r.Metadata {
+			c.Metadata[k] = v
+		}
+	}
+	c.ExpiresAt = cloneTime(r.ExpiresAt)
+	c.RevokedAt = cloneTime(r.RevokedAt)
+	c.LastUsedAt = cloneTime(r.LastUsedAt)
+	if r.Rotation != nil {
+		rot := *r.Rotation
+		c.Rotation = &rot
+	}
+	return &c
+}
+
+// HasScope reports whether the record's scopes grant scope (with wildcards).
+func (r *Record) HasScope(scope string) bool { return scopesAllow(r.Scopes, []byte(scope)) }
+
+// IsRoot reports whether r is a root admin key.
+func (r *Record) IsRoot() bool { return r.Type == TypeAdmin && r.WorkspaceID == RootWorkspace }
+
+func cloneStrings(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	return append([]string(nil), s...)
+}
+
+func cloneTime(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	return &c
+}
+
+func unixNanoOrZero(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// encodeValidPrefix pre-encodes the part of a VALID verify answer that depends
+// only on the record, so the hot path copies bytes instead of encoding JSON.
+// The answer is completed with the ratelimit object and a closing brace.
+func encodeValidPrefix(r *Record) []byte {
+	body := struct {
+		Valid       bool              `json:"valid"`
+		Code        string            `json:"code"`
+		KeyID       string            `json:"key_id"`
+		WorkspaceID string            `json:"workspace_id"`
+		OwnerID     string            `json:"owner_id"`
+		Type        KeyType           `json:"type"`
+		Environment Environment       `json:"environment"`
+		Scopes      []string          `json:"scopes"`
+		Metadata    map[string]string `json:"metadata"`
+		ExpiresAt   *time.Time        `json:"expires_at"`
+	}{true, CodeValid.String(), r.ID, r.WorkspaceID, r.OwnerID, r.Type, r.Environment, nonNil(r.Scopes), r.Metadata, r.ExpiresAt}
+	if body.Metadata == nil {
+		body.Metadata = map[string]string{}
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		// Only strings, maps of strings and times: cannot fail.
+		panic(err)
+	}
+	// Drop the closing brace and leave room for `,"ratelimit":{…}}`.
+	return append(b[:len(b)-1], `,"ratelimit":`...)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

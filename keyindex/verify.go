@@ -1,0 +1,142 @@
+package keyindex
+
+// Code is the outcome of a verification (spec §3).
+type Code uint8
+
+const (
+	CodeValid Code = iota
+	CodeBadRequest
+	CodeMalformedKey
+	CodeKeyNotFound
+	CodeKeyDisabled
+	CodeKeyRevoked
+	CodeKeyExpired
+	CodeOriginNotAllowed
+	CodeInsufficientScope
+	CodeResourceNotAllowed
+	CodeRateLimited
+	CodeStale
+)
+
+var codeInfo = [...]struct {
+	name    string
+	status  int
+	message string
+}{
+	CodeValid:              {"VALID", 200, "key is valid"},
+	CodeBadRequest:         {"BAD_REQUEST", 400, "no key in the request, or the body is unreadable"},
+	CodeMalformedKey:       {"MALFORMED_KEY", 401, "key has the wrong shape or checksum"},
+	CodeKeyNotFound:        {"KEY_NOT_FOUND", 401, "key not found"},
+	CodeKeyDisabled:        {"KEY_DISABLED", 401, "key is disabled"},
+	CodeKeyRevoked:         {"KEY_REVOKED", 401, "key was revoked"},
+	CodeKeyExpired:         {"KEY_EXPIRED", 401, "key has expired"},
+	CodeOriginNotAllowed:   {"ORIGIN_NOT_ALLOWED", 403, "origin is missing or not allowed for this key"},
+	CodeInsufficientScope:  {"INSUFFICIENT_SCOPE", 403, "key lacks the requested scope"},
+	CodeResourceNotAllowed: {"RESOURCE_NOT_ALLOWED", 403, "key may not act on this resource"},
+	CodeRateLimited:        {"RATE_LIMITED", 429, "rate limit exceeded"},
+	CodeStale:              {"STALE", 503, "node has not applied the requested index in time"},
+}
+
+// String is the code as it appears in answers.
+func (c Code) String() string { return codeInfo[c].name }
+
+// HTTPStatus is the status an answer with this code carries.
+func (c Code) HTTPStatus() int { return codeInfo[c].status }
+
+// Message is a short human-readable explanation.
+func (c Code) Message() string { return codeInfo[c].message }
+
+// VerifyRequest is one verification. The byte slices are only read during
+// Verify, so they may point into a reused request buffer.
+type VerifyRequest struct {
+	Token    []byte
+	Scope    []byte // optional
+	Resource []byte // optional
+	Origin   []byte // optional; required for publishable keys
+	NowNs    int64  // the node's clock, Unix nanoseconds
+}
+
+// Decision is the answer to a VerifyRequest.
+type Decision struct {
+	Code Code
+	// Record is set whenever the token matched a key, also for most rejections.
+	Record *Record
+	// Rotated is true when the token is the previous one of a rotated key, in grace.
+	Rotated bool
+	// RateLimit is filled for keys that have a limit.
+	RateLimit RateLimit
+	// ValidBody is the pre-encoded start of a VALID JSON answer; see encodeValidPrefix.
+	ValidBody []byte
+}
+
+// Verify decides whether a token is good for the request. It allocates
+// nothing and holds the index's read lock only for the lookup. A successful
+// verification is counted for usage and against the key's rate limit.
+func (ix *Index) Verify(req *VerifyRequest) Decision {
+	if len(req.Token) == 0 {
+		return Decision{Code: CodeBadRequest}
+	}
+	if _, err := ParseToken(req.Token); err != nil {
+		return Decision{Code: CodeMalformedKey}
+	}
+	h := HashToken(req.Token)
+	ix.mu.RLock()
+	e := ix.byHash[h]
+	var v *keyView
+	if e != nil {
+		v = e.view
+	}
+	ix.mu.RUnlock()
+	if e == nil {
+		return Decision{Code: CodeKeyNotFound}
+	}
+	d := Decision{Record: v.rec}
+	if h != v.rec.Hash {
+		// The previous token of a rotated key: good only until its grace ends.
+		if req.NowNs >= v.prevExpiresNs {
+			return Decision{Code: CodeKeyNotFound}
+		}
+		d.Rotated = true
+	}
+	switch {
+	case v.rec.RevokedAt != nil:
+		d.Code = CodeKeyRevoked
+	case !v.rec.Active:
+		d.Code = CodeKeyDisabled
+	case v.expiresNs != 0 && req.NowNs >= v.expiresNs:
+		d.Code = CodeKeyExpired
+	case !originOK(v.rec, req.Origin):
+		d.Code = CodeOriginNotAllowed
+	case len(req.Scope) > 0 && !scopesAllow(v.rec.Scopes, req.Scope):
+		d.Code = CodeInsufficientScope
+	case len(req.Resource) > 0 && len(v.rec.AllowedResources) > 0 && !containsBytes(v.rec.AllowedResources, req.Resource):
+		d.Code = CodeResourceNotAllowed
+	}
+	if d.Code != CodeValid {
+		return d
+	}
+	if limit := v.rec.RateLimitPerMin; limit > 0 {
+		ok, rl := e.limiter.allow(req.NowNs, limit)
+		d.RateLimit = rl
+		if !ok {
+			d.Code = CodeRateLimited
+			return d
+		}
+	}
+	ix.recordUse(e, req.NowNs)
+	d.ValidBody = v.validBody
+	return d
+}
+
+// originOK: a publishable key needs an Origin from its list. Any other key
+// with a list checks an Origin when the caller sends one; server-side callers
+// send none and are not held to it.
+func originOK(r *Record, origin []byte) bool {
+	if r.Type == TypePublishable {
+		return len(origin) > 0 && originAllowed(r.AllowedOrigins, origin)
+	}
+	if len(origin) == 0 || len(r.AllowedOrigins) == 0 {
+		return true
+	}
+	return originAllowed(r.AllowedOrigins, origin)
+}
