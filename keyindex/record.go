@@ -2,7 +2,11 @@ package keyindex
 
 import (
 	"encoding/json"
+	"io"
+	"strings"
 	"time"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // Record is one key as users see it (spec §2). Records held by an Index are
@@ -141,4 +145,28 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// NewID returns a new key id: "key_" and a ULID, so ids sort by creation time.
+// The caller passes the time and randomness (the leader's; never the FSM's).
+func NewID(now time.Time, rnd io.Reader) (string, error) {
+	id, err := ulid.New(ulid.Timestamp(now), rnd)
+	if err != nil {
+		return "", err
+	}
+	return "key_" + id.String(), nil
+}
+
+// ValidID reports whether s has the shape of a key id.
+func ValidID(s string) bool {
+	if !strings.HasPrefix(s, "key_") {
+		return false
+	}
+	_, err := ulid.ParseStrict(s[len("key_"):])
+	return err == nil
+}
+
+// SetToken stores a token's hash and display parts on r.
+func (r *Record) SetToken(t Token) {
+	r.Hash, r.KeyPrefix, r.KeySuffix, r.Preview = t.Hash, t.Prefix, t.Suffix, t.Preview
 }

@@ -235,13 +235,11 @@ func GenerateToken(rnd io.Reader, wsPrefix string, t KeyType, env Environment) (
 		sum /= 62
 	}
 	buf = append(buf, cs[:]...)
-	tok := string(buf)
-	info, err := ParseToken(buf)
+	tok, _, err := TokenFromPlaintext(string(buf))
 	if err != nil {
 		return Token{}, fmt.Errorf("generated token does not parse: %w", err)
 	}
-	prefix, suffix, preview := Display(tok, info)
-	return Token{Plaintext: tok, Hash: HashToken(buf), Prefix: prefix, Suffix: suffix, Preview: preview}, nil
+	return tok, nil
 }
 
 // Display returns key_prefix, key_suffix and preview of a parsed token (spec §1).
@@ -250,4 +248,15 @@ func Display(tok string, info TokenInfo) (prefix, suffix, preview string) {
 	suffix = tok[len(tok)-4:]
 	preview = tok[info.prefixLen:info.prefixLen+4] + "…" + suffix
 	return prefix, suffix, preview
+}
+
+// TokenFromPlaintext checks an existing plaintext token (such as an operator's
+// --root-key-file) and returns its storable parts.
+func TokenFromPlaintext(s string) (Token, TokenInfo, error) {
+	info, err := ParseToken([]byte(s))
+	if err != nil {
+		return Token{}, info, err
+	}
+	prefix, suffix, preview := Display(s, info)
+	return Token{Plaintext: s, Hash: HashToken([]byte(s)), Prefix: prefix, Suffix: suffix, Preview: preview}, info, nil
 }

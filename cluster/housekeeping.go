@@ -1,0 +1,184 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"fmt"
+	"time"
+
+	"github.com/keyraft/keyraft/fsm"
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// Housekeeping configures the node's background work.
+type Housekeeping struct {
+	// RootToken, when set, is the plaintext root key a new cluster is created
+	// with (from --root-key-file); otherwise one is generated.
+	RootToken string
+	// AnnounceRootKey is called with the plaintext of a generated root key,
+	// once, on the node that created it. It must not log the key anywhere
+	// but the operator's terminal.
+	AnnounceRootKey func(plaintext string)
+	// UsageFlushInterval is how often verification usage becomes a command.
+	UsageFlushInterval time.Duration
+	// PurgeInterval is how often the leader drops ended rotation grace periods.
+	PurgeInterval time.Duration
+}
+
+// usageChunk bounds one usage command so a busy node never proposes a huge entry.
+const usageChunk = 5000
+
+// StartHousekeeping runs the leader's duties (create the root key of a new
+// cluster, purge ended rotations) and every node's usage flush, until Shutdown.
+func (n *Node) StartHousekeeping(h Housekeeping) error {
+	if h.RootToken != "" {
+		if _, info, err := keyindex.TokenFromPlaintext(h.RootToken); err != nil || info.Type != keyindex.TypeAdmin {
+			return fmt.Errorf("root key file: not a well-formed admin key (rk_…)")
+		}
+	}
+	if h.UsageFlushInterval <= 0 {
+		h.UsageFlushInterval = 5 * time.Second
+	}
+	if h.PurgeInterval <= 0 {
+		h.PurgeInterval = 10 * time.Second
+	}
+	n.wg.Add(2)
+	go n.leaderLoop(h)
+	go n.usageLoop(h.UsageFlushInterval)
+	return nil
+}
+
+func (n *Node) leaderLoop(h Housekeeping) {
+	defer n.wg.Done()
+	fast := time.NewTicker(100 * time.Millisecond)
+	defer fast.Stop()
+	lastPurge := time.Now()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-fast.C:
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		if !n.fsm.Initialized() {
+			if err := n.createRootKey(h); err != nil {
+				n.log.Error("creating the root key failed; will retry", "error", err)
+			}
+		}
+		if time.Since(lastPurge) >= h.PurgeInterval {
+			lastPurge = time.Now()
+			n.purgeRotations()
+		}
+	}
+}
+
+// createRootKey makes the first root admin key of a new cluster.
+func (n *Node) createRootKey(h Housekeeping) error {
+	var tok keyindex.Token
+	var err error
+	if h.RootToken != "" {
+		tok, _, err = keyindex.TokenFromPlaintext(h.RootToken)
+	} else {
+		tok, err = keyindex.GenerateToken(rand.Reader, "", keyindex.TypeAdmin, keyindex.EnvLive)
+	}
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	id, err := keyindex.NewID(now, rand.Reader)
+	if err != nil {
+		return err
+	}
+	rec := &keyindex.Record{
+		ID: id, WorkspaceID: keyindex.RootWorkspace, Name: "root",
+		Type: keyindex.TypeAdmin, Environment: keyindex.EnvLive,
+		Scopes: append([]string(nil), keyindex.AdminScopes...), Active: true,
+		CreatedAt: now, UpdatedAt: now, CreatedBy: "bootstrap",
+	}
+	rec.SetToken(tok)
+	cmd := &fsm.Command{Op: fsm.OpCreate, Record: fsm.Store(rec), Bootstrap: true,
+		Audit: &fsm.AuditEntry{Time: now, ActorKeyID: "bootstrap", WorkspaceID: keyindex.RootWorkspace, Action: "key.create", Target: id}}
+	res, _, err := n.Apply(cmd)
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	n.log.Info("cluster initialized with a root key", "key_id", id, "preview", tok.Preview)
+	if h.RootToken == "" && h.AnnounceRootKey != nil {
+		h.AnnounceRootKey(tok.Plaintext)
+	}
+	return nil
+}
+
+func (n *Node) purgeRotations() {
+	now := time.Now().UTC()
+	ids := n.fsm.Index().ExpiredRotations(now.UnixNano())
+	if len(ids) == 0 {
+		return
+	}
+	if _, _, err := n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations, IDs: ids, Time: now}); err != nil {
+		n.log.Warn("purging ended rotations failed", "error", err)
+	}
+}
+
+// usageLoop turns this node's verification counts into usage commands.
+// Counts that cannot be proposed (no leader reachable) are kept and merged
+// into the next flush rather than dropped.
+func (n *Node) usageLoop(every time.Duration) {
+	defer n.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	pending := map[string]fsm.Usage{}
+	for {
+		select {
+		case <-n.stop:
+			n.flushUsage(pending) // last chance: counts since the previous tick
+			return
+		case <-t.C:
+			n.flushUsage(pending)
+		}
+	}
+}
+
+func (n *Node) flushUsage(pending map[string]fsm.Usage) {
+	for _, u := range n.fsm.Index().DrainUsage() {
+		p := pending[u.ID]
+		p.ID = u.ID
+		p.Count += u.Count
+		if t := time.Unix(0, u.LastUsedNs).UTC(); t.After(p.LastUsedAt) {
+			p.LastUsedAt = t
+		}
+		pending[u.ID] = p
+	}
+	batch := make([]fsm.Usage, 0, min(len(pending), usageChunk))
+	send := func() bool {
+		if err := n.proposeUsage(batch); err != nil {
+			n.log.Debug("usage flush deferred", "error", err)
+			return false
+		}
+		for _, u := range batch {
+			delete(pending, u.ID)
+		}
+		batch = batch[:0]
+		return true
+	}
+	for _, u := range pending {
+		batch = append(batch, u)
+		if len(batch) == usageChunk && !send() {
+			return
+		}
+	}
+	if len(batch) > 0 {
+		send()
+	}
+}
+
+// proposeUsage applies a usage command; it fails (and the counts wait for
+// the next flush) when this node is not the leader.
+func (n *Node) proposeUsage(batch []fsm.Usage) error {
+	_, _, err := n.Apply(&fsm.Command{Op: fsm.OpUsage, Usage: batch})
+	return err
+}

@@ -1,0 +1,319 @@
+// Package cluster runs keyraft's Raft node: the raft-boltdb log and stable
+// store in the data dir, file snapshots, the TCP transport, the Apply helper
+// and the leader's housekeeping (root key, usage flush, rotation purge).
+package cluster
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/keyraft/keyraft/fsm"
+)
+
+// Config is what a node needs to run. Zero durations take the defaults below.
+type Config struct {
+	NodeID   string // "" = the id stored in the data dir, or a new random one
+	DataDir  string
+	RaftAddr string // host:port to bind and advertise for Raft
+	// Bootstrap makes a node with an empty data dir form a one-node cluster.
+	Bootstrap bool
+
+	HeartbeatTimeout  time.Duration
+	ElectionTimeout   time.Duration
+	CommitTimeout     time.Duration
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	ApplyTimeout      time.Duration
+	// NoSync turns off fsync of the Raft log: only for throwaway benchmarks.
+	NoSync bool
+
+	Logger hclog.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatTimeout, time.Second)
+	def(&c.ElectionTimeout, time.Second)
+	// Followers learn a commit on the next AppendEntries; raft sends one at
+	// least every CommitTimeout, so this bounds how late a follower sees a
+	// revocation on an idle cluster.
+	def(&c.CommitTimeout, 10*time.Millisecond)
+	def(&c.SnapshotInterval, 2*time.Minute)
+	def(&c.ApplyTimeout, 5*time.Second)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+}
+
+// Node is one keyraft Raft node.
+type Node struct {
+	cfg       Config
+	id        string
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	log       hclog.Logger
+
+	shutdownOnce sync.Once
+	stop         chan struct{}
+	wg           sync.WaitGroup
+}
+
+// Errors of Apply.
+var (
+	ErrNotLeader = errors.New("this node is not the leader")
+	ErrShutdown  = errors.New("node is shutting down")
+)
+
+// Open starts a node on cfg.DataDir, recovering whatever state is there.
+func Open(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	id, err := nodeID(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, id: id, fsm: fsm.New(), log: cfg.Logger, stop: make(chan struct{})}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(id)
+	rc.Logger = cfg.Logger.Named("raft")
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout / 2
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	// Group commits: many concurrent admin writes reach the FSM in one batch.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+
+	n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, fmt.Errorf("opening raft log: %w", err)
+	}
+	fail := func(err error) (*Node, error) {
+		if n.transport != nil {
+			n.transport.Close()
+		}
+		n.store.Close()
+		return nil, err
+	}
+	logs, err := raft.NewLogCache(512, n.store)
+	if err != nil {
+		return fail(err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, cfg.Logger.Named("snapshot"))
+	if err != nil {
+		return fail(fmt.Errorf("opening snapshot store: %w", err))
+	}
+	advertise, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		return fail(fmt.Errorf("raft address %q: %w", cfg.RaftAddr, err))
+	}
+	if advertise.IP == nil || advertise.IP.IsUnspecified() {
+		return fail(fmt.Errorf("raft address %q must name a reachable IP, not 0.0.0.0", cfg.RaftAddr))
+	}
+	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, cfg.Logger.Named("transport"))
+	if err != nil {
+		return fail(fmt.Errorf("raft transport: %w", err))
+	}
+	existing, err := raft.HasExistingState(logs, n.store, snaps)
+	if err != nil {
+		return fail(err)
+	}
+	if !existing && cfg.Bootstrap {
+		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.transport.LocalAddr()}}}
+		if err := raft.BootstrapCluster(rc, logs, n.store, snaps, n.transport, boot); err != nil {
+			return fail(fmt.Errorf("bootstrapping: %w", err))
+		}
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.transport)
+	if err != nil {
+		return fail(fmt.Errorf("starting raft: %w", err))
+	}
+	return n, nil
+}
+
+// nodeID returns the configured id, or the one stored in the data dir, or a
+// new random one that is stored for the next start. A node keeps its id for
+// life, so the Raft configuration recognises it after a restart.
+func nodeID(dir, configured string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	stored, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		s := strings.TrimSpace(string(stored))
+		if configured != "" && configured != s {
+			return "", fmt.Errorf("data dir %s belongs to node %q, not %q", dir, s, configured)
+		}
+		return s, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", err
+	}
+	id := configured
+	if id == "" {
+		var b [6]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		id = "node-" + hex.EncodeToString(b[:])
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("storing node id: %w", err)
+	}
+	return id, nil
+}
+
+// ID is this node's Raft server id.
+func (n *Node) ID() string { return n.id }
+
+// FSM is the node's state machine; its index serves verify and admin reads.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// Raft exposes the raft instance for status pages and cluster operations.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// RaftAddr is the address other nodes reach this node's Raft transport at.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// IsLeader reports whether this node is the leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's Raft address and id ("" when unknown).
+func (n *Node) Leader() (addr, id string) {
+	a, i := n.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// Apply proposes c and waits until this node has applied it. It returns the
+// FSM's result and the Raft index of the command.
+func (n *Node) Apply(c *fsm.Command) (*fsm.Result, uint64, error) {
+	b, err := fsm.Encode(c)
+	if err != nil {
+		return nil, 0, err
+	}
+	f := n.raft.Apply(b, n.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return nil, 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return nil, 0, ErrShutdown
+		}
+		return nil, 0, err
+	}
+	res, _ := f.Response().(*fsm.Result)
+	if res == nil {
+		res = &fsm.Result{}
+	}
+	return res, f.Index(), nil
+}
+
+// WaitApplied blocks until the FSM has applied index idx or the timeout
+// passes; it reports whether the index was reached.
+func (n *Node) WaitApplied(idx uint64, timeout time.Duration) bool {
+	if n.appliedAtLeast(idx) {
+		return true
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	// Raft entries that are not commands (configuration changes) advance
+	// raft's applied index without touching the FSM, so poll that too.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		advanced := n.fsm.Advanced()
+		if n.appliedAtLeast(idx) {
+			return true
+		}
+		select {
+		case <-advanced:
+		case <-tick.C:
+		case <-deadline.C:
+			return n.appliedAtLeast(idx)
+		}
+	}
+}
+
+func (n *Node) appliedAtLeast(idx uint64) bool {
+	return n.fsm.AppliedIndex() >= idx || n.raft.AppliedIndex() >= idx
+}
+
+// WaitLeader waits until the cluster has a leader; it reports whether one appeared.
+func (n *Node) WaitLeader(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if a, _ := n.Leader(); a != "" {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// Snapshot asks raft to take a snapshot now (and compact the log).
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Shutdown stops the node's loops, hands leadership over when there is
+// another voter to take it, and closes Raft and the stores. Every write
+// acknowledged before it is already in the fsynced log.
+func (n *Node) Shutdown() error {
+	var err error
+	n.shutdownOnce.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+		if n.IsLeader() && n.otherVoters() > 0 {
+			if terr := n.raft.LeadershipTransfer().Error(); terr != nil {
+				n.log.Warn("leadership transfer before shutdown failed", "error", terr)
+			}
+		}
+		err = n.raft.Shutdown().Error()
+		n.transport.Close()
+		if cerr := n.store.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+func (n *Node) otherVoters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	count := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.id {
+			count++
+		}
+	}
+	return count
+}

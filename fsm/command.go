@@ -1,0 +1,142 @@
+// Package fsm is keyraft's Raft state machine: versioned commands that change
+// the key index, their deterministic application, and snapshots of the index.
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// Version is the encoding version written as the first byte of every command.
+// Decoders accept every version up to this one, so later releases can replay
+// old logs; a command from a newer release is refused, not misread.
+const Version = 1
+
+// Op names a command.
+type Op string
+
+const (
+	OpCreate         Op = "create"
+	OpUpdate         Op = "update"
+	OpRotate         Op = "rotate"
+	OpRevoke         Op = "revoke"
+	OpDelete         Op = "delete"
+	OpImport         Op = "import"
+	OpUsage          Op = "usage"
+	OpPurgeRotations Op = "purge_rotations"
+)
+
+// Command is one state change. Everything non-deterministic (ids, times,
+// token hashes) is decided by the leader before it is proposed: Apply never
+// reads the clock or random numbers. Plaintext tokens never appear here.
+type Command struct {
+	Op Op `json:"op"`
+	// Audit describes the admin write; set for every op an admin makes.
+	Audit *AuditEntry `json:"audit,omitempty"`
+
+	Record  *StoredRecord   `json:"record,omitempty"`  // create
+	Records []*StoredRecord `json:"records,omitempty"` // import
+	// Bootstrap marks the create of the first root key: it initializes the cluster.
+	Bootstrap bool `json:"bootstrap,omitempty"`
+
+	ID     string    `json:"id,omitempty"` // update, rotate, revoke, delete
+	Time   time.Time `json:"time,omitzero"`
+	Update *Update   `json:"update,omitempty"`
+	Rotate *Rotate   `json:"rotate,omitempty"`
+
+	Usage []Usage  `json:"usage,omitempty"`
+	IDs   []string `json:"ids,omitempty"` // purge_rotations
+}
+
+// StoredRecord is a record as commands and snapshots carry it: the API
+// record plus its token hashes, which the API never shows.
+type StoredRecord struct {
+	*keyindex.Record
+	SHA256         keyindex.Hash  `json:"sha256"`
+	PreviousSHA256 *keyindex.Hash `json:"previous_sha256,omitempty"`
+}
+
+// Store wraps r for encoding.
+func Store(r *keyindex.Record) *StoredRecord {
+	s := &StoredRecord{Record: r, SHA256: r.Hash}
+	if r.Rotation != nil {
+		h := r.Rotation.PreviousHash
+		s.PreviousSHA256 = &h
+	}
+	return s
+}
+
+// record unwraps a decoded StoredRecord.
+func (s *StoredRecord) record() (*keyindex.Record, error) {
+	if s == nil || s.Record == nil || s.ID == "" {
+		return nil, errors.New("record missing")
+	}
+	r := s.Record
+	r.Hash = s.SHA256
+	if r.Rotation != nil {
+		if s.PreviousSHA256 == nil {
+			return nil, errors.New("rotation without previous hash")
+		}
+		r.Rotation.PreviousHash = *s.PreviousSHA256
+	}
+	return r, nil
+}
+
+// Update changes the fields that PATCH may change; nil means unchanged.
+type Update struct {
+	Name             *string            `json:"name,omitempty"`
+	Scopes           *[]string          `json:"scopes,omitempty"`
+	AllowedOrigins   *[]string          `json:"allowed_origins,omitempty"`
+	AllowedResources *[]string          `json:"allowed_resources,omitempty"`
+	RateLimitPerMin  *int               `json:"rate_limit_per_min,omitempty"`
+	Metadata         *map[string]string `json:"metadata,omitempty"`
+	Active           *bool              `json:"active,omitempty"`
+	// ExpiresAt: set to change; ClearExpiry to remove the expiry.
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	ClearExpiry bool       `json:"clear_expiry,omitempty"`
+}
+
+// Rotate gives a key a new token. With a grace period the old token stays
+// valid until PreviousExpiresAt.
+type Rotate struct {
+	SHA256            keyindex.Hash `json:"sha256"`
+	KeyPrefix         string        `json:"key_prefix"`
+	KeySuffix         string        `json:"key_suffix"`
+	Preview           string        `json:"preview"`
+	PreviousExpiresAt *time.Time    `json:"previous_expires_at,omitempty"`
+}
+
+// Usage is one node's verifications of one key since its last flush.
+type Usage struct {
+	ID         string    `json:"id"`
+	Count      int64     `json:"count"`
+	LastUsedAt time.Time `json:"last_used_at"`
+}
+
+// Encode serializes c with the version byte in front.
+func Encode(c *Command) ([]byte, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{Version}, b...), nil
+}
+
+// Decode parses a command written by Encode of this or an older version.
+func Decode(b []byte) (*Command, error) {
+	if len(b) == 0 {
+		return nil, errors.New("empty command")
+	}
+	if b[0] == 0 || b[0] > Version {
+		return nil, fmt.Errorf("command version %d not supported (this build reads up to %d)", b[0], Version)
+	}
+	var c Command
+	if err := json.Unmarshal(b[1:], &c); err != nil {
+		return nil, fmt.Errorf("decoding command: %w", err)
+	}
+	return &c, nil
+}

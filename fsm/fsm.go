@@ -1,0 +1,292 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// Errors a command can fail with in Apply. They reach the API as 404/409.
+var (
+	ErrNotFound = keyindex.ErrNotFound
+	ErrConflict = errors.New("conflict")
+)
+
+// Result is what Apply returns for a command (raft's ApplyFuture.Response()).
+type Result struct {
+	Record *keyindex.Record // the record after the change, where there is one
+	Err    error
+}
+
+// FSM applies commands to a keyindex.Index. Apply runs on raft's FSM
+// goroutine only; readers use Index() and the query methods concurrently.
+type FSM struct {
+	index       *keyindex.Index
+	audit       auditLog
+	initialized atomic.Bool
+
+	applied   atomic.Uint64
+	waitMu    sync.Mutex
+	advancedC chan struct{} // closed and replaced whenever applied grows
+}
+
+// New returns an empty state machine.
+func New() *FSM {
+	return &FSM{index: keyindex.New(), advancedC: make(chan struct{})}
+}
+
+// Index is the live key index: verify and admin reads use it directly.
+func (f *FSM) Index() *keyindex.Index { return f.index }
+
+// Initialized reports whether the cluster's first root key has been created.
+func (f *FSM) Initialized() bool { return f.initialized.Load() }
+
+// AppliedIndex is the Raft index of the last command applied.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// Advanced returns a channel closed the next time the applied index grows.
+func (f *FSM) Advanced() <-chan struct{} {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	return f.advancedC
+}
+
+// Audit returns a page of the audit log, newest first.
+func (f *FSM) Audit(q AuditQuery) ([]AuditEntry, uint64) { return f.audit.page(q) }
+
+func (f *FSM) setApplied(i uint64) {
+	f.applied.Store(i)
+	f.waitMu.Lock()
+	close(f.advancedC)
+	f.advancedC = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	res := f.apply(l)
+	f.setApplied(l.Index)
+	return res
+}
+
+// ApplyBatch implements raft.BatchingFSM: one wake-up of readers per batch.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	for i, l := range logs {
+		out[i] = f.apply(l)
+	}
+	if len(logs) > 0 {
+		f.setApplied(logs[len(logs)-1].Index)
+	}
+	return out
+}
+
+func (f *FSM) apply(l *raft.Log) *Result {
+	if l.Type != raft.LogCommand {
+		return &Result{}
+	}
+	c, err := Decode(l.Data)
+	if err != nil {
+		// A command this build cannot read must not be skipped silently on
+		// some nodes and applied on others; every node refuses it the same way.
+		return &Result{Err: err}
+	}
+	res := f.applyCommand(c)
+	if res.Err == nil && c.Audit != nil {
+		e := *c.Audit
+		e.Seq = l.Index
+		f.audit.add(e)
+	}
+	return res
+}
+
+func (f *FSM) applyCommand(c *Command) *Result {
+	ix := f.index
+	switch c.Op {
+	case OpCreate:
+		r, err := c.Record.record()
+		if err != nil {
+			return &Result{Err: err}
+		}
+		if err := ix.Insert(r); err != nil {
+			return &Result{Err: conflict(err)}
+		}
+		if c.Bootstrap {
+			f.initialized.Store(true)
+		}
+		return &Result{Record: r}
+	case OpImport:
+		recs := make([]*keyindex.Record, len(c.Records))
+		for i, s := range c.Records {
+			r, err := s.record()
+			if err != nil {
+				return &Result{Err: err}
+			}
+			recs[i] = r
+		}
+		return &Result{Err: conflict(ix.InsertAll(recs))}
+	case OpUpdate:
+		return f.change(c.ID, func(r *keyindex.Record) error { return applyUpdate(r, c.Update, c.Time) })
+	case OpRotate:
+		return f.change(c.ID, func(r *keyindex.Record) error { return applyRotate(r, c.Rotate, c.Time) })
+	case OpRevoke:
+		return f.change(c.ID, func(r *keyindex.Record) error {
+			if r.RevokedAt != nil {
+				return fmt.Errorf("%w: key is already revoked", ErrConflict)
+			}
+			t := c.Time
+			r.RevokedAt, r.Active, r.UpdatedAt = &t, false, t
+			return nil
+		})
+	case OpDelete:
+		return &Result{Err: ix.Delete(c.ID)}
+	case OpUsage:
+		for _, u := range c.Usage {
+			// Keys deleted since the node counted them are skipped.
+			f.change(u.ID, func(r *keyindex.Record) error {
+				if r.LastUsedAt == nil || u.LastUsedAt.After(*r.LastUsedAt) {
+					t := u.LastUsedAt
+					r.LastUsedAt = &t
+				}
+				r.UsageCount += u.Count
+				return nil
+			})
+		}
+		return &Result{}
+	case OpPurgeRotations:
+		for _, id := range c.IDs {
+			f.change(id, func(r *keyindex.Record) error {
+				// Re-checked here: the key may have been rotated again since
+				// the leader listed it.
+				if r.Rotation == nil || c.Time.Before(r.Rotation.PreviousExpiresAt) {
+					return errUnchanged
+				}
+				r.Rotation = nil
+				return nil
+			})
+		}
+		return &Result{}
+	}
+	return &Result{Err: fmt.Errorf("unknown command %q", c.Op)}
+}
+
+var errUnchanged = errors.New("unchanged")
+
+// change applies fn to a copy of the record with this id and stores it.
+func (f *FSM) change(id string, fn func(*keyindex.Record) error) *Result {
+	cur := f.index.Get(id)
+	if cur == nil {
+		return &Result{Err: ErrNotFound}
+	}
+	next := cur.Clone()
+	if err := fn(next); err != nil {
+		if err == errUnchanged {
+			return &Result{Record: cur}
+		}
+		return &Result{Err: err}
+	}
+	if err := f.index.Replace(next); err != nil {
+		return &Result{Err: conflict(err)}
+	}
+	return &Result{Record: next}
+}
+
+func conflict(err error) error {
+	if err == nil || errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrConflict, err)
+}
+
+func applyUpdate(r *keyindex.Record, u *Update, at time.Time) error {
+	if u == nil {
+		return errors.New("update command without changes")
+	}
+	if r.RevokedAt != nil {
+		return fmt.Errorf("%w: a revoked key cannot be changed", ErrConflict)
+	}
+	if u.Name != nil {
+		r.Name = *u.Name
+	}
+	if u.Scopes != nil {
+		r.Scopes = *u.Scopes
+	}
+	if u.AllowedOrigins != nil {
+		r.AllowedOrigins = *u.AllowedOrigins
+	}
+	if u.AllowedResources != nil {
+		r.AllowedResources = *u.AllowedResources
+	}
+	if u.RateLimitPerMin != nil {
+		r.RateLimitPerMin = *u.RateLimitPerMin
+	}
+	if u.Metadata != nil {
+		r.Metadata = *u.Metadata
+	}
+	if u.Active != nil {
+		r.Active = *u.Active
+	}
+	if u.ClearExpiry {
+		r.ExpiresAt = nil
+	} else if u.ExpiresAt != nil {
+		t := *u.ExpiresAt
+		r.ExpiresAt = &t
+	}
+	r.UpdatedAt = at
+	return nil
+}
+
+func applyRotate(r *keyindex.Record, rot *Rotate, at time.Time) error {
+	if rot == nil {
+		return errors.New("rotate command without a new hash")
+	}
+	if r.RevokedAt != nil {
+		return fmt.Errorf("%w: a revoked key cannot be rotated", ErrConflict)
+	}
+	// Only the token being replaced gets a grace period; a token that was
+	// already in grace from an earlier rotation stops working now.
+	r.Rotation = nil
+	if rot.PreviousExpiresAt != nil {
+		r.Rotation = &keyindex.Rotation{PreviousExpiresAt: *rot.PreviousExpiresAt, PreviousHash: r.Hash}
+	}
+	r.Hash, r.KeyPrefix, r.KeySuffix, r.Preview = rot.SHA256, rot.KeyPrefix, rot.KeySuffix, rot.Preview
+	r.UpdatedAt = at
+	return nil
+}
+
+// Snapshot implements raft.FSM. It captures a point-in-time view cheaply
+// (the index is copy-on-write); Persist streams it while Apply goes on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &snapshot{
+		meta: snapshotMeta{
+			AppliedIndex: f.applied.Load(),
+			Initialized:  f.initialized.Load(),
+			Audit:        f.audit.all(),
+		},
+		records: f.index.Snapshot(),
+	}, nil
+}
+
+// Restore implements raft.FSM. A snapshot that is truncated, corrupted or
+// from a newer version is refused and the current state is kept.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	meta, recs, err := ReadSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	if err := f.index.ReplaceAll(recs); err != nil {
+		return fmt.Errorf("restoring snapshot: %w", err)
+	}
+	f.audit.reset(meta.Audit)
+	f.initialized.Store(meta.Initialized)
+	f.setApplied(meta.AppliedIndex)
+	return nil
+}

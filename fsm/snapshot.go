@@ -1,0 +1,203 @@
+package fsm
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// Snapshot stream layout:
+//
+//	magic "KEYRAFTS" | version byte | frame(meta) | frame(audit entry)… |
+//	frame(record)… | CRC-32C of every byte before it (4 bytes, big endian)
+//
+// A frame is a uvarint length and that many bytes of JSON. The meta frame
+// gives the number of audit and record frames, so a truncated stream is
+// detected even before the checksum.
+const (
+	snapshotMagic   = "KEYRAFTS"
+	snapshotVersion = 1
+	maxFrame        = 1 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+type snapshotMeta struct {
+	AppliedIndex uint64       `json:"applied_index"`
+	Initialized  bool         `json:"initialized"`
+	Records      int          `json:"records"`
+	AuditEntries int          `json:"audit_entries"`
+	Audit        []AuditEntry `json:"-"`
+}
+
+type snapshot struct {
+	meta    snapshotMeta
+	records *keyindex.Records
+}
+
+// Persist implements raft.FSMSnapshot.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+// Release implements raft.FSMSnapshot.
+func (s *snapshot) Release() {}
+
+func (s *snapshot) write(w io.Writer) error {
+	crc := crc32.New(castagnoli)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)
+	meta := s.meta
+	meta.Records, meta.AuditEntries = s.records.Len(), len(meta.Audit)
+	bw.WriteString(snapshotMagic)
+	bw.WriteByte(snapshotVersion)
+	var err error
+	frame := func(v any) bool {
+		var b []byte
+		if b, err = json.Marshal(v); err != nil {
+			return false
+		}
+		var lb [binary.MaxVarintLen64]byte
+		bw.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))])
+		_, err = bw.Write(b)
+		return err == nil
+	}
+	if !frame(meta) {
+		return err
+	}
+	for i := range meta.Audit {
+		if !frame(&meta.Audit[i]) {
+			return err
+		}
+	}
+	s.records.Each(func(r *keyindex.Record) bool { return frame(Store(r)) })
+	if err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err = w.Write(crc.Sum(nil))
+	return err
+}
+
+// WriteSnapshot writes a snapshot of f to w: the same stream raft persists,
+// also used for backups.
+func (f *FSM) WriteSnapshot(w io.Writer) error {
+	s, _ := f.Snapshot()
+	return s.(*snapshot).write(w)
+}
+
+// ErrBadSnapshot wraps every reason a snapshot stream is refused.
+var ErrBadSnapshot = errors.New("bad snapshot")
+
+// ReadSnapshot decodes and checks a whole snapshot stream without changing
+// any state.
+func ReadSnapshot(r io.Reader) (snapshotMeta, []*keyindex.Record, error) {
+	var meta snapshotMeta
+	crc := crc32.New(castagnoli)
+	br := bufio.NewReaderSize(r, 256<<10)
+	tr := &teeByteReader{r: br, h: crc}
+	fail := func(format string, a ...any) (snapshotMeta, []*keyindex.Record, error) {
+		return snapshotMeta{}, nil, fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, a...))
+	}
+	head := make([]byte, len(snapshotMagic)+1)
+	if _, err := io.ReadFull(tr, head); err != nil {
+		return fail("reading header: %v", err)
+	}
+	if string(head[:len(snapshotMagic)]) != snapshotMagic {
+		return fail("not a keyraft snapshot")
+	}
+	if v := head[len(snapshotMagic)]; v == 0 || v > snapshotVersion {
+		return fail("version %d not supported (this build reads up to %d)", v, snapshotVersion)
+	}
+	var buf []byte
+	frame := func(v any) error {
+		n, err := binary.ReadUvarint(tr)
+		if err != nil {
+			return fmt.Errorf("reading frame length: %w", err)
+		}
+		if n > maxFrame {
+			return fmt.Errorf("frame of %d bytes exceeds %d", n, maxFrame)
+		}
+		if uint64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(tr, buf); err != nil {
+			return fmt.Errorf("reading frame: %w", err)
+		}
+		return json.Unmarshal(buf, v)
+	}
+	if err := frame(&meta); err != nil {
+		return fail("meta: %v", err)
+	}
+	if meta.Records < 0 || meta.AuditEntries < 0 || meta.AuditEntries > AuditCapacity {
+		return fail("meta has impossible counts")
+	}
+	meta.Audit = make([]AuditEntry, 0, meta.AuditEntries)
+	for i := 0; i < meta.AuditEntries; i++ {
+		var e AuditEntry
+		if err := frame(&e); err != nil {
+			return fail("audit entry %d: %v", i, err)
+		}
+		meta.Audit = append(meta.Audit, e)
+	}
+	// Grow as records arrive rather than trusting the count for the allocation.
+	recs := make([]*keyindex.Record, 0, min(meta.Records, 1<<16))
+	for i := 0; i < meta.Records; i++ {
+		var s StoredRecord
+		if err := frame(&s); err != nil {
+			return fail("record %d: %v", i, err)
+		}
+		rec, err := s.record()
+		if err != nil {
+			return fail("record %d: %v", i, err)
+		}
+		recs = append(recs, rec)
+	}
+	want := crc.Sum32()
+	var sum [4]byte
+	if _, err := io.ReadFull(br, sum[:]); err != nil {
+		return fail("reading checksum: %v", err)
+	}
+	if binary.BigEndian.Uint32(sum[:]) != want {
+		return fail("checksum mismatch")
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return fail("trailing data after checksum")
+	}
+	return meta, recs, nil
+}
+
+// teeByteReader feeds every byte read into a hash; ReadUvarint needs a ByteReader.
+type teeByteReader struct {
+	r *bufio.Reader
+	h hash.Hash32
+}
+
+func (t *teeByteReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.h.Write(p[:n])
+	return n, err
+}
+
+func (t *teeByteReader) ReadByte() (byte, error) {
+	b, err := t.r.ReadByte()
+	if err == nil {
+		t.h.Write([]byte{b})
+	}
+	return b, err
+}
