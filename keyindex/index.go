@@ -22,6 +22,9 @@ type Index struct {
 	// rotating holds the entries that still have a previous hash, so purging
 	// expired ones does not scan every key.
 	rotating map[string]*entry
+	// imported counts imported keys: while there are none, a token that
+	// fails the checksum is refused without a lookup.
+	imported atomic.Int64
 
 	usageMu sync.Mutex
 	used    []*entry // entries verified since the last DrainUsage
@@ -196,6 +199,7 @@ func (ix *Index) ReplaceAll(recs []*Record) error {
 	}
 	ix.mu.Lock()
 	ix.byHash, ix.byID, ix.ordered, ix.rotating = fresh.byHash, fresh.byID, fresh.ordered, fresh.rotating
+	ix.imported.Store(fresh.imported.Load())
 	ix.mu.Unlock()
 	ix.usageMu.Lock()
 	ix.used = nil
@@ -229,6 +233,9 @@ func (ix *Index) link(e *entry, r *Record) {
 	if r.Rotation != nil {
 		ix.rotating[r.ID] = e
 	}
+	if r.Imported {
+		ix.imported.Add(1)
+	}
 	ix.ordered.ReplaceOrInsert(r)
 }
 
@@ -238,6 +245,9 @@ func (ix *Index) unlink(e *entry) {
 		delete(ix.byHash, h)
 	}
 	delete(ix.rotating, r.ID)
+	if r.Imported {
+		ix.imported.Add(-1)
+	}
 	ix.ordered.Delete(r)
 }
 

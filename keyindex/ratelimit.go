@@ -34,12 +34,20 @@ type RateLimit struct {
 
 // allow counts one request at nowNs if it fits under limit.
 func (l *rateLimiter) allow(nowNs int64, limit int) (bool, RateLimit) {
-	win := uint64(nowNs/windowNs) & windowMask
-	elapsed := nowNs % windowNs
-	rl := RateLimit{Limit: limit, ResetMs: (windowNs - elapsed + 999_999) / 1e6}
+	nowWin := uint64(nowNs/windowNs) & windowMask
+	nowElapsed := nowNs % windowNs
+	rl := RateLimit{Limit: limit, ResetMs: (windowNs - nowElapsed + 999_999) / 1e6}
 	for {
+		win, elapsed := nowWin, nowElapsed
 		old := l.word.Load()
 		oldWin, prev, cur := old>>(2*countBits), (old>>countBits)&countMask, old&countMask
+		if old != 0 && oldWin == (win+1)&windowMask {
+			// Callers read the clock before calling, so a request stamped just
+			// before a window boundary can arrive after one stamped after it.
+			// Count it at the start of the newer window instead of treating
+			// the stored counts as stale, which would wipe them.
+			win, elapsed = oldWin, 0
+		}
 		if oldWin != win {
 			if oldWin == (win-1)&windowMask {
 				prev = cur

@@ -36,6 +36,9 @@ type Record struct {
 	LastUsedAt       *time.Time        `json:"last_used_at"`
 	UsageCount       int64             `json:"usage_count"`
 	Rotation         *Rotation         `json:"rotation"`
+	// Imported keys came in by hash (POST /v1/keys/import); their tokens may
+	// have any format, so they are looked up even when the checksum fails.
+	Imported bool `json:"imported"`
 
 	// Hash is SHA-256 of the current token. Never part of an API answer.
 	Hash Hash `json:"-"`

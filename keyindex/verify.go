@@ -69,6 +69,9 @@ type Decision struct {
 	ValidBody []byte
 }
 
+// MaxImportedTokenLen bounds tokens looked up as imported keys.
+const MaxImportedTokenLen = 512
+
 // Verify decides whether a token is good for the request. It allocates
 // nothing and holds the index's read lock only for the lookup. A successful
 // verification is counted for usage and against the key's rate limit.
@@ -76,7 +79,8 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	if len(req.Token) == 0 {
 		return Decision{Code: CodeBadRequest}
 	}
-	if _, err := ParseToken(req.Token); err != nil {
+	_, err := ParseToken(req.Token)
+	if err != nil && (ix.imported.Load() == 0 || len(req.Token) > MaxImportedTokenLen) {
 		return Decision{Code: CodeMalformedKey}
 	}
 	h := HashToken(req.Token)
@@ -87,6 +91,9 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		v = e.view
 	}
 	ix.mu.RUnlock()
+	if err != nil && (e == nil || !v.rec.Imported) {
+		return Decision{Code: CodeMalformedKey}
+	}
 	if e == nil {
 		return Decision{Code: CodeKeyNotFound}
 	}

@@ -1,0 +1,55 @@
+package api
+
+import (
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// authenticate checks the admin key in Authorization: Bearer and that it
+// carries scope. The key goes through the same verify decision as any other
+// (revoked, disabled, expired, rate limited, rotation grace), then must be an
+// admin key.
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex.Record, *apiError) {
+	tok := headerToken(&ctx.Request.Header)
+	if len(tok) == 0 {
+		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "send an admin key in Authorization: Bearer")
+	}
+	d := s.index.Verify(&keyindex.VerifyRequest{Token: tok, NowNs: time.Now().UnixNano()})
+	switch d.Code {
+	case keyindex.CodeValid:
+	case keyindex.CodeRateLimited:
+		e := newError(fasthttp.StatusTooManyRequests, codeRateLimited, "this admin key's rate limit is exhausted")
+		e.RetryAfter = int((d.RateLimit.RetryAfterMs + 999) / 1000)
+		return nil, e
+	default:
+		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "admin key rejected: "+d.Code.Message())
+	}
+	caller := d.Record
+	if caller.Type != keyindex.TypeAdmin {
+		return nil, newError(fasthttp.StatusForbidden, codeForbidden, "only admin keys (rk_…) may call the admin API")
+	}
+	if !caller.HasScope(scope) {
+		return nil, newError(fasthttp.StatusForbidden, codeForbidden, "this admin key lacks the scope "+scope)
+	}
+	return caller, nil
+}
+
+// canSee reports whether caller may see keys of workspace ws. Keys of other
+// workspaces answer 404, as if they did not exist.
+func canSee(caller *keyindex.Record, ws string) bool {
+	return caller.IsRoot() || caller.WorkspaceID == ws
+}
+
+// grantsAll reports whether caller holds every one of scopes: an admin key
+// cannot create or widen an admin key beyond its own rights.
+func grantsAll(caller *keyindex.Record, scopes []string) bool {
+	for _, sc := range scopes {
+		if !caller.HasScope(sc) {
+			return false
+		}
+	}
+	return true
+}

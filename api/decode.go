@@ -1,0 +1,210 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// field is one JSON member a request body may carry.
+type field struct {
+	target   any  // pointer to decode into
+	nullable bool // null is a meaningful value (clears it)
+	present  bool // set by decodeObject
+	null     bool // set by decodeObject
+}
+
+// decodeObject reads a JSON object strictly: unknown members and members of
+// the wrong type are each reported as a FieldError, so one answer lists every
+// bad field. A body that is not a JSON object at all is a 400.
+func decodeObject(body []byte, prefix string, fields map[string]*field) ([]FieldError, *apiError) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, nil
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
+		return nil, newError(fasthttp.StatusBadRequest, codeBadRequest, "the body must be a JSON object")
+	}
+	return decodeMembers(raw, prefix, fields), nil
+}
+
+func decodeMembers(raw map[string]json.RawMessage, prefix string, fields map[string]*field) []FieldError {
+	var bad []FieldError
+	names := make([]string, 0, len(raw))
+	for name := range raw {
+		names = append(names, name)
+	}
+	sort.Strings(names) // stable order of details
+	for _, name := range names {
+		f, ok := fields[name]
+		if !ok {
+			bad = append(bad, FieldError{prefix + name, "unknown field"})
+			continue
+		}
+		f.present = true
+		if string(raw[name]) == "null" {
+			f.null = true
+			if !f.nullable {
+				bad = append(bad, FieldError{prefix + name, "must not be null"})
+			}
+			continue
+		}
+		if err := json.Unmarshal(raw[name], f.target); err != nil {
+			bad = append(bad, FieldError{prefix + name, typeIssue(f.target)})
+		}
+	}
+	return bad
+}
+
+func typeIssue(target any) string {
+	switch target.(type) {
+	case *string:
+		return "must be a string"
+	case *[]string:
+		return "must be an array of strings"
+	case *int, *int64:
+		return "must be an integer"
+	case *bool:
+		return "must be true or false"
+	case *map[string]string:
+		return "must be an object whose values are strings"
+	case *time.Time:
+		return "must be an RFC 3339 time"
+	}
+	return fmt.Sprintf("has the wrong type (%T)", target)
+}
+
+var (
+	workspaceRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	hexHashRE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// Limits of record fields (spec §2).
+const (
+	maxName          = 120
+	maxOwnerID       = 128
+	maxScopes        = 64
+	maxOrigins       = 64
+	maxResources     = 256
+	maxResourceLen   = 256
+	maxMetadata      = 16
+	maxMetadataBytes = 4096
+	maxGraceSeconds  = 2_592_000 // 30 days
+)
+
+// checker collects field errors of one request.
+type checker struct{ bad []FieldError }
+
+func (c *checker) add(field, issue string) { c.bad = append(c.bad, FieldError{field, issue}) }
+
+func (c *checker) name(field, v string) {
+	if n := len([]rune(v)); n < 1 || n > maxName {
+		c.add(field, fmt.Sprintf("must be 1 to %d characters", maxName))
+	}
+}
+
+func (c *checker) ownerID(field, v string) {
+	if len(v) > maxOwnerID {
+		c.add(field, fmt.Sprintf("must be at most %d characters", maxOwnerID))
+	}
+}
+
+func (c *checker) workspaceID(field, v string) {
+	if !workspaceRE.MatchString(v) {
+		c.add(field, "must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -")
+	}
+}
+
+func (c *checker) scopes(field string, v []string, t keyindex.KeyType) {
+	if len(v) > maxScopes {
+		c.add(field, fmt.Sprintf("at most %d scopes", maxScopes))
+		return
+	}
+	for i, s := range v {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case !keyindex.ValidScope(s):
+			c.add(f, "must match ^[a-z0-9_.-]+(:[a-z0-9_.*-]+)*$")
+		case t == keyindex.TypeAdmin && !isAdminScope(s):
+			c.add(f, "admin keys carry only admin scopes: keys:read, keys:write, cluster:read, cluster:write, audit:read")
+		case t == keyindex.TypePublishable && isAdminScope(s):
+			c.add(f, "publishable keys cannot hold admin scopes")
+		}
+	}
+}
+
+func isAdminScope(s string) bool {
+	for _, a := range keyindex.AdminScopes {
+		if s == a {
+			return true
+		}
+	}
+	return false
+}
+
+// origins checks and normalizes allowed origins in place.
+func (c *checker) origins(field string, v []string, t keyindex.KeyType) {
+	if t == keyindex.TypePublishable && len(v) == 0 {
+		c.add(field, "required and non-empty for publishable keys")
+	}
+	if len(v) > maxOrigins {
+		c.add(field, fmt.Sprintf("at most %d origins", maxOrigins))
+		return
+	}
+	for i, o := range v {
+		n, err := keyindex.NormalizeOrigin(o)
+		if err != nil {
+			c.add(fmt.Sprintf("%s[%d]", field, i), err.Error())
+			continue
+		}
+		v[i] = n
+	}
+}
+
+func (c *checker) resources(field string, v []string) {
+	if len(v) > maxResources {
+		c.add(field, fmt.Sprintf("at most %d resources", maxResources))
+		return
+	}
+	for i, r := range v {
+		if r == "" || len(r) > maxResourceLen {
+			c.add(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("must be 1 to %d characters", maxResourceLen))
+		}
+	}
+}
+
+func (c *checker) rateLimit(field string, v int) {
+	if v < 0 || v > keyindex.MaxRateLimitPerMin {
+		c.add(field, fmt.Sprintf("must be 0 (unlimited) to %d", keyindex.MaxRateLimitPerMin))
+	}
+}
+
+func (c *checker) metadata(field string, v map[string]string) {
+	if len(v) > maxMetadata {
+		c.add(field, fmt.Sprintf("at most %d entries", maxMetadata))
+	}
+	size := 0
+	for k, val := range v {
+		size += len(k) + len(val)
+		if k == "" {
+			c.add(field, "keys must not be empty")
+		}
+	}
+	if size > maxMetadataBytes {
+		c.add(field, fmt.Sprintf("at most %d bytes of keys and values in all", maxMetadataBytes))
+	}
+}
+
+func (c *checker) futureTime(field string, t time.Time, now time.Time) {
+	if !t.After(now) {
+		c.add(field, "must be in the future")
+	}
+}

@@ -1,0 +1,223 @@
+// Package api serves keyraft's HTTP API over fasthttp: verify (the hot path),
+// the admin API with admin-key authentication, health and metrics.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/keyraft/keyraft/cluster"
+	"github.com/keyraft/keyraft/fsm"
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// Config tunes the HTTP server. Zero values take the defaults.
+type Config struct {
+	ReadTimeout  time.Duration // whole request, headers and body (default 10s)
+	WriteTimeout time.Duration // default 10s
+	IdleTimeout  time.Duration // keep-alive connections (default 60s)
+	MaxBodyBytes int           // every route but import (default 1 MiB)
+	// MaxImportBytes bounds POST /v1/keys/import, which carries up to 10,000 keys (default 16 MiB).
+	MaxImportBytes int
+	// MaxHeaderBytes bounds the request line and headers (default 16 KiB).
+	MaxHeaderBytes int
+	// ReadyLag is how far the applied index may trail the commit index for /readyz.
+	ReadyLag uint64
+	Logger   hclog.Logger
+}
+
+// Server is one node's HTTP API.
+type Server struct {
+	cfg     Config
+	node    *cluster.Node
+	fsm     *fsm.FSM
+	index   *keyindex.Index
+	log     hclog.Logger
+	http    *fasthttp.Server
+	metrics metrics
+}
+
+type metrics struct {
+	verifications [keyindex.CodeStale + 1]atomic.Uint64
+	adminRequests atomic.Uint64
+	adminErrors   atomic.Uint64
+}
+
+// New builds the API of node.
+func New(node *cluster.Node, cfg Config) *Server {
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxImportBytes == 0 {
+		cfg.MaxImportBytes = 16 << 20
+	}
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = 16 << 10
+	}
+	if cfg.ReadyLag == 0 {
+		cfg.ReadyLag = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	s := &Server{cfg: cfg, node: node, fsm: node.FSM(), index: node.FSM().Index(), log: cfg.Logger}
+	s.http = &fasthttp.Server{
+		Handler:                       s.Handle,
+		ErrorHandler:                  s.handleTransportError,
+		Name:                          "keyraft",
+		ReadTimeout:                   cfg.ReadTimeout,
+		WriteTimeout:                  cfg.WriteTimeout,
+		IdleTimeout:                   cfg.IdleTimeout,
+		MaxRequestBodySize:            max(cfg.MaxBodyBytes, cfg.MaxImportBytes),
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		DisableHeaderNamesNormalizing: false,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		CloseOnShutdown:               true,
+		// Nothing here logs request URLs or headers: keys travel in them.
+		Logger: fasthttpLogger{cfg.Logger.Named("http")},
+	}
+	return s
+}
+
+// Serve answers requests on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+
+// Shutdown stops accepting connections and waits for requests in flight.
+func (s *Server) Shutdown() error { return s.http.Shutdown() }
+
+// Handle routes one request. Routes are matched by hand: the verify path
+// must not pay for a router's allocations.
+func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	path := ctx.Path()
+	if len(ctx.Request.Body()) > s.cfg.MaxBodyBytes && string(path) != importPath {
+		writeError(ctx, bodyTooLarge(s.cfg.MaxBodyBytes))
+		return
+	}
+	if string(path) == "/v1/verify" {
+		if ctx.IsGet() || ctx.IsPost() {
+			s.handleVerify(ctx)
+			return
+		}
+		writeError(ctx, methodNotAllowed())
+		return
+	}
+	switch string(path) {
+	case "/healthz":
+		s.handleHealth(ctx)
+		return
+	case "/readyz":
+		s.handleReady(ctx)
+		return
+	case "/metrics":
+		s.handleMetrics(ctx)
+		return
+	}
+	if strings.HasPrefix(string(path), "/v1/") {
+		s.metrics.adminRequests.Add(1)
+		s.routeAdmin(ctx, string(path))
+		if ctx.Response.StatusCode() >= 400 {
+			s.metrics.adminErrors.Add(1)
+		}
+		return
+	}
+	writeError(ctx, newError(fasthttp.StatusNotFound, codeNotFound, "no such endpoint"))
+}
+
+const importPath = "/v1/keys/import"
+
+func bodyTooLarge(limit int) *apiError {
+	return newError(fasthttp.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("the body exceeds the limit of %d bytes", limit))
+}
+
+func methodNotAllowed() *apiError {
+	return newError(fasthttp.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed on this endpoint")
+}
+
+// routeAdmin dispatches /v1/keys…, /v1/audit.
+func (s *Server) routeAdmin(ctx *fasthttp.RequestCtx, path string) {
+	method := string(ctx.Method())
+	rest, isKeys := strings.CutPrefix(path, "/v1/keys")
+	switch {
+	case path == "/v1/audit":
+		s.only(ctx, method, "GET", s.handleAudit)
+	case isKeys && rest == "":
+		switch method {
+		case "POST":
+			s.handleCreate(ctx)
+		case "GET":
+			s.handleList(ctx)
+		default:
+			writeError(ctx, methodNotAllowed())
+		}
+	case path == importPath:
+		s.only(ctx, method, "POST", s.handleImport)
+	case isKeys && strings.HasPrefix(rest, "/"):
+		id, action, _ := strings.Cut(rest[1:], "/")
+		switch {
+		case action == "" && method == "GET":
+			s.handleGet(ctx, id)
+		case action == "" && method == "PATCH":
+			s.handleUpdate(ctx, id)
+		case action == "" && method == "DELETE":
+			s.handleDelete(ctx, id)
+		case action == "rotate":
+			s.only(ctx, method, "POST", func(ctx *fasthttp.RequestCtx) { s.handleRotate(ctx, id) })
+		case action == "revoke":
+			s.only(ctx, method, "POST", func(ctx *fasthttp.RequestCtx) { s.handleRevoke(ctx, id) })
+		case action == "":
+			writeError(ctx, methodNotAllowed())
+		default:
+			writeError(ctx, newError(fasthttp.StatusNotFound, codeNotFound, "no such endpoint"))
+		}
+	default:
+		writeError(ctx, newError(fasthttp.StatusNotFound, codeNotFound, "no such endpoint"))
+	}
+}
+
+func (s *Server) only(ctx *fasthttp.RequestCtx, method, want string, h fasthttp.RequestHandler) {
+	if method != want {
+		writeError(ctx, methodNotAllowed())
+		return
+	}
+	h(ctx)
+}
+
+// handleTransportError answers requests fasthttp could not read: too large,
+// too slow, malformed. The body is never echoed.
+func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
+	var sizeErr *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, bodyTooLarge(s.cfg.MaxImportBytes))
+	case errors.As(err, &sizeErr):
+		writeError(ctx, newError(fasthttp.StatusRequestHeaderFieldsTooLarge, codeHeaderTooLarge, "the request headers are too large"))
+	default:
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			writeError(ctx, newError(fasthttp.StatusRequestTimeout, "REQUEST_TIMEOUT", "the request was not received in time"))
+			return
+		}
+		writeError(ctx, newError(fasthttp.StatusBadRequest, codeBadRequest, "the request could not be read"))
+	}
+}
+
+type fasthttpLogger struct{ l hclog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(strings.TrimSpace(format), "args", args) }

@@ -1,0 +1,184 @@
+package api
+
+import (
+	"bytes"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// The verify path is the product's hot path: it allocates nothing, takes no
+// Raft round trip and writes pre-encoded bytes. Everything below is written
+// with that in mind (pooled JSON parser, byte slices into the request,
+// static answer bodies).
+
+var (
+	verifyParsers fastjson.ParserPool
+	jsonType      = []byte("application/json")
+	bearerPrefix  = []byte("bearer ")
+	// failBodies[code] is the whole JSON answer of a rejection.
+	failBodies = func() (out [keyindex.CodeStale + 1][]byte) {
+		for c := range out {
+			code := keyindex.Code(c)
+			out[c] = []byte(`{"valid":false,"code":"` + code.String() + `","message":"` + code.Message() + `"}`)
+		}
+		return out
+	}()
+)
+
+const maxMinIndexWait = time.Second
+
+// handleVerify serves both forms of spec §3: POST with a JSON body, and GET
+// with the key in X-API-Key or Authorization: Bearer (forward-auth).
+func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
+	var req keyindex.VerifyRequest
+	if ctx.IsPost() {
+		p := verifyParsers.Get()
+		defer verifyParsers.Put(p)
+		if msg := readVerifyBody(p, ctx.PostBody(), &req); msg != "" {
+			s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, msg)
+			return
+		}
+		if len(req.Origin) == 0 {
+			req.Origin = ctx.Request.Header.Peek(fasthttp.HeaderOrigin)
+		}
+	} else {
+		args := ctx.QueryArgs()
+		if args.Has("key") || args.Has("api_key") {
+			// A key in a URL ends up in proxy and browser logs; refuse it.
+			s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "send the key in the X-API-Key or Authorization header, never in the query string")
+			return
+		}
+		req.Token = headerToken(&ctx.Request.Header)
+		req.Scope = args.Peek("scope")
+		req.Resource = args.Peek("resource")
+		req.Origin = ctx.Request.Header.Peek(fasthttp.HeaderOrigin)
+	}
+	if minIndex, ok := requestedMinIndex(ctx); !ok {
+		s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "min_index must be a non-negative integer")
+		return
+	} else if minIndex > 0 && !s.node.WaitApplied(minIndex, maxMinIndexWait) {
+		s.writeVerifyAnswer(ctx, &keyindex.Decision{Code: keyindex.CodeStale})
+		return
+	}
+	req.NowNs = time.Now().UnixNano()
+	d := s.index.Verify(&req)
+	s.writeVerifyAnswer(ctx, &d)
+}
+
+// readVerifyBody fills req from {"key","scope","resource","origin"}; it
+// returns a message when the body is not such an object.
+func readVerifyBody(p *fastjson.Parser, body []byte, req *keyindex.VerifyRequest) string {
+	v, err := p.ParseBytes(body)
+	if err != nil {
+		return "the body must be a JSON object"
+	}
+	obj, err := v.Object()
+	if err != nil {
+		return "the body must be a JSON object"
+	}
+	known := 0
+	for _, f := range [...]struct {
+		name string
+		dst  *[]byte
+	}{{"key", &req.Token}, {"scope", &req.Scope}, {"resource", &req.Resource}, {"origin", &req.Origin}} {
+		m := obj.Get(f.name)
+		if m == nil {
+			continue
+		}
+		known++
+		if m.Type() == fastjson.TypeNull {
+			continue
+		}
+		b, err := m.StringBytes()
+		if err != nil {
+			return "key, scope, resource and origin must be strings"
+		}
+		*f.dst = b
+	}
+	if known != obj.Len() {
+		return "unknown field: the body takes only key, scope, resource and origin"
+	}
+	return ""
+}
+
+// headerToken returns the key from X-API-Key, or else from Authorization: Bearer.
+func headerToken(h *fasthttp.RequestHeader) []byte {
+	if tok := h.Peek("X-Api-Key"); len(tok) > 0 {
+		return tok
+	}
+	auth := h.Peek(fasthttp.HeaderAuthorization)
+	if len(auth) > len(bearerPrefix) && bytes.EqualFold(auth[:len(bearerPrefix)], bearerPrefix) {
+		return bytes.TrimSpace(auth[len(bearerPrefix):])
+	}
+	return nil
+}
+
+// requestedMinIndex reads min_index (query) or Keyraft-Min-Index (header).
+func requestedMinIndex(ctx *fasthttp.RequestCtx) (uint64, bool) {
+	raw := ctx.QueryArgs().Peek("min_index")
+	if len(raw) == 0 {
+		raw = ctx.Request.Header.Peek("Keyraft-Min-Index")
+	}
+	if len(raw) == 0 {
+		return 0, true
+	}
+	n, err := fasthttp.ParseUint(raw)
+	return uint64(n), err == nil
+}
+
+// writeVerifyAnswer writes the status, headers and body of a decision.
+func (s *Server) writeVerifyAnswer(ctx *fasthttp.RequestCtx, d *keyindex.Decision) {
+	s.metrics.verifications[d.Code].Add(1)
+	resp := &ctx.Response
+	resp.SetStatusCode(d.Code.HTTPStatus())
+	resp.Header.SetContentTypeBytes(jsonType)
+	switch d.Code {
+	case keyindex.CodeValid:
+		r := d.Record
+		resp.Header.Set("Keyraft-Key-Id", r.ID)
+		resp.Header.Set("Keyraft-Workspace-Id", r.WorkspaceID)
+		resp.Header.Set("Keyraft-Owner-Id", r.OwnerID)
+		if d.Rotated {
+			resp.Header.Set("Keyraft-Key-Rotated", "true")
+		}
+		resp.AppendBody(d.ValidBody)
+		appendRateLimit(resp, &d.RateLimit)
+		resp.AppendBodyString("}")
+	case keyindex.CodeRateLimited:
+		var num [20]byte
+		resp.Header.SetBytesV(fasthttp.HeaderRetryAfter, strconv.AppendInt(num[:0], (d.RateLimit.RetryAfterMs+999)/1000, 10))
+		body := failBodies[d.Code]
+		resp.AppendBody(body[:len(body)-1])
+		resp.AppendBodyString(`,"ratelimit":`)
+		appendRateLimit(resp, &d.RateLimit)
+		resp.AppendBodyString("}")
+	default:
+		resp.SetBodyRaw(failBodies[d.Code])
+	}
+}
+
+func appendRateLimit(resp *fasthttp.Response, rl *keyindex.RateLimit) {
+	var num [20]byte
+	resp.AppendBodyString(`{"limit":`)
+	resp.AppendBody(strconv.AppendInt(num[:0], int64(rl.Limit), 10))
+	resp.AppendBodyString(`,"remaining":`)
+	resp.AppendBody(strconv.AppendInt(num[:0], int64(rl.Remaining), 10))
+	resp.AppendBodyString(`,"reset_ms":`)
+	resp.AppendBody(strconv.AppendInt(num[:0], rl.ResetMs, 10))
+	resp.AppendBodyString("}")
+}
+
+// writeVerifyProblem answers a request that never reached the decision.
+func (s *Server) writeVerifyProblem(ctx *fasthttp.RequestCtx, code keyindex.Code, msg string) {
+	s.metrics.verifications[code].Add(1)
+	writeJSON(ctx, code.HTTPStatus(), struct {
+		Valid   bool   `json:"valid"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{false, code.String(), msg})
+}

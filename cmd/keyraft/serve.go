@@ -1,0 +1,152 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/keyraft/keyraft/api"
+	"github.com/keyraft/keyraft/cluster"
+)
+
+// serveConfig is every flag of `keyraft serve`.
+type serveConfig struct {
+	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel string
+	usageFlush, readTimeout, writeTimeout, idleTimeout         time.Duration
+	heartbeat, election, commit, snapshotInterval              time.Duration
+	snapshotThreshold, trailingLogs                            uint64
+}
+
+// serveFlags defines the flags; each also reads KEYRAFT_<NAME> from the
+// environment (dashes become underscores), and a flag on the command line wins.
+func serveFlags(fs *flag.FlagSet) *serveConfig {
+	c := &serveConfig{}
+	fs.StringVar(&c.dataDir, "data-dir", "./keyraft-data", "directory for the Raft log, snapshots and node id")
+	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address of the HTTP API")
+	fs.StringVar(&c.raftAddr, "raft-addr", "127.0.0.1:7000", "address of the Raft transport (bound and advertised)")
+	fs.StringVar(&c.nodeID, "node-id", "", "node id (default: the one stored in the data dir, or a new random one)")
+	fs.StringVar(&c.rootKeyFile, "root-key-file", "", "file holding the root admin key (rk_…) a new cluster is created with; default: generate one and print it once")
+	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.DurationVar(&c.usageFlush, "usage-flush-interval", 5*time.Second, "how often verification usage (last_used_at, counts) is written through Raft")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "time to read a whole request")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "time to write a response")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "keep-alive connections idle longer are closed")
+	fs.DurationVar(&c.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
+	fs.DurationVar(&c.election, "election-timeout", time.Second, "Raft election timeout")
+	fs.DurationVar(&c.commit, "commit-timeout", 10*time.Millisecond, "longest time before followers learn of a commit on an idle cluster")
+	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 2*time.Minute, "how often Raft checks whether to snapshot")
+	fs.Uint64Var(&c.snapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that trigger a new one")
+	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
+	return c
+}
+
+// envName is the environment variable of a flag: data-dir → KEYRAFT_DATA_DIR.
+func envName(flagName string) string {
+	return "KEYRAFT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseWithEnv applies KEYRAFT_* variables, then the command line.
+func parseWithEnv(fs *flag.FlagSet, args []string) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && err == nil {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s: %w", envName(f.Name), serr)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return fs.Parse(args)
+}
+
+func runServe(args []string) int {
+	fs := flag.NewFlagSet("keyraft serve", flag.ContinueOnError)
+	cfg := serveFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: keyraft serve [flags]\n\nEvery flag can also be set as KEYRAFT_<FLAG> (e.g. KEYRAFT_DATA_DIR).\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseWithEnv(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "keyraft serve:", err)
+		return 2
+	}
+	if err := serve(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "keyraft serve:", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg *serveConfig) error {
+	log := hclog.New(&hclog.LoggerOptions{Name: "keyraft", Level: hclog.LevelFromString(cfg.logLevel), Output: os.Stderr})
+	var rootToken string
+	if cfg.rootKeyFile != "" {
+		b, err := os.ReadFile(cfg.rootKeyFile)
+		if err != nil {
+			return fmt.Errorf("reading the root key file: %w", err)
+		}
+		rootToken = strings.TrimSpace(string(b))
+	}
+	ln, err := net.Listen("tcp", cfg.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.httpAddr, err)
+	}
+	node, err := cluster.Open(cluster.Config{
+		NodeID: cfg.nodeID, DataDir: cfg.dataDir, RaftAddr: cfg.raftAddr, Bootstrap: true,
+		HeartbeatTimeout: cfg.heartbeat, ElectionTimeout: cfg.election, CommitTimeout: cfg.commit,
+		SnapshotInterval: cfg.snapshotInterval, SnapshotThreshold: cfg.snapshotThreshold, TrailingLogs: cfg.trailingLogs,
+		Logger: log,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	err = node.StartHousekeeping(cluster.Housekeeping{
+		RootToken:          rootToken,
+		UsageFlushInterval: cfg.usageFlush,
+		// The root key goes to stdout once, on a line of its own, and nowhere else.
+		AnnounceRootKey: func(plaintext string) { fmt.Printf("root key: %s\n", plaintext) },
+	})
+	if err != nil {
+		ln.Close()
+		node.Shutdown()
+		return err
+	}
+	srv := api.New(node, api.Config{ReadTimeout: cfg.readTimeout, WriteTimeout: cfg.writeTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("serving", "node_id", node.ID(), "http", ln.Addr().String(), "raft", node.RaftAddr(), "data_dir", cfg.dataDir)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case sig := <-sigs:
+		log.Info("shutting down", "signal", sig.String())
+	case err := <-served:
+		log.Error("HTTP server stopped", "error", err)
+	}
+	// Stop taking requests and finish those in flight (their writes are
+	// acknowledged only once committed), then hand over leadership and
+	// close Raft and the stores.
+	if err := srv.Shutdown(); err != nil {
+		log.Warn("HTTP shutdown", "error", err)
+	}
+	if err := node.Shutdown(); err != nil {
+		return fmt.Errorf("closing the node: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
