@@ -220,4 +220,6 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 
 type fasthttpLogger struct{ l hclog.Logger }
 
-func (f fasthttpLogger) Printf(format string, args ...any) { f.l.Debug(strings.TrimSpace(format), "args", args) }
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(strings.TrimSpace(format), "args", args)
+}
