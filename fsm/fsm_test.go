@@ -1,0 +1,363 @@
+package fsm
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// newRecord returns a record with a fresh token; the token is returned too.
+func newRecord(t *testing.T, ws string, n int) (*keyindex.Record, string) {
+	t.Helper()
+	tok, err := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := keyindex.NewID(t0.Add(time.Duration(n)*time.Millisecond), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &keyindex.Record{
+		ID: id, WorkspaceID: ws, Name: fmt.Sprintf("key %d", n), Type: keyindex.TypeSecret, Environment: keyindex.EnvLive,
+		Scopes: []string{"calls:*"}, AllowedOrigins: []string{}, AllowedResources: []string{},
+		Metadata: map[string]string{"n": fmt.Sprint(n)}, Active: true, CreatedAt: t0, UpdatedAt: t0, CreatedBy: "key_root",
+	}
+	r.SetToken(tok)
+	return r, tok.Plaintext
+}
+
+// applier feeds commands to an FSM as raft would, with increasing indexes.
+type applier struct {
+	t     *testing.T
+	f     *FSM
+	index uint64
+}
+
+func (a *applier) apply(c *Command) *Result {
+	a.t.Helper()
+	b, err := Encode(c)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.index++
+	res := a.f.Apply(&raft.Log{Index: a.index, Term: 1, Type: raft.LogCommand, Data: b}).(*Result)
+	if a.f.AppliedIndex() != a.index {
+		a.t.Fatalf("applied index %d, want %d", a.f.AppliedIndex(), a.index)
+	}
+	return res
+}
+
+func (a *applier) mustApply(c *Command) *Result {
+	a.t.Helper()
+	res := a.apply(c)
+	if res.Err != nil {
+		a.t.Fatalf("%s: %v", c.Op, res.Err)
+	}
+	return res
+}
+
+func verify(f *FSM, token string, at time.Time) keyindex.Code {
+	return f.Index().Verify(&keyindex.VerifyRequest{Token: []byte(token), NowNs: at.UnixNano()}).Code
+}
+
+func TestEveryCommand(t *testing.T) {
+	a := &applier{t: t, f: New()}
+	rec, tok := newRecord(t, "ws1", 1)
+
+	// create, with its audit entry
+	a.mustApply(&Command{Op: OpCreate, Record: Store(rec), Audit: &AuditEntry{Time: t0, ActorKeyID: "key_root", WorkspaceID: "ws1", Action: "key.create", Target: rec.ID, RequestID: "r1"}})
+	if got := verify(a.f, tok, t0); got != keyindex.CodeValid {
+		t.Fatalf("after create: %v", got)
+	}
+	if res := a.apply(&Command{Op: OpCreate, Record: Store(rec)}); !errors.Is(res.Err, ErrConflict) {
+		t.Fatalf("second create of the same id: %v, want conflict", res.Err)
+	}
+
+	// update
+	name, active, limit := "renamed", false, 7
+	exp := t0.Add(time.Hour)
+	res := a.mustApply(&Command{Op: OpUpdate, ID: rec.ID, Time: t0.Add(time.Second), Update: &Update{Name: &name, Active: &active, RateLimitPerMin: &limit, ExpiresAt: &exp}})
+	got := a.f.Index().Get(rec.ID)
+	if got.Name != "renamed" || got.Active || got.RateLimitPerMin != 7 || !got.ExpiresAt.Equal(exp) || !got.UpdatedAt.Equal(t0.Add(time.Second)) || res.Record != got {
+		t.Fatalf("update not applied: %+v", got)
+	}
+	if code := verify(a.f, tok, t0); code != keyindex.CodeKeyDisabled {
+		t.Fatalf("disabled key verifies as %v", code)
+	}
+	active = true
+	a.mustApply(&Command{Op: OpUpdate, ID: rec.ID, Time: t0, Update: &Update{Active: &active, ClearExpiry: true}})
+	if got := a.f.Index().Get(rec.ID); got.ExpiresAt != nil || !got.Active {
+		t.Fatalf("clear expiry / re-enable not applied: %+v", got)
+	}
+
+	// rotate with grace: both tokens valid until the grace ends
+	newTok, _ := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
+	graceEnd := t0.Add(time.Minute)
+	a.mustApply(&Command{Op: OpRotate, ID: rec.ID, Time: t0, Rotate: &Rotate{SHA256: newTok.Hash, KeyPrefix: newTok.Prefix, KeySuffix: newTok.Suffix, Preview: newTok.Preview, PreviousExpiresAt: &graceEnd}})
+	if verify(a.f, tok, t0) != keyindex.CodeValid || verify(a.f, newTok.Plaintext, t0) != keyindex.CodeValid {
+		t.Fatal("old and new tokens must both verify during the grace period")
+	}
+	if verify(a.f, tok, graceEnd) != keyindex.CodeKeyNotFound {
+		t.Fatal("old token must stop at the end of the grace period")
+	}
+
+	// purge: not before the grace ends, then the old hash is gone
+	a.mustApply(&Command{Op: OpPurgeRotations, IDs: []string{rec.ID}, Time: graceEnd.Add(-time.Second)})
+	if a.f.Index().Get(rec.ID).Rotation == nil {
+		t.Fatal("purge before the grace ended dropped the rotation")
+	}
+	a.mustApply(&Command{Op: OpPurgeRotations, IDs: []string{rec.ID}, Time: graceEnd})
+	if a.f.Index().Get(rec.ID).Rotation != nil || a.f.Index().HashInUse(rec.Hash) {
+		t.Fatal("purge kept the previous hash")
+	}
+
+	// usage: counts add up, last_used_at only moves forward, unknown ids are skipped
+	a.mustApply(&Command{Op: OpUsage, Usage: []Usage{{ID: rec.ID, Count: 3, LastUsedAt: t0.Add(2 * time.Second)}, {ID: "key_gone", Count: 1, LastUsedAt: t0}}})
+	a.mustApply(&Command{Op: OpUsage, Usage: []Usage{{ID: rec.ID, Count: 2, LastUsedAt: t0.Add(time.Second)}}})
+	if got := a.f.Index().Get(rec.ID); got.UsageCount != 5 || !got.LastUsedAt.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("usage: count %d last %v", got.UsageCount, got.LastUsedAt)
+	}
+
+	// revoke: final, record kept; a second revoke and any update conflict
+	a.mustApply(&Command{Op: OpRevoke, ID: rec.ID, Time: t0.Add(3 * time.Second)})
+	if got := a.f.Index().Get(rec.ID); got.RevokedAt == nil || got.Active {
+		t.Fatalf("revoke not applied: %+v", got)
+	}
+	if verify(a.f, newTok.Plaintext, t0) != keyindex.CodeKeyRevoked {
+		t.Fatal("revoked key must verify as KEY_REVOKED")
+	}
+	for _, c := range []*Command{
+		{Op: OpRevoke, ID: rec.ID, Time: t0},
+		{Op: OpUpdate, ID: rec.ID, Time: t0, Update: &Update{Active: &active}},
+		{Op: OpRotate, ID: rec.ID, Time: t0, Rotate: &Rotate{SHA256: keyindex.Hash{1}}},
+	} {
+		if res := a.apply(c); !errors.Is(res.Err, ErrConflict) {
+			t.Fatalf("%s of a revoked key: %v, want conflict", c.Op, res.Err)
+		}
+	}
+
+	// delete
+	a.mustApply(&Command{Op: OpDelete, ID: rec.ID})
+	if a.f.Index().Get(rec.ID) != nil || verify(a.f, newTok.Plaintext, t0) != keyindex.CodeKeyNotFound {
+		t.Fatal("delete left the key")
+	}
+	if res := a.apply(&Command{Op: OpDelete, ID: rec.ID}); !errors.Is(res.Err, ErrNotFound) {
+		t.Fatalf("delete of a missing key: %v", res.Err)
+	}
+
+	// import: atomic
+	r1, t1 := newRecord(t, "ws2", 2)
+	r2, _ := newRecord(t, "ws2", 3)
+	dup := r2.Clone()
+	dup.ID = "key_dup"
+	if res := a.apply(&Command{Op: OpImport, Records: []*StoredRecord{Store(r1), Store(r2), Store(dup)}}); !errors.Is(res.Err, ErrConflict) {
+		t.Fatalf("import with a duplicate hash: %v", res.Err)
+	}
+	if a.f.Index().Len() != 0 {
+		t.Fatal("failed import changed the index")
+	}
+	a.mustApply(&Command{Op: OpImport, Records: []*StoredRecord{Store(r1), Store(r2)}})
+	if a.f.Index().Len() != 2 || verify(a.f, t1, t0) != keyindex.CodeValid {
+		t.Fatal("import did not land")
+	}
+
+	// audit: only successful audited commands, in order
+	entries, _ := a.f.Audit(AuditQuery{})
+	if len(entries) != 1 || entries[0].Seq != 1 || entries[0].RequestID != "r1" {
+		t.Fatalf("audit entries: %+v", entries)
+	}
+}
+
+func TestBootstrapInitializes(t *testing.T) {
+	a := &applier{t: t, f: New()}
+	rec, _ := newRecord(t, keyindex.RootWorkspace, 1)
+	if a.f.Initialized() {
+		t.Fatal("new FSM is initialized")
+	}
+	a.mustApply(&Command{Op: OpCreate, Record: Store(rec), Bootstrap: true})
+	if !a.f.Initialized() {
+		t.Fatal("bootstrap create did not initialize")
+	}
+}
+
+func TestDecodeRejectsUnknownVersionsAndGarbage(t *testing.T) {
+	good, _ := Encode(&Command{Op: OpDelete, ID: "key_x"})
+	for name, b := range map[string][]byte{
+		"empty":        nil,
+		"version 0":    append([]byte{0}, good[1:]...),
+		"newer":        append([]byte{Version + 1}, good[1:]...),
+		"not json":     {Version, '{', 'x'},
+		"wrong type":   append([]byte{Version}, `{"op":5}`...),
+		"wrong record": append([]byte{Version}, `{"op":"create","record":"x"}`...),
+	} {
+		if _, err := Decode(b); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+	c, err := Decode(good)
+	if err != nil || c.Op != OpDelete || c.ID != "key_x" {
+		t.Fatalf("round trip: %+v %v", c, err)
+	}
+	// An undecodable command is answered with an error on every node, not applied.
+	f := New()
+	res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{Version + 1}}).(*Result)
+	if res.Err == nil || f.AppliedIndex() != 1 {
+		t.Fatalf("undecodable command: %+v, applied %d", res, f.AppliedIndex())
+	}
+}
+
+// populated returns an FSM with keys in several workspaces, a rotation,
+// a revocation, usage and audit entries.
+func populated(t *testing.T, n int) *FSM {
+	a := &applier{t: t, f: New()}
+	var first *keyindex.Record
+	for i := 0; i < n; i++ {
+		rec, _ := newRecord(t, fmt.Sprintf("ws%d", i%3), i)
+		if i == 0 {
+			first = rec
+		}
+		a.mustApply(&Command{Op: OpCreate, Record: Store(rec), Bootstrap: i == 0, Audit: &AuditEntry{Time: t0, Action: "key.create", Target: rec.ID, WorkspaceID: rec.WorkspaceID}})
+	}
+	newTok, _ := keyindex.GenerateToken(rand.Reader, "acme", keyindex.TypeSecret, keyindex.EnvLive)
+	end := t0.Add(time.Hour)
+	a.mustApply(&Command{Op: OpRotate, ID: first.ID, Time: t0, Rotate: &Rotate{SHA256: newTok.Hash, KeyPrefix: newTok.Prefix, PreviousExpiresAt: &end}})
+	a.mustApply(&Command{Op: OpUsage, Usage: []Usage{{ID: first.ID, Count: 9, LastUsedAt: t0}}})
+	return a.f
+}
+
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := f.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// state is everything a snapshot must carry, in comparable form.
+func state(t *testing.T, f *FSM) string {
+	t.Helper()
+	var recs []*StoredRecord
+	f.Index().Snapshot().Each(func(r *keyindex.Record) bool { recs = append(recs, Store(r)); return true })
+	audit, _ := f.Audit(AuditQuery{Limit: AuditCapacity})
+	b, err := json.Marshal(map[string]any{"records": recs, "audit": audit, "init": f.Initialized(), "applied": f.AppliedIndex()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestSnapshotRestoreIsIdentical(t *testing.T) {
+	src := populated(t, 200)
+	dst := New()
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, src)))); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := state(t, src), state(t, dst); a != b {
+		t.Fatalf("restored state differs\nsrc %s\ndst %s", a[:200], b[:200])
+	}
+	// Hashes (not part of JSON answers) must survive too: every hash resolves.
+	src.Index().Snapshot().Each(func(r *keyindex.Record) bool {
+		got := dst.Index().Get(r.ID)
+		if got == nil || got.Hash != r.Hash || !reflect.DeepEqual(got.Rotation, r.Rotation) {
+			t.Fatalf("record %s: hashes differ", r.ID)
+		}
+		return true
+	})
+	// Snapshotting the restored FSM gives the same bytes: the encoding is stable.
+	if !bytes.Equal(snapshotBytes(t, src), snapshotBytes(t, dst)) {
+		t.Fatal("snapshot of the restored state differs")
+	}
+}
+
+func TestSnapshotIsPointInTime(t *testing.T) {
+	a := &applier{t: t, f: populated(t, 10)}
+	a.index = a.f.AppliedIndex()
+	snap, err := a.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := state(t, a.f)
+	// Changes after Snapshot() must not leak into the persisted stream.
+	rec, _ := newRecord(t, "ws9", 99)
+	a.mustApply(&Command{Op: OpCreate, Record: Store(rec)})
+	var buf bytes.Buffer
+	if err := snap.(*snapshot).write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	dst := New()
+	if err := dst.Restore(io.NopCloser(&buf)); err != nil {
+		t.Fatal(err)
+	}
+	if state(t, dst) != before {
+		t.Fatal("snapshot saw a later write")
+	}
+}
+
+func TestRestoreRefusesDamagedSnapshots(t *testing.T) {
+	good := snapshotBytes(t, populated(t, 20))
+	damaged := map[string][]byte{
+		"empty":          {},
+		"header only":    good[:len(snapshotMagic)+1],
+		"wrong magic":    append([]byte("NOTKEYRA"), good[8:]...),
+		"newer version":  append(append([]byte(snapshotMagic), snapshotVersion+1), good[len(snapshotMagic)+1:]...),
+		"no checksum":    good[:len(good)-4],
+		"trailing bytes": append(append([]byte(nil), good...), 0),
+	}
+	for _, cut := range []int{len(good) / 4, len(good) / 2, len(good) - 5} {
+		damaged[fmt.Sprintf("truncated at %d", cut)] = good[:cut]
+	}
+	for _, pos := range []int{20, len(good) / 3, len(good) / 2, len(good) - 2} {
+		b := append([]byte(nil), good...)
+		b[pos] ^= 0x20
+		damaged[fmt.Sprintf("bit flip at %d", pos)] = b
+	}
+	for name, b := range damaged {
+		t.Run(name, func(t *testing.T) {
+			f := populated(t, 5)
+			before := state(t, f)
+			err := f.Restore(io.NopCloser(bytes.NewReader(b)))
+			if !errors.Is(err, ErrBadSnapshot) {
+				t.Fatalf("restore: %v, want ErrBadSnapshot", err)
+			}
+			if state(t, f) != before {
+				t.Fatal("a refused restore changed the state")
+			}
+		})
+	}
+}
+
+func TestAuditLogIsBoundedAndPaged(t *testing.T) {
+	var log auditLog
+	for i := 1; i <= AuditCapacity+10; i++ {
+		ws := "a"
+		if i%2 == 0 {
+			ws = "b"
+		}
+		log.add(AuditEntry{Seq: uint64(i), WorkspaceID: ws})
+	}
+	all := log.all()
+	if len(all) != AuditCapacity || all[0].Seq != 11 || all[len(all)-1].Seq != AuditCapacity+10 {
+		t.Fatalf("ring: %d entries, first %d", len(all), all[0].Seq)
+	}
+	page, next := log.page(AuditQuery{WorkspaceID: "b", Limit: 3})
+	if len(page) != 3 || page[0].Seq != AuditCapacity+10 || page[2].Seq != AuditCapacity+6 || next != page[2].Seq {
+		t.Fatalf("first page: %+v next %d", page, next)
+	}
+	page2, _ := log.page(AuditQuery{WorkspaceID: "b", Limit: 2, Before: next})
+	if len(page2) != 2 || page2[0].Seq != AuditCapacity+4 {
+		t.Fatalf("second page: %+v", page2)
+	}
+}
