@@ -131,6 +131,7 @@ type cmdFlags struct {
 	fs        *flag.FlagSet
 	name      string // "keys create"
 	synopsis  string // "ID [flags]"
+	usageText string // when set, the whole usage text
 	addr      string
 	token     string
 	json      bool
@@ -149,6 +150,10 @@ func newCmdFlags(name, synopsis string, withToken bool) *cmdFlags {
 }
 
 func (c *cmdFlags) printUsage(w io.Writer) {
+	if c.usageText != "" {
+		fmt.Fprint(w, c.usageText)
+		return
+	}
 	fmt.Fprintf(w, "usage: keyraft %s %s\n\nflags (before or after the arguments):\n", c.name, c.synopsis)
 	c.fs.SetOutput(w)
 	c.fs.PrintDefaults()
@@ -241,7 +246,7 @@ func endedByTerminator(fs *flag.FlagSet, consumed []string) bool {
 }
 
 // metadataFlag collects repeated --metadata k=v flags. An empty value
-// ("--metadata ''") asks for an empty map, which clears metadata on update.
+// (--metadata "") asks for an empty map, which clears metadata on update.
 type metadataFlag struct{ m map[string]string }
 
 func (f *metadataFlag) String() string { return "" }
@@ -935,6 +940,7 @@ func importBody(raw []byte) ([]byte, error) {
 // verifyCmd runs `keyraft verify KEY|- [flags]`.
 func verifyCmd(args []string, e cliEnv) int {
 	c := newCmdFlags("verify", "KEY|- [flags]", false)
+	c.usageText = verifyUsage
 	fs := c.fs
 	scope := fs.String("scope", "", "the action the key must allow")
 	resource := fs.String("resource", "", "the resource the key must be allowed to act on")

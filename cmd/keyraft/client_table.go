@@ -265,4 +265,3 @@ func clean(s string) string {
 		return r
 	}, s)
 }
-
