@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -25,7 +26,7 @@ type Housekeeping struct {
 }
 
 // usageChunk bounds one usage command so a busy node never proposes a huge entry.
-const usageChunk = 5000
+const usageChunk = 1000
 
 // StartHousekeeping runs the leader's duties (create the root key of a new
 // cluster, purge ended rotations) and every node's usage flush, until Shutdown.
@@ -47,19 +48,45 @@ func (n *Node) StartHousekeeping(h Housekeeping) error {
 	return nil
 }
 
+// reconcileEvery is the period of the leader's full reconciliation pass;
+// membership events trigger one at once.
+const reconcileEvery = 10 * time.Second
+
 func (n *Node) leaderLoop(h Housekeeping) {
 	defer n.wg.Done()
 	fast := time.NewTicker(100 * time.Millisecond)
 	defer fast.Stop()
 	lastPurge := time.Now()
+	rc := &reconciler{missingSince: map[string]time.Time{}}
+	var changed <-chan struct{}
+	hadState := n.hasState()
+	if n.gossip != nil {
+		changed = n.gossip.changed
+	}
 	for {
+		event := false
 		select {
 		case <-n.stop:
 			return
 		case <-fast.C:
+		case <-changed:
+			event = true
 		}
-		if !n.IsLeader() {
+		if n.gossip != nil && n.hasState() != hadState {
+			// Joined a cluster: tell the others, so they never count this
+			// node into a new bootstrap.
+			hadState = !hadState
+			n.gossip.announce()
+		}
+		leader := n.IsLeader()
+		becameLeader := leader && !rc.wasLeader
+		rc.wasLeader = leader
+		if !leader {
 			continue
+		}
+		if event || becameLeader || time.Since(rc.lastFull) >= reconcileEvery {
+			rc.lastFull = time.Now()
+			n.reconcile(rc)
 		}
 		if !n.fsm.Initialized() {
 			if err := n.createRootKey(h); err != nil {
@@ -176,9 +203,21 @@ func (n *Node) flushUsage(pending map[string]fsm.Usage) {
 	}
 }
 
-// proposeUsage applies a usage command; it fails (and the counts wait for
-// the next flush) when this node is not the leader.
+// proposeUsage applies a usage command on the leader; a follower sends the
+// batch to the leader over gossip (encrypted and authenticated by the
+// gossip key), so usage never needs an HTTP credential.
 func (n *Node) proposeUsage(batch []fsm.Usage) error {
-	_, _, err := n.Apply(&fsm.Command{Op: fsm.OpUsage, Usage: batch})
-	return err
+	if n.IsLeader() || n.gossip == nil {
+		_, _, err := n.Apply(&fsm.Command{Op: fsm.OpUsage, Usage: batch})
+		return err
+	}
+	_, leaderID := n.Leader()
+	if leaderID == "" {
+		return ErrNotLeader
+	}
+	b, err := json.Marshal(batch)
+	if err != nil {
+		return err
+	}
+	return n.gossip.send(leaderID, append([]byte{msgUsage}, b...))
 }

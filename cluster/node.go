@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -40,6 +41,23 @@ type Config struct {
 	// NoSync turns off fsync of the Raft log: only for throwaway benchmarks.
 	NoSync bool
 
+	// HTTPAddr is this node's API address, announced so followers can
+	// forward writes to the leader.
+	HTTPAddr string
+	// GossipAddr is the memberlist address (host:port); "" runs without gossip.
+	GossipAddr    string
+	GossipKey     []byte // 16, 24 or 32 bytes: encrypts and authenticates gossip
+	GossipProfile string // lan (default), local or wan: memberlist timing
+	// Join lists gossip addresses of running nodes; joining is retried until it works.
+	Join []string
+	// BootstrapExpect > 1 forms a new cluster once that many voters see each other.
+	BootstrapExpect int
+	// Nonvoter makes the node a read replica: it replicates and verifies, never votes.
+	Nonvoter bool
+	// ReapAfter is how long a dead member stays in the Raft configuration.
+	ReapAfter time.Duration
+	Version   string
+
 	Logger hclog.Logger
 }
 
@@ -66,6 +84,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	def(&c.ReapAfter, 72*time.Hour)
 }
 
 // Node is one keyraft Raft node.
@@ -77,6 +96,16 @@ type Node struct {
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
 	log       hclog.Logger
+
+	gossip *gossip // nil without GossipAddr
+	// removed is set when the leader tells this node it was removed.
+	removed atomic.Bool
+	// leaderContactNs is when this node last knew the cluster had a leader
+	// it could hear (always now on the leader): the --max-stale check.
+	leaderContactNs atomic.Int64
+
+	tombMu     sync.Mutex
+	tombstones map[string]time.Time
 
 	shutdownOnce sync.Once
 	stop         chan struct{}
@@ -99,7 +128,7 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, fsm: fsm.New(), log: cfg.Logger, stop: make(chan struct{})}
+	n := &Node{cfg: cfg, id: id, fsm: fsm.New(), log: cfg.Logger, stop: make(chan struct{}), tombstones: map[string]time.Time{}}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(id)
@@ -159,7 +188,80 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("starting raft: %w", err))
 	}
+	n.leaderContactNs.Store(time.Now().UnixNano())
+	n.wg.Add(1)
+	go n.trackLeaderContact()
+	if cfg.GossipAddr != "" {
+		if err := n.startGossip(); err != nil {
+			n.Shutdown()
+			return nil, err
+		}
+		n.wg.Add(1)
+		go n.handleInbox()
+		if len(cfg.Join) > 0 {
+			n.wg.Add(1)
+			go n.gossip.joinLoop(cfg.Join)
+		}
+		if cfg.BootstrapExpect > 1 && !existing {
+			n.wg.Add(1)
+			go n.bootstrapLoop()
+		}
+	}
 	return n, nil
+}
+
+// hasState reports whether this node belongs to a Raft cluster yet.
+func (n *Node) hasState() bool { return n.raft.LastIndex() > 0 }
+
+// trackLeaderContact keeps leaderContactNs fresh so the verify path can
+// check staleness with one atomic load.
+func (n *Node) trackLeaderContact() {
+	defer n.wg.Done()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		switch {
+		case n.raft.State() == raft.Leader:
+			n.leaderContactNs.Store(time.Now().UnixNano())
+		default:
+			if last := n.raft.LastContact(); !last.IsZero() {
+				n.leaderContactNs.Store(last.UnixNano())
+			}
+		}
+	}
+}
+
+// StaleFor reports whether, at nowNs, this node has gone longer than max
+// without hearing from a leader.
+func (n *Node) StaleFor(nowNs int64, max time.Duration) bool {
+	return nowNs-n.leaderContactNs.Load() > int64(max)
+}
+
+// Removed reports whether the leader removed this node from the cluster.
+func (n *Node) Removed() bool { return n.removed.Load() }
+
+// LeaderHTTPAddr returns the leader's API address, from its gossip metadata.
+func (n *Node) LeaderHTTPAddr() (string, bool) {
+	_, id := n.Leader()
+	if id == "" {
+		return "", false
+	}
+	if id == n.id {
+		return n.cfg.HTTPAddr, true
+	}
+	if n.gossip == nil {
+		return "", false
+	}
+	m, ok := n.gossip.member(id)
+	if !ok || m.HTTPAddr == "" {
+		return "", false
+	}
+	return m.HTTPAddr, true
 }
 
 // nodeID returns the configured id, or the one stored in the data dir, or a
@@ -290,10 +392,9 @@ func (n *Node) Shutdown() error {
 	n.shutdownOnce.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
-		if n.IsLeader() && n.otherVoters() > 0 {
-			if terr := n.raft.LeadershipTransfer().Error(); terr != nil {
-				n.log.Warn("leadership transfer before shutdown failed", "error", terr)
-			}
+		n.handOver()
+		if n.gossip != nil {
+			n.gossip.shutdown()
 		}
 		err = n.raft.Shutdown().Error()
 		n.transport.Close()
@@ -302,6 +403,39 @@ func (n *Node) Shutdown() error {
 		}
 	})
 	return err
+}
+
+// handOver transfers leadership when this node leads and another voter can take it.
+func (n *Node) handOver() {
+	if n.IsLeader() && n.otherVoters() > 0 {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Warn("leadership transfer failed", "error", err)
+		}
+	}
+}
+
+// Leave departs the cluster for good: hand over leadership, announce the
+// departure over gossip so the leader removes this node from Raft, and wait
+// (up to timeout) until the removal reaches this node. Shutdown follows.
+func (n *Node) Leave(timeout time.Duration) error {
+	n.handOver()
+	if n.gossip == nil {
+		return errors.New("leaving needs gossip (--gossip-addr)")
+	}
+	n.gossip.leave(timeout)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		inConfig := false
+		for _, s := range n.raftServers() {
+			inConfig = inConfig || string(s.ID) == n.id
+		}
+		if !inConfig {
+			n.log.Info("left the cluster")
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("the leader did not confirm the removal in time")
 }
 
 func (n *Node) otherVoters() int {

@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +30,9 @@ type Result struct {
 // FSM applies commands to a keyindex.Index. Apply runs on raft's FSM
 // goroutine only; readers use Index() and the query methods concurrently.
 type FSM struct {
+	// stateMu is held by Apply and Restore while they change state, and by
+	// Digest to capture a state and its applied index together.
+	stateMu     sync.RWMutex
 	index       *keyindex.Index
 	audit       auditLog
 	initialized atomic.Bool
@@ -71,6 +76,8 @@ func (f *FSM) setApplied(i uint64) {
 
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) interface{} {
+	f.stateMu.Lock()
+	defer f.stateMu.Unlock()
 	res := f.apply(l)
 	f.setApplied(l.Index)
 	return res
@@ -78,6 +85,8 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 
 // ApplyBatch implements raft.BatchingFSM: one wake-up of readers per batch.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	f.stateMu.Lock()
+	defer f.stateMu.Unlock()
 	out := make([]interface{}, len(logs))
 	for i, l := range logs {
 		out[i] = f.apply(l)
@@ -261,17 +270,38 @@ func applyRotate(r *keyindex.Record, rot *Rotate, at time.Time) error {
 	return nil
 }
 
+// Digest returns the applied index and a SHA-256 of the replicated state at
+// that index (keys with their hashes, audit log, initialization): two nodes
+// with the same applied index have the same digest exactly when their states
+// are equal. It streams the snapshot encoding, so it costs a snapshot's CPU.
+func (f *FSM) Digest() (uint64, string, error) {
+	f.stateMu.RLock()
+	s := f.capture()
+	f.stateMu.RUnlock()
+	h := sha256.New()
+	// The applied index is reported beside the digest, not hashed into it.
+	s.meta.AppliedIndex = 0
+	if err := s.write(h); err != nil {
+		return 0, "", err
+	}
+	return s.applied, hex.EncodeToString(h.Sum(nil)), nil
+}
+
 // Snapshot implements raft.FSM. It captures a point-in-time view cheaply
 // (the index is copy-on-write); Persist streams it while Apply goes on.
-func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) { return f.capture(), nil }
+
+func (f *FSM) capture() *snapshot {
+	applied := f.applied.Load()
 	return &snapshot{
+		applied: applied,
 		meta: snapshotMeta{
-			AppliedIndex: f.applied.Load(),
+			AppliedIndex: applied,
 			Initialized:  f.initialized.Load(),
 			Audit:        f.audit.all(),
 		},
 		records: f.index.Snapshot(),
-	}, nil
+	}
 }
 
 // Restore implements raft.FSM. A snapshot that is truncated, corrupted or
@@ -282,6 +312,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
+	f.stateMu.Lock()
+	defer f.stateMu.Unlock()
 	if err := f.index.ReplaceAll(recs); err != nil {
 		return fmt.Errorf("restoring snapshot: %w", err)
 	}

@@ -40,6 +40,7 @@ type snapshotMeta struct {
 }
 
 type snapshot struct {
+	applied uint64
 	meta    snapshotMeta
 	records *keyindex.Records
 }
@@ -96,8 +97,10 @@ func (s *snapshot) write(w io.Writer) error {
 // WriteSnapshot writes a snapshot of f to w: the same stream raft persists,
 // also used for backups.
 func (f *FSM) WriteSnapshot(w io.Writer) error {
-	s, _ := f.Snapshot()
-	return s.(*snapshot).write(w)
+	f.stateMu.RLock()
+	s := f.capture()
+	f.stateMu.RUnlock()
+	return s.write(w)
 }
 
 // ErrBadSnapshot wraps every reason a snapshot stream is refused.

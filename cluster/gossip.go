@@ -1,0 +1,256 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Roles a node announces.
+const (
+	RoleVoter    = "voter"
+	RoleNonvoter = "nonvoter"
+)
+
+// Gossip states of a member as this node sees it.
+const (
+	GossipAlive   = "alive"
+	GossipSuspect = "suspect"
+	GossipDead    = "dead"
+	GossipLeft    = "left"
+)
+
+// Member is what a node announces about itself over gossip, plus its state
+// as seen from here.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft"`
+	HTTPAddr string `json:"http"`
+	Role     string `json:"role"`
+	Version  string `json:"ver"`
+	// Expect is the node's --bootstrap-expect (0 = none).
+	Expect int `json:"expect,omitempty"`
+	// HasState is true once the node belongs to a Raft cluster (it has a
+	// log or snapshot): such a node never takes part in a new bootstrap.
+	HasState bool `json:"state,omitempty"`
+
+	State string    `json:"-"` // GossipAlive, …
+	Since time.Time `json:"-"` // when State last changed
+}
+
+// Gossip message types (first byte of a memberlist user message).
+const (
+	msgUsage   byte = 'u' // a follower's usage batch for the leader
+	msgRemoved byte = 'r' // the leader tells a node it was removed
+)
+
+// gossip runs the memberlist ring and keeps the member table.
+type gossip struct {
+	node *Node
+	ml   *memberlist.Memberlist
+
+	mu      sync.RWMutex
+	members map[string]*Member
+
+	changed chan struct{} // poked on every membership event (capacity 1)
+	inbox   chan []byte   // user messages, handled off memberlist's goroutine
+}
+
+func (g *gossip) poke() {
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+}
+
+// startGossip creates the memberlist on cfg.GossipAddr.
+func (n *Node) startGossip() error {
+	g := &gossip{node: n, members: map[string]*Member{}, changed: make(chan struct{}, 1), inbox: make(chan []byte, 64)}
+	host, portStr, err := net.SplitHostPort(n.cfg.GossipAddr)
+	if err != nil {
+		return fmt.Errorf("gossip address %q: %w", n.cfg.GossipAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("gossip address %q: bad port", n.cfg.GossipAddr)
+	}
+	var mc *memberlist.Config
+	switch n.cfg.GossipProfile {
+	case "", "lan":
+		mc = memberlist.DefaultLANConfig()
+	case "local":
+		mc = memberlist.DefaultLocalConfig()
+	case "wan":
+		mc = memberlist.DefaultWANConfig()
+	default:
+		return fmt.Errorf("gossip profile %q: want lan, local or wan", n.cfg.GossipProfile)
+	}
+	mc.Name = n.id
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	mc.SecretKey = n.cfg.GossipKey
+	mc.Delegate = g
+	mc.Events = g
+	mc.Logger = n.log.Named("gossip").StandardLogger(nil)
+	g.ml, err = memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("starting gossip: %w", err)
+	}
+	n.gossip = g
+	return nil
+}
+
+func (g *gossip) self() Member {
+	n := g.node
+	role := RoleVoter
+	if n.cfg.Nonvoter {
+		role = RoleNonvoter
+	}
+	return Member{ID: n.id, RaftAddr: n.RaftAddr(), HTTPAddr: n.cfg.HTTPAddr, Role: role, Version: n.cfg.Version,
+		Expect: n.cfg.BootstrapExpect, HasState: n.hasState()}
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (g *gossip) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(g.self())
+	if len(b) > limit {
+		g.node.log.Error("gossip metadata too large", "bytes", len(b), "limit", limit)
+		return nil
+	}
+	return b
+}
+
+// NotifyMsg implements memberlist.Delegate. It must not block.
+func (g *gossip) NotifyMsg(b []byte) {
+	msg := append([]byte(nil), b...)
+	select {
+	case g.inbox <- msg:
+	default:
+		g.node.log.Warn("gossip inbox full; message dropped")
+	}
+}
+
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *gossip) LocalState(join bool) []byte                { return nil }
+func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
+
+// NotifyJoin, NotifyLeave, NotifyUpdate implement memberlist.EventDelegate.
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n) }
+
+func (g *gossip) record(n *memberlist.Node) {
+	var m Member
+	if err := json.Unmarshal(n.Meta, &m); err != nil || m.ID != n.Name {
+		g.node.log.Warn("ignoring gossip member with unreadable metadata", "name", n.Name)
+		return
+	}
+	switch n.State {
+	case memberlist.StateDead:
+		m.State = GossipDead
+	case memberlist.StateLeft:
+		m.State = GossipLeft
+	case memberlist.StateSuspect:
+		m.State = GossipSuspect
+	default:
+		m.State = GossipAlive
+	}
+	g.mu.Lock()
+	old := g.members[m.ID]
+	m.Since = time.Now()
+	if old != nil && old.State == m.State {
+		m.Since = old.Since
+	}
+	g.members[m.ID] = &m
+	g.mu.Unlock()
+	g.poke()
+}
+
+// snapshot returns a copy of the member table, sorted by id, with suspect
+// states refreshed from memberlist.
+func (g *gossip) snapshot() []Member {
+	suspect := map[string]bool{}
+	for _, n := range g.ml.Members() {
+		if n.State == memberlist.StateSuspect {
+			suspect[n.Name] = true
+		}
+	}
+	g.mu.RLock()
+	out := make([]Member, 0, len(g.members))
+	for _, m := range g.members {
+		c := *m
+		if suspect[c.ID] && c.State == GossipAlive {
+			c.State = GossipSuspect
+		}
+		out = append(out, c)
+	}
+	g.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (g *gossip) member(id string) (Member, bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	m, ok := g.members[id]
+	if !ok {
+		return Member{}, false
+	}
+	return *m, true
+}
+
+// joinLoop retries joining the given peers until one answers or the node stops.
+func (g *gossip) joinLoop(peers []string) {
+	defer g.node.wg.Done()
+	for attempt := 0; ; attempt++ {
+		n, err := g.ml.Join(peers)
+		if err == nil && n > 0 {
+			g.node.log.Info("joined the gossip ring", "contacted", n)
+			return
+		}
+		if attempt%10 == 0 {
+			g.node.log.Warn("joining the gossip ring failed; retrying", "peers", peers, "error", err)
+		}
+		select {
+		case <-g.node.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// send delivers a user message to the member with this id over TCP.
+func (g *gossip) send(id string, msg []byte) error {
+	for _, n := range g.ml.Members() {
+		if n.Name == id {
+			return g.ml.SendReliable(n, msg)
+		}
+	}
+	return fmt.Errorf("node %s is not an alive gossip member", id)
+}
+
+// announce re-broadcasts this node's metadata (after HasState changes).
+func (g *gossip) announce() {
+	if err := g.ml.UpdateNode(time.Second); err != nil {
+		g.node.log.Debug("gossip metadata update", "error", err)
+	}
+}
+
+// leave announces a permanent departure and stops gossiping.
+func (g *gossip) leave(timeout time.Duration) {
+	if err := g.ml.Leave(timeout); err != nil {
+		g.node.log.Warn("leaving the gossip ring", "error", err)
+	}
+}
+
+func (g *gossip) shutdown() {
+	if err := g.ml.Shutdown(); err != nil {
+		g.node.log.Warn("stopping gossip", "error", err)
+	}
+}

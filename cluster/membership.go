@@ -1,0 +1,297 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keyraft/keyraft/fsm"
+)
+
+// This file turns gossip membership into Raft membership. Only the leader
+// changes the Raft configuration; gossip only proposes what the operator
+// allowed (a node started with --join, a node that left, a node dead past
+// --reap-after).
+
+// bootstrapLoop forms a new cluster once --bootstrap-expect voters that all
+// expect the same number, none of which belongs to a cluster yet, see each
+// other. Every one of them bootstraps with the same server list (sorted by
+// id), which Raft accepts as one cluster. A node that sees a member that
+// already has Raft state never bootstraps: it waits to be added.
+func (n *Node) bootstrapLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if n.hasState() {
+			return
+		}
+		servers, ready, why := n.bootstrapServers()
+		if !ready {
+			n.log.Trace("waiting to bootstrap", "reason", why)
+			continue
+		}
+		err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			n.log.Error("bootstrapping the cluster failed", "error", err)
+			continue
+		}
+		n.log.Info("bootstrapped a new cluster", "servers", len(servers))
+		n.gossip.announce()
+		return
+	}
+}
+
+// bootstrapServers decides whether the expected voters are all here.
+func (n *Node) bootstrapServers() ([]raft.Server, bool, string) {
+	expect := n.cfg.BootstrapExpect
+	var servers []raft.Server
+	for _, m := range n.gossip.snapshot() {
+		if m.State != GossipAlive {
+			continue
+		}
+		if m.HasState {
+			return nil, false, "member " + m.ID + " already belongs to a cluster; waiting to be added"
+		}
+		if m.Role != RoleVoter {
+			continue
+		}
+		if m.Expect != expect {
+			return nil, false, fmt.Sprintf("member %s expects %d servers, this node %d", m.ID, m.Expect, expect)
+		}
+		servers = append(servers, raft.Server{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr), Suffrage: raft.Voter})
+	}
+	if len(servers) < expect {
+		return nil, false, fmt.Sprintf("%d of %d expected voters seen", len(servers), expect)
+	}
+	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+	return servers, true, ""
+}
+
+// reconciler is the leader's memory between passes.
+type reconciler struct {
+	missingSince map[string]time.Time // in the Raft configuration, unknown to gossip
+	lastFull     time.Time
+	wasLeader    bool
+}
+
+// markRemoved remembers that an operator removed id, so reconciliation does
+// not add it back while it is still alive in gossip (until it leaves or dies).
+func (n *Node) markRemoved(id string) {
+	n.tombMu.Lock()
+	defer n.tombMu.Unlock()
+	n.tombstones[id] = time.Now()
+}
+
+func (n *Node) isTombstoned(id string) bool {
+	n.tombMu.Lock()
+	defer n.tombMu.Unlock()
+	_, ok := n.tombstones[id]
+	return ok
+}
+
+func (n *Node) forgetTombstone(id string) {
+	n.tombMu.Lock()
+	defer n.tombMu.Unlock()
+	delete(n.tombstones, id)
+}
+
+// reconcile runs one pass on the leader.
+func (n *Node) reconcile(rc *reconciler) {
+	if n.gossip == nil {
+		return
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		n.log.Warn("reading the raft configuration", "error", err)
+		return
+	}
+	servers := map[string]raft.Server{}
+	for _, s := range f.Configuration().Servers {
+		servers[string(s.ID)] = s
+	}
+	members := n.gossip.snapshot()
+	seen := map[string]bool{}
+	now := time.Now()
+	for _, m := range members {
+		seen[m.ID] = true
+		if m.ID == n.id {
+			continue
+		}
+		s, inConfig := servers[m.ID]
+		switch m.State {
+		case GossipAlive, GossipSuspect:
+			if n.isTombstoned(m.ID) || m.State != GossipAlive {
+				continue
+			}
+			if inConfig && string(s.Address) == m.RaftAddr {
+				continue
+			}
+			n.addServer(m)
+		case GossipLeft:
+			n.forgetTombstone(m.ID)
+			if inConfig {
+				n.removeServer(m.ID, "left the gossip ring")
+			}
+		case GossipDead:
+			n.forgetTombstone(m.ID)
+			if inConfig && now.Sub(m.Since) >= n.cfg.ReapAfter && n.canRemove(servers, members, m.ID) {
+				n.removeServer(m.ID, "dead longer than --reap-after")
+			}
+		}
+	}
+	// Servers gossip no longer knows at all (forgotten dead nodes, or
+	// never seen since this leader started) are reaped the same way.
+	for id := range servers {
+		if seen[id] || id == n.id {
+			delete(rc.missingSince, id)
+			continue
+		}
+		since, ok := rc.missingSince[id]
+		if !ok {
+			rc.missingSince[id] = now
+			continue
+		}
+		if now.Sub(since) >= n.cfg.ReapAfter && n.canRemove(servers, members, id) {
+			n.removeServer(id, "unknown to gossip longer than --reap-after")
+			delete(rc.missingSince, id)
+		}
+	}
+}
+
+func (n *Node) addServer(m Member) {
+	var f raft.IndexFuture
+	if m.Role == RoleNonvoter {
+		f = n.raft.AddNonvoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second)
+	} else {
+		f = n.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second)
+	}
+	if err := f.Error(); err != nil {
+		n.log.Warn("adding a member to raft failed", "id", m.ID, "error", err)
+		return
+	}
+	n.log.Info("added a member to raft", "id", m.ID, "raft", m.RaftAddr, "role", m.Role)
+}
+
+func (n *Node) removeServer(id, why string) {
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		n.log.Warn("removing a member from raft failed", "id", id, "error", err)
+		return
+	}
+	n.log.Info("removed a member from raft", "id", id, "reason", why)
+}
+
+// canRemove reports whether removing server id keeps a working quorum: the
+// voters that are alive must be a majority of the current configuration
+// (so the change can commit) and of the configuration after it.
+func (n *Node) canRemove(servers map[string]raft.Server, members []Member, id string) bool {
+	alive := map[string]bool{n.id: true}
+	for _, m := range members {
+		if m.State == GossipAlive {
+			alive[m.ID] = true
+		}
+	}
+	voters, aliveVoters := 0, 0
+	for sid, s := range servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if alive[sid] {
+			aliveVoters++
+		}
+	}
+	after := voters
+	if servers[id].Suffrage == raft.Voter {
+		after--
+	}
+	return aliveVoters >= voters/2+1 && aliveVoters >= after/2+1 && after >= 1
+}
+
+// RemoveNode takes a node out of the Raft configuration and the gossip ring
+// (DELETE /v1/cluster/nodes/{id}). Leader only. Removing the leader itself
+// hands leadership over first; the caller then retries on the new leader.
+func (n *Node) RemoveNode(id string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	if id == n.id {
+		if n.otherVoters() == 0 {
+			return errors.New("the only voter cannot remove itself")
+		}
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			return fmt.Errorf("handing over leadership before removal: %w", err)
+		}
+		return ErrNotLeader
+	}
+	known := false
+	for _, s := range n.raftServers() {
+		known = known || string(s.ID) == id
+	}
+	if !known {
+		return ErrUnknownNode
+	}
+	n.markRemoved(id)
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		return err
+	}
+	if n.gossip != nil {
+		// Tell it, so it leaves the ring and stops serving writes. If it is
+		// unreachable it has nothing to serve anyway.
+		if err := n.gossip.send(id, []byte{msgRemoved}); err != nil {
+			n.log.Debug("telling a removed node", "id", id, "error", err)
+		}
+	}
+	n.log.Info("removed a node on operator request", "id", id)
+	return nil
+}
+
+// ErrUnknownNode is returned for a node id that is not in the configuration.
+var ErrUnknownNode = errors.New("no such node in the cluster")
+
+func (n *Node) raftServers() []raft.Server {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	return f.Configuration().Servers
+}
+
+// handleInbox processes gossip user messages until the node stops.
+func (n *Node) handleInbox() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case msg := <-n.gossip.inbox:
+			if len(msg) == 0 {
+				continue
+			}
+			switch msg[0] {
+			case msgUsage:
+				var usage []fsm.Usage
+				if err := json.Unmarshal(msg[1:], &usage); err != nil || len(usage) > usageChunk {
+					n.log.Warn("ignoring an unreadable usage message")
+					continue
+				}
+				if _, _, err := n.Apply(&fsm.Command{Op: fsm.OpUsage, Usage: usage}); err != nil {
+					n.log.Debug("applying forwarded usage", "error", err)
+				}
+			case msgRemoved:
+				n.log.Warn("this node was removed from the cluster; leaving the gossip ring")
+				n.removed.Store(true)
+				go n.gossip.leave(2 * time.Second)
+			}
+		}
+	}
+}
