@@ -103,7 +103,16 @@ const (
 // checker collects field errors of one request.
 type checker struct{ bad []FieldError }
 
-func (c *checker) add(field, issue string) { c.bad = append(c.bad, FieldError{field, issue}) }
+// add reports a bad field once: a member of the wrong type is reported as
+// such, not again by the value checks that then see its zero value.
+func (c *checker) add(field, issue string) {
+	for _, b := range c.bad {
+		if b.Field == field {
+			return
+		}
+	}
+	c.bad = append(c.bad, FieldError{field, issue})
+}
 
 func (c *checker) name(field, v string) {
 	if n := len([]rune(v)); n < 1 || n > maxName {

@@ -57,8 +57,9 @@ func validationError(details []FieldError) *apiError {
 type meta struct {
 	RequestID  string `json:"request_id"`
 	Timestamp  string `json:"timestamp"`
-	Index      uint64 `json:"index,omitempty"`
-	NextCursor string `json:"next_cursor,omitempty"`
+	Index      uint64      `json:"index,omitempty"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+	Wait       *waitResult `json:"wait,omitempty"` // ?wait=all on a write
 }
 
 // requestID is the client's X-Request-Id when it is sane, else a new one.
@@ -100,9 +101,6 @@ func newMeta(ctx *fasthttp.RequestCtx) meta {
 
 // writeData sends a success envelope.
 func writeData(ctx *fasthttp.RequestCtx, status int, data any, m meta) {
-	if m.Index != 0 {
-		ctx.Response.Header.Set("Keyraft-Index", strconv.FormatUint(m.Index, 10))
-	}
 	writeJSON(ctx, status, struct {
 		Data any  `json:"data"`
 		Meta meta `json:"meta"`

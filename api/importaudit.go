@@ -87,8 +87,7 @@ func (s *Server) handleImport(ctx *fasthttp.RequestCtx) {
 	for i, r := range recs {
 		ids[i] = r.ID
 	}
-	m := newMeta(ctx)
-	m.Index = idx
+	m := s.writeMeta(ctx, idx)
 	writeData(ctx, fasthttp.StatusCreated, map[string]any{"imported": len(recs), "ids": ids}, m)
 }
 

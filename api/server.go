@@ -3,8 +3,10 @@
 package api
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -28,8 +30,15 @@ type Config struct {
 	MaxImportBytes int
 	// MaxHeaderBytes bounds the request line and headers (default 16 KiB).
 	MaxHeaderBytes int
+	// MaxRestoreBytes bounds POST /v1/cluster/restore (default 4 GiB).
+	MaxRestoreBytes int64
 	// ReadyLag is how far the applied index may trail the commit index for /readyz.
 	ReadyLag uint64
+	// MaxStale, when set, makes verify answer 503 STALE on a node that has
+	// not heard from a leader for longer (instead of answering from old state).
+	MaxStale time.Duration
+	// OnLeave is called after this node left the cluster (POST /v1/cluster/leave).
+	OnLeave func()
 	Logger   hclog.Logger
 }
 
@@ -67,6 +76,9 @@ func New(node *cluster.Node, cfg Config) *Server {
 	if cfg.MaxImportBytes == 0 {
 		cfg.MaxImportBytes = 16 << 20
 	}
+	if cfg.MaxRestoreBytes == 0 {
+		cfg.MaxRestoreBytes = 4 << 30
+	}
 	if cfg.MaxHeaderBytes == 0 {
 		cfg.MaxHeaderBytes = 16 << 10
 	}
@@ -85,6 +97,10 @@ func New(node *cluster.Node, cfg Config) *Server {
 		WriteTimeout:                  cfg.WriteTimeout,
 		IdleTimeout:                   cfg.IdleTimeout,
 		MaxRequestBodySize:            max(cfg.MaxBodyBytes, cfg.MaxImportBytes),
+		// Bodies above the limit are streamed rather than refused, so that
+		// restores of large backups never sit in memory twice; every other
+		// route refuses them by Content-Length before reading.
+		StreamRequestBody: true,
 		ReadBufferSize:                cfg.MaxHeaderBytes,
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultDate:                 true,
@@ -106,8 +122,9 @@ func (s *Server) Shutdown() error { return s.http.Shutdown() }
 // must not pay for a router's allocations.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
-	if len(ctx.Request.Body()) > s.cfg.MaxBodyBytes && string(path) != importPath {
-		writeError(ctx, bodyTooLarge(s.cfg.MaxBodyBytes))
+	if aerr := s.checkBodySize(ctx, string(path)); aerr != nil {
+		ctx.SetConnectionClose() // the rest of the body is not read
+		writeError(ctx, aerr)
 		return
 	}
 	if string(path) == "/v1/verify" {
@@ -140,7 +157,38 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 	writeError(ctx, newError(fasthttp.StatusNotFound, codeNotFound, "no such endpoint"))
 }
 
-const importPath = "/v1/keys/import"
+const (
+	importPath  = "/v1/keys/import"
+	restorePath = "/v1/cluster/restore"
+)
+
+// checkBodySize applies the per-route body limits: 1 MiB, import 16 MiB,
+// restore MaxRestoreBytes (read as a stream by its handler).
+func (s *Server) checkBodySize(ctx *fasthttp.RequestCtx, path string) *apiError {
+	limit := int64(s.cfg.MaxBodyBytes)
+	switch path {
+	case importPath:
+		limit = int64(s.cfg.MaxImportBytes)
+	case restorePath:
+		limit = s.cfg.MaxRestoreBytes
+	}
+	size := int64(ctx.Request.Header.ContentLength())
+	if size < 0 && !ctx.Request.IsBodyStream() { // chunked, and small enough to have been read
+		size = int64(len(ctx.Request.Body()))
+	}
+	if size > limit || (size < 0 && path != restorePath) {
+		return bodyTooLarge(int(limit))
+	}
+	return nil
+}
+
+// restoreBody reads the restore upload, streamed or buffered, up to the limit.
+func (s *Server) restoreBody(ctx *fasthttp.RequestCtx) io.Reader {
+	if ctx.Request.IsBodyStream() {
+		return io.LimitReader(ctx.RequestBodyStream(), s.cfg.MaxRestoreBytes)
+	}
+	return bytes.NewReader(ctx.PostBody())
+}
 
 func bodyTooLarge(limit int) *apiError {
 	return newError(fasthttp.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("the body exceeds the limit of %d bytes", limit))
@@ -150,11 +198,29 @@ func methodNotAllowed() *apiError {
 	return newError(fasthttp.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed on this endpoint")
 }
 
-// routeAdmin dispatches /v1/keys…, /v1/audit.
+// routeAdmin dispatches /v1/keys…, /v1/audit, /v1/cluster….
 func (s *Server) routeAdmin(ctx *fasthttp.RequestCtx, path string) {
+	if needsLeader(ctx, path) && s.leaderGate(ctx) {
+		return
+	}
 	method := string(ctx.Method())
 	rest, isKeys := strings.CutPrefix(path, "/v1/keys")
 	switch {
+	case path == "/v1/cluster":
+		s.only(ctx, method, "GET", s.handleClusterStatus)
+	case path == "/v1/cluster/snapshot":
+		s.only(ctx, method, "GET", s.handleSnapshot)
+	case path == restorePath:
+		s.only(ctx, method, "POST", s.handleRestore)
+	case path == "/v1/cluster/leave":
+		s.only(ctx, method, "POST", s.handleLeave)
+	case strings.HasPrefix(path, "/v1/cluster/nodes/"):
+		id := strings.TrimPrefix(path, "/v1/cluster/nodes/")
+		s.only(ctx, method, "DELETE", func(ctx *fasthttp.RequestCtx) { s.handleRemoveNode(ctx, id) })
+	case path == "/v1/internal/state":
+		s.only(ctx, method, "GET", s.handleInternalState)
+	case path == "/v1/internal/applied":
+		s.only(ctx, method, "GET", s.handleInternalApplied)
 	case path == "/v1/audit":
 		s.only(ctx, method, "GET", s.handleAudit)
 	case isKeys && rest == "":

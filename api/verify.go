@@ -61,11 +61,16 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 	if minIndex, ok := requestedMinIndex(ctx); !ok {
 		s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "min_index must be a non-negative integer")
 		return
-	} else if minIndex > 0 && !s.node.WaitApplied(minIndex, maxMinIndexWait) {
+	} else if minIndex > 0 && !s.waitApplied(minIndex, maxMinIndexWait) {
 		s.writeVerifyAnswer(ctx, &keyindex.Decision{Code: keyindex.CodeStale})
 		return
 	}
 	req.NowNs = time.Now().UnixNano()
+	if s.cfg.MaxStale > 0 && s.node.StaleFor(req.NowNs, s.cfg.MaxStale) {
+		// Cut off from the leader for too long: a revocation may be missing here.
+		s.writeVerifyAnswer(ctx, &keyindex.Decision{Code: keyindex.CodeStale})
+		return
+	}
 	d := s.index.Verify(&req)
 	s.writeVerifyAnswer(ctx, &d)
 }

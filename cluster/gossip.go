@@ -95,6 +95,9 @@ func (n *Node) startGossip() error {
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertiseAddr, mc.AdvertisePort = host, port
 	mc.SecretKey = n.cfg.GossipKey
+	// A node that comes back at another address (a new pod IP) may reclaim
+	// its name once its old incarnation has been dead this long.
+	mc.DeadNodeReclaimTime = 30 * time.Second
 	mc.Delegate = g
 	mc.Events = g
 	mc.Logger = n.log.Named("gossip").StandardLogger(nil)

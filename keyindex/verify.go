@@ -34,7 +34,7 @@ var codeInfo = [...]struct {
 	CodeInsufficientScope:  {"INSUFFICIENT_SCOPE", 403, "key lacks the requested scope"},
 	CodeResourceNotAllowed: {"RESOURCE_NOT_ALLOWED", 403, "key may not act on this resource"},
 	CodeRateLimited:        {"RATE_LIMITED", 429, "rate limit exceeded"},
-	CodeStale:              {"STALE", 503, "node has not applied the requested index in time"},
+	CodeStale:              {"STALE", 503, "this node's state may be stale: it has not applied the requested index in time, or has not heard from a leader within --max-stale"},
 }
 
 // String is the code as it appears in answers.

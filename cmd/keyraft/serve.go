@@ -1,13 +1,16 @@
 package main
 
 import (
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,6 +23,10 @@ import (
 // serveConfig is every flag of `keyraft serve`.
 type serveConfig struct {
 	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel string
+	gossipAddr, join, gossipKey, gossipProfile                 string
+	bootstrapExpect                                            int
+	nonvoter, leaveOnTerminate                                 bool
+	reapAfter, maxStale                                        time.Duration
 	usageFlush, readTimeout, writeTimeout, idleTimeout         time.Duration
 	heartbeat, election, commit, snapshotInterval              time.Duration
 	snapshotThreshold, trailingLogs                            uint64
@@ -32,6 +39,15 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.dataDir, "data-dir", "./keyraft-data", "directory for the Raft log, snapshots and node id")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address of the HTTP API")
 	fs.StringVar(&c.raftAddr, "raft-addr", "127.0.0.1:7000", "address of the Raft transport (bound and advertised)")
+	fs.StringVar(&c.gossipAddr, "gossip-addr", "127.0.0.1:7946", "memberlist address (UDP and TCP), bound and advertised")
+	fs.StringVar(&c.join, "join", "", "comma-separated gossip addresses of running nodes; retried until one answers")
+	fs.StringVar(&c.gossipKey, "gossip-key", "", "base64 key of 16, 24 or 32 bytes that encrypts gossip; nodes without it cannot join")
+	fs.StringVar(&c.gossipProfile, "gossip-profile", "lan", "memberlist timing: lan, local (fast failure detection, for one machine) or wan")
+	fs.IntVar(&c.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many voters started with the same value see each other")
+	fs.BoolVar(&c.nonvoter, "nonvoter", false, "join as a read replica: replicates and verifies, never votes")
+	fs.DurationVar(&c.reapAfter, "reap-after", 72*time.Hour, "remove a member dead this long from Raft (never when that would lose quorum)")
+	fs.DurationVar(&c.maxStale, "max-stale", 0, "answer verify with 503 STALE after this long without a leader (0 = always answer from local state)")
+	fs.BoolVar(&c.leaveOnTerminate, "leave-on-terminate", false, "make SIGTERM a permanent leave of the cluster")
 	fs.StringVar(&c.nodeID, "node-id", "", "node id (default: the one stored in the data dir, or a new random one)")
 	fs.StringVar(&c.rootKeyFile, "root-key-file", "", "file holding the root admin key (rk_…) a new cluster is created with; default: generate one and print it once")
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -46,6 +62,34 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.Uint64Var(&c.snapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that trigger a new one")
 	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
 	return c
+}
+
+// decodeGossipKey checks --gossip-key: base64 of 16, 24 or 32 bytes (AES).
+func decodeGossipKey(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key: not base64: %w", err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("--gossip-key: %d bytes; want 16, 24 or 32", n)
+	}
+	return key, nil
+}
+
+// advertisedHTTP is the API address peers forward to: the listener's, or,
+// when it listens on all interfaces, the Raft host with the API port.
+func advertisedHTTP(ln *net.TCPAddr, raftAddr string) string {
+	if !ln.IP.IsUnspecified() {
+		return ln.String()
+	}
+	host, _, err := net.SplitHostPort(raftAddr)
+	if err != nil {
+		return ln.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(ln.Port))
 }
 
 // envName is the environment variable of a flag: data-dir → KEYRAFT_DATA_DIR.
@@ -100,12 +144,29 @@ func serve(cfg *serveConfig) error {
 		}
 		rootToken = strings.TrimSpace(string(b))
 	}
+	gossipKey, err := decodeGossipKey(cfg.gossipKey)
+	if err != nil {
+		return err
+	}
+	var join []string
+	for _, j := range strings.Split(cfg.join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			join = append(join, j)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.httpAddr, err)
 	}
 	node, err := cluster.Open(cluster.Config{
-		NodeID: cfg.nodeID, DataDir: cfg.dataDir, RaftAddr: cfg.raftAddr, Bootstrap: true,
+		NodeID: cfg.nodeID, DataDir: cfg.dataDir, RaftAddr: cfg.raftAddr,
+		// Alone (no --join, no --bootstrap-expect): a cluster of one, as a
+		// newcomer expects. Otherwise gossip forms or joins the cluster.
+		Bootstrap:  len(join) == 0 && cfg.bootstrapExpect <= 1,
+		HTTPAddr:   advertisedHTTP(ln.Addr().(*net.TCPAddr), cfg.raftAddr),
+		GossipAddr: cfg.gossipAddr, GossipKey: gossipKey, GossipProfile: cfg.gossipProfile,
+		Join: join, BootstrapExpect: cfg.bootstrapExpect, Nonvoter: cfg.nonvoter, ReapAfter: cfg.reapAfter,
+		Version: version,
 		HeartbeatTimeout: cfg.heartbeat, ElectionTimeout: cfg.election, CommitTimeout: cfg.commit,
 		SnapshotInterval: cfg.snapshotInterval, SnapshotThreshold: cfg.snapshotThreshold, TrailingLogs: cfg.trailingLogs,
 		Logger: log,
@@ -125,7 +186,11 @@ func serve(cfg *serveConfig) error {
 		node.Shutdown()
 		return err
 	}
-	srv := api.New(node, api.Config{ReadTimeout: cfg.readTimeout, WriteTimeout: cfg.writeTimeout, IdleTimeout: cfg.idleTimeout, Logger: log})
+	left := make(chan struct{})
+	var leaveOnce sync.Once
+	srv := api.New(node, api.Config{ReadTimeout: cfg.readTimeout, WriteTimeout: cfg.writeTimeout, IdleTimeout: cfg.idleTimeout,
+		MaxStale: cfg.maxStale, Logger: log,
+		OnLeave: func() { leaveOnce.Do(func() { close(left) }) }})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "node_id", node.ID(), "http", ln.Addr().String(), "raft", node.RaftAddr(), "data_dir", cfg.dataDir)
@@ -135,6 +200,13 @@ func serve(cfg *serveConfig) error {
 	select {
 	case sig := <-sigs:
 		log.Info("shutting down", "signal", sig.String())
+		if cfg.leaveOnTerminate {
+			if err := node.Leave(10 * time.Second); err != nil {
+				log.Warn("leaving the cluster", "error", err)
+			}
+		}
+	case <-left:
+		log.Info("left the cluster; shutting down")
 	case err := <-served:
 		log.Error("HTTP server stopped", "error", err)
 	}

@@ -59,9 +59,11 @@ type node struct {
 	dataDir  string
 	httpAddr string
 	raftAddr string
-	stdout   *lockedBuffer
-	stderr   *lockedBuffer
-	done     chan error
+	// gossipAddr is picked per start; memberlist binds it for UDP and TCP.
+	gossipAddr string
+	stdout     *lockedBuffer
+	stderr     *lockedBuffer
+	done       chan error
 }
 
 type lockedBuffer struct {
@@ -81,13 +83,34 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// startNode runs `keyraft serve` on dataDir; env entries are KEY=VALUE.
-// The raft address must stay the same across restarts of one data dir.
+// startNode runs `keyraft serve` on dataDir and waits until it is ready;
+// env entries are KEY=VALUE. The raft address must stay the same across
+// restarts of one data dir.
 func startNode(t *testing.T, dataDir, raftAddr string, env []string, flags ...string) *node {
 	t.Helper()
+	n := launch(t, dataDir, raftAddr, env, flags...)
+	n.waitReady()
+	return n
+}
+
+// launch starts `keyraft serve` without waiting for readiness (a cluster
+// member is ready only once the cluster has formed).
+func launch(t *testing.T, dataDir, raftAddr string, env []string, flags ...string) *node {
+	t.Helper()
 	n := &node{t: t, dataDir: dataDir, httpAddr: freePort(t), raftAddr: raftAddr, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	n.gossipAddr = freePort(t)
 	args := append([]string{"serve", "--data-dir", dataDir, "--http-addr", n.httpAddr, "--raft-addr", raftAddr,
+		"--gossip-addr", n.gossipAddr, "--gossip-profile", "local",
 		"--election-timeout", "300ms", "--heartbeat-timeout", "300ms", "--usage-flush-interval", "200ms"}, flags...)
+	// Later flags win: callers may pin the addresses (restarts keep them).
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "--http-addr":
+			n.httpAddr = args[i+1]
+		case "--gossip-addr":
+			n.gossipAddr = args[i+1]
+		}
+	}
 	n.cmd = exec.Command(binary, args...)
 	n.cmd.Env = append(os.Environ(), env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stderr
@@ -101,7 +124,6 @@ func startNode(t *testing.T, dataDir, raftAddr string, env []string, flags ...st
 			<-n.done
 		}
 	})
-	n.waitReady()
 	return n
 }
 

@@ -1,0 +1,186 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/keyraft/keyraft/cluster"
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// Cluster operations (spec §5) are for root keys only: a workspace admin
+// manages keys, never the cluster.
+func (s *Server) authenticateRoot(ctx *fasthttp.RequestCtx, scope string) *apiError {
+	caller, aerr := s.authenticate(ctx, scope)
+	if aerr != nil {
+		return aerr
+	}
+	if !caller.IsRoot() {
+		return newError(fasthttp.StatusForbidden, codeForbidden, "cluster operations need a root key")
+	}
+	return nil
+}
+
+// nodeView is one node in GET /v1/cluster: the status plus what the node
+// itself reports (applied index and state digest).
+type nodeView struct {
+	cluster.ServerStatus
+	AppliedIndex *uint64 `json:"applied_index"`
+	Digest       string  `json:"digest,omitempty"`
+	Error        string  `json:"error,omitempty"`
+}
+
+func (s *Server) handleClusterStatus(ctx *fasthttp.RequestCtx) {
+	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterRead); aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	st := s.node.Status()
+	views := make([]nodeView, len(st.Servers))
+	var wg sync.WaitGroup
+	for i, srv := range st.Servers {
+		views[i].ServerStatus = srv
+		wg.Add(1)
+		go func(v *nodeView) {
+			defer wg.Done()
+			s.fillNodeState(v)
+		}(&views[i])
+	}
+	wg.Wait()
+	writeData(ctx, fasthttp.StatusOK, map[string]any{
+		"leader_id": st.LeaderID, "leader_raft_addr": st.LeaderAddr, "term": st.Term,
+		"commit_index": st.CommitIndex, "nodes": views,
+	}, newMeta(ctx))
+}
+
+// localState is what GET /v1/internal/state answers.
+type localState struct {
+	NodeID       string `json:"node_id"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Digest       string `json:"digest"`
+}
+
+func (s *Server) fillNodeState(v *nodeView) {
+	var st localState
+	if v.ID == s.node.ID() {
+		st = s.localState()
+	} else if v.HTTPAddr == "" || v.Gossip == cluster.GossipDead || v.Gossip == cluster.GossipLeft {
+		v.Error = "unreachable"
+		return
+	} else {
+		status, body, err := forwardClient.GetTimeout(nil, "http://"+v.HTTPAddr+"/v1/internal/state", 3*time.Second)
+		if err != nil || status != fasthttp.StatusOK || json.Unmarshal(body, &st) != nil || st.NodeID != v.ID {
+			v.Error = "unreachable"
+			return
+		}
+	}
+	v.AppliedIndex, v.Digest = &st.AppliedIndex, st.Digest
+}
+
+func (s *Server) localState() localState {
+	applied, digest, err := s.fsm.Digest()
+	if err != nil {
+		s.log.Error("computing the state digest", "error", err)
+	}
+	return localState{NodeID: s.node.ID(), AppliedIndex: applied, Digest: digest}
+}
+
+// handleInternalState: this node's applied index and state digest. It shows
+// no key data, so peers call it without credentials.
+func (s *Server) handleInternalState(ctx *fasthttp.RequestCtx) {
+	writeJSON(ctx, fasthttp.StatusOK, s.localState())
+}
+
+// handleInternalApplied waits (up to 1 s) for min_index, for ?wait=all.
+func (s *Server) handleInternalApplied(ctx *fasthttp.RequestCtx) {
+	idx, ok := requestedMinIndex(ctx)
+	if !ok {
+		writeError(ctx, validationError([]FieldError{{"min_index", "must be a non-negative integer"}}))
+		return
+	}
+	reached := s.node.WaitApplied(idx, maxMinIndexWait)
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"node_id": s.node.ID(), "applied_index": s.fsm.AppliedIndex(), "reached": reached})
+}
+
+func (s *Server) handleRemoveNode(ctx *fasthttp.RequestCtx, id string) {
+	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	err := s.node.RemoveNode(id)
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		// Removing the leader: it handed leadership over; the new leader
+		// finishes the removal.
+		s.forward(ctx)
+		return
+	case errors.Is(err, cluster.ErrUnknownNode):
+		writeError(ctx, newError(fasthttp.StatusNotFound, codeNotFound, "no node "+strconv.Quote(id)+" in the cluster"))
+		return
+	case err != nil:
+		writeError(ctx, newError(fasthttp.StatusConflict, codeConflict, err.Error()))
+		return
+	}
+	requestID(ctx)
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (s *Server) handleSnapshot(ctx *fasthttp.RequestCtx) {
+	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterRead); aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	if err := s.node.ConfirmLeadership(); err != nil {
+		writeError(ctx, noLeader("leadership could not be confirmed; retry"))
+		return
+	}
+	ctx.SetContentType("application/octet-stream")
+	ctx.Response.Header.Set("Content-Disposition", `attachment; filename="keyraft.snapshot"`)
+	ctx.Response.Header.Set("Keyraft-Index", strconv.FormatUint(s.fsm.AppliedIndex(), 10))
+	if err := s.fsm.WriteSnapshot(ctx.Response.BodyWriter()); err != nil {
+		ctx.Response.ResetBody()
+		writeError(ctx, internal(err))
+	}
+}
+
+func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
+	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	err := s.node.RestoreBackup(s.restoreBody(ctx))
+	switch {
+	case errors.Is(err, cluster.ErrBadBackup):
+		writeError(ctx, newError(fasthttp.StatusBadRequest, codeBadRequest, err.Error()))
+	case errors.Is(err, cluster.ErrNotLeader):
+		writeError(ctx, noLeader("leadership changed; retry"))
+	case err != nil:
+		writeError(ctx, internal(err))
+	default:
+		m := newMeta(ctx)
+		m.Index = s.node.Raft().AppliedIndex()
+		writeData(ctx, fasthttp.StatusOK, map[string]any{"restored": true, "keys": s.index.Len()}, m)
+	}
+}
+
+// handleLeave makes this node leave the cluster for good, then stop.
+func (s *Server) handleLeave(ctx *fasthttp.RequestCtx) {
+	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	if err := s.node.Leave(10 * time.Second); err != nil {
+		writeError(ctx, newError(fasthttp.StatusConflict, codeConflict, err.Error()))
+		return
+	}
+	writeData(ctx, fasthttp.StatusOK, map[string]any{"left": s.node.ID()}, newMeta(ctx))
+	if s.cfg.OnLeave != nil {
+		// After the answer is written: the process shuts down.
+		go s.cfg.OnLeave()
+	}
+}

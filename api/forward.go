@@ -1,0 +1,208 @@
+package api
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/keyraft/keyraft/cluster"
+)
+
+// Writes and consistent reads are served by the leader. A follower proxies
+// them there with the caller's own credentials and relays the answer, so a
+// client can talk to any node.
+
+const (
+	// forwardedByHeader marks a proxied request with the sending node's id:
+	// the leader refuses it from a node that is not a member, and a node
+	// never proxies a request a second time.
+	forwardedByHeader = "Keyraft-Forwarded-By"
+	// noLeaderWait is how long a request waits for a leader to appear.
+	noLeaderWait   = 2 * time.Second
+	forwardTimeout = 30 * time.Second
+)
+
+var forwardClient = &fasthttp.Client{
+	Name:                "keyraft-forward",
+	ReadTimeout:         forwardTimeout,
+	WriteTimeout:        forwardTimeout,
+	MaxConnsPerHost:     1024,
+	MaxResponseBodySize: 0, // backups stream through here
+	// Keys travel in these requests: never follow redirects or retry writes.
+	RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+}
+
+// needsLeader reports whether a request must be served by the leader.
+func needsLeader(ctx *fasthttp.RequestCtx, path string) bool {
+	switch {
+	case path == "/v1/cluster/leave", strings.HasPrefix(path, "/v1/internal/"):
+		return false // about this very node
+	case path == "/v1/cluster/snapshot":
+		return true // backups come from the leader's state
+	case !ctx.IsGet() && !ctx.IsHead():
+		return true // every admin write
+	}
+	return consistentRead(ctx)
+}
+
+func consistentRead(ctx *fasthttp.RequestCtx) bool {
+	v := ctx.QueryArgs().Peek("consistent")
+	return len(v) > 0 && string(v) != "false" && string(v) != "0"
+}
+
+// leaderGate runs before an admin route that needs the leader. It returns
+// true when the request was answered here (forwarded or refused).
+func (s *Server) leaderGate(ctx *fasthttp.RequestCtx) bool {
+	if s.node.Removed() {
+		writeError(ctx, newError(fasthttp.StatusServiceUnavailable, codeNoLeader, "this node was removed from the cluster and serves no admin requests"))
+		return true
+	}
+	if s.node.IsLeader() {
+		if from := ctx.Request.Header.Peek(forwardedByHeader); len(from) > 0 && !s.node.IsMember(string(from)) {
+			writeError(ctx, newError(fasthttp.StatusForbidden, codeForbidden, "forwarded by a node that is not a member of this cluster"))
+			return true
+		}
+		if consistentRead(ctx) && ctx.IsGet() {
+			if err := s.node.ConfirmLeadership(); err != nil {
+				writeError(ctx, noLeader("leadership could not be confirmed; retry"))
+				return true
+			}
+		}
+		return false
+	}
+	s.forward(ctx)
+	return true
+}
+
+func noLeader(msg string) *apiError {
+	e := newError(fasthttp.StatusServiceUnavailable, codeNoLeader, msg)
+	e.RetryAfter = 1
+	return e
+}
+
+// waitLeaderHTTP waits up to noLeaderWait for a leader whose API address is known.
+func (s *Server) waitLeaderHTTP() (string, bool) {
+	deadline := time.Now().Add(noLeaderWait)
+	for {
+		if s.node.IsLeader() {
+			return "", true
+		}
+		if addr, ok := s.node.LeaderHTTPAddr(); ok {
+			return addr, true
+		}
+		if time.Now().After(deadline) {
+			return "", false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// forward proxies the request to the leader and relays its answer.
+func (s *Server) forward(ctx *fasthttp.RequestCtx) {
+	if len(ctx.Request.Header.Peek(forwardedByHeader)) > 0 {
+		// Leadership moved while the request was on its way: one hop only.
+		writeError(ctx, noLeader("leadership is changing; retry"))
+		return
+	}
+	addr, ok := s.waitLeaderHTTP()
+	if !ok {
+		writeError(ctx, noLeader("no leader is available; retry"))
+		return
+	}
+	if addr == "" { // this node became the leader while waiting
+		s.Handle(ctx)
+		return
+	}
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	ctx.Request.CopyTo(req)
+	req.SetHost(addr)
+	req.URI().SetScheme("http")
+	req.Header.Set(forwardedByHeader, s.node.ID())
+	resp := &ctx.Response
+	if err := forwardClient.DoTimeout(req, resp, forwardTimeout); err != nil {
+		resp.Reset()
+		s.log.Warn("forwarding to the leader failed", "leader", addr, "error", err)
+		writeError(ctx, noLeader("the leader could not be reached; retry"))
+		return
+	}
+	// Read-your-writes on this node too: wait (briefly) until it has
+	// applied the write it just relayed.
+	if idx, err := strconv.ParseUint(string(resp.Header.Peek("Keyraft-Index")), 10, 64); err == nil && idx > 0 {
+		s.node.WaitApplied(idx, maxMinIndexWait)
+	}
+}
+
+// writeMeta is the meta of a write's answer: its index, and with ?wait=all
+// which live nodes have applied it (also as headers, for 204 answers).
+func (s *Server) writeMeta(ctx *fasthttp.RequestCtx, idx uint64) meta {
+	m := newMeta(ctx)
+	m.Index = idx
+	ctx.Response.Header.Set("Keyraft-Index", strconv.FormatUint(idx, 10))
+	if string(ctx.QueryArgs().Peek("wait")) == "all" {
+		m.Wait = s.waitAll(idx)
+		ctx.Response.Header.Set("Keyraft-Applied-Nodes", strings.Join(m.Wait.Applied, ","))
+		ctx.Response.Header.Set("Keyraft-Pending-Nodes", strings.Join(m.Wait.Pending, ","))
+	}
+	return m
+}
+
+// waitResult says which live nodes applied a write (?wait=all).
+type waitResult struct {
+	Applied []string `json:"applied"`
+	Pending []string `json:"pending"`
+}
+
+// waitAllTimeout bounds ?wait=all; nodes not there by then are reported pending.
+const waitAllTimeout = 5 * time.Second
+
+// waitAll waits until every live member has applied index idx.
+func (s *Server) waitAll(idx uint64) *waitResult {
+	res := &waitResult{Applied: []string{s.node.ID()}, Pending: []string{}}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for _, m := range s.node.Status().Servers {
+		if m.ID == s.node.ID() || m.Gossip != cluster.GossipAlive || m.Suffrage == "none" || m.HTTPAddr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func(id, addr string) {
+			defer wg.Done()
+			ok := awaitRemoteIndex(addr, idx, time.Now().Add(waitAllTimeout))
+			mu.Lock()
+			defer mu.Unlock()
+			if ok {
+				res.Applied = append(res.Applied, id)
+			} else {
+				res.Pending = append(res.Pending, id)
+			}
+		}(m.ID, m.HTTPAddr)
+	}
+	wg.Wait()
+	return res
+}
+
+// awaitRemoteIndex asks a node (GET /v1/internal/applied) until it reports idx applied.
+func awaitRemoteIndex(addr string, idx uint64, deadline time.Time) bool {
+	url := "http://" + addr + "/v1/internal/applied?min_index=" + strconv.FormatUint(idx, 10)
+	for time.Now().Before(deadline) {
+		status, body, err := forwardClient.GetTimeout(nil, url, 2*time.Second)
+		if err == nil && status == fasthttp.StatusOK {
+			var r struct {
+				Reached bool `json:"reached"`
+			}
+			if json.Unmarshal(body, &r) == nil && r.Reached {
+				return true
+			}
+			continue // the node waited its full second: ask again
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}

@@ -1,0 +1,149 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keyraft/keyraft/fsm"
+)
+
+// ServerStatus is one node as the cluster status shows it: Raft's view
+// (suffrage) merged with gossip's (addresses, role, state).
+type ServerStatus struct {
+	ID        string `json:"id"`
+	RaftAddr  string `json:"raft_addr"`
+	HTTPAddr  string `json:"http_addr"`
+	Suffrage  string `json:"suffrage"`   // voter, nonvoter, or "none" when not in the Raft configuration
+	RaftState string `json:"raft_state"` // leader or follower as the leader sees it; this node's own state for itself
+	Gossip    string `json:"gossip"`     // alive, suspect, dead, left, or unknown
+	Version   string `json:"version,omitempty"`
+}
+
+// Status is the cluster as this node sees it.
+type Status struct {
+	LeaderID    string         `json:"leader_id"`
+	LeaderAddr  string         `json:"leader_raft_addr"`
+	Term        uint64         `json:"term"`
+	CommitIndex uint64         `json:"commit_index"`
+	Servers     []ServerStatus `json:"nodes"`
+}
+
+// Status reports the Raft configuration merged with the gossip ring.
+func (n *Node) Status() Status {
+	addr, leaderID := n.Leader()
+	term, _ := strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
+	st := Status{LeaderID: leaderID, LeaderAddr: addr, Term: term, CommitIndex: n.raft.CommitIndex()}
+	members := map[string]Member{}
+	if n.gossip != nil {
+		for _, m := range n.gossip.snapshot() {
+			members[m.ID] = m
+		}
+	}
+	listed := map[string]bool{}
+	for _, s := range n.raftServers() {
+		id := string(s.ID)
+		listed[id] = true
+		ss := ServerStatus{ID: id, RaftAddr: string(s.Address), Suffrage: suffrage(s.Suffrage), Gossip: "unknown", RaftState: "follower"}
+		if id == leaderID {
+			ss.RaftState = "leader"
+		}
+		n.fillFromGossip(&ss, members)
+		st.Servers = append(st.Servers, ss)
+	}
+	for id, m := range members {
+		if listed[id] {
+			continue
+		}
+		ss := ServerStatus{ID: id, RaftAddr: m.RaftAddr, Suffrage: "none", RaftState: "none"}
+		n.fillFromGossip(&ss, members)
+		st.Servers = append(st.Servers, ss)
+	}
+	return st
+}
+
+func (n *Node) fillFromGossip(ss *ServerStatus, members map[string]Member) {
+	if m, ok := members[ss.ID]; ok {
+		ss.HTTPAddr, ss.Gossip, ss.Version = m.HTTPAddr, m.State, m.Version
+	}
+	if ss.ID == n.id {
+		ss.HTTPAddr, ss.Version = n.cfg.HTTPAddr, n.cfg.Version
+		ss.RaftState = stateName(n.raft.State())
+		if n.gossip == nil {
+			ss.Gossip = "off"
+		}
+	}
+}
+
+func suffrage(s raft.ServerSuffrage) string {
+	if s == raft.Voter {
+		return RoleVoter
+	}
+	return RoleNonvoter
+}
+
+func stateName(s raft.RaftState) string {
+	switch s {
+	case raft.Leader:
+		return "leader"
+	case raft.Candidate:
+		return "candidate"
+	case raft.Follower:
+		return "follower"
+	}
+	return "shutdown"
+}
+
+// ConfirmLeadership returns once a quorum has confirmed this node still
+// leads and everything committed before the call is applied here: the basis
+// of ?consistent=true reads.
+func (n *Node) ConfirmLeadership() error {
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return nil
+}
+
+// ErrBadBackup is returned by RestoreBackup for a stream that is not a
+// complete keyraft snapshot.
+var ErrBadBackup = errors.New("not a complete keyraft snapshot")
+
+// RestoreBackup replaces the whole cluster's state with a backup made by
+// fsm.WriteSnapshot (leader only). The stream is checked completely before
+// Raft sees it, so a damaged backup changes nothing.
+func (n *Node) RestoreBackup(r io.Reader) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	meta, _, err := fsm.ReadSnapshot(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadBackup, err)
+	}
+	sm := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: meta.AppliedIndex, Size: int64(len(data))}
+	if err := n.raft.Restore(sm, bytes.NewReader(data), time.Minute); err != nil {
+		return fmt.Errorf("restoring: %w", err)
+	}
+	return nil
+}
+
+// IsMember reports whether id is in the Raft configuration.
+func (n *Node) IsMember(id string) bool {
+	for _, s := range n.raftServers() {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
+}
