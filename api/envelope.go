@@ -55,8 +55,8 @@ func validationError(details []FieldError) *apiError {
 }
 
 type meta struct {
-	RequestID  string `json:"request_id"`
-	Timestamp  string `json:"timestamp"`
+	RequestID  string      `json:"request_id"`
+	Timestamp  string      `json:"timestamp"`
 	Index      uint64      `json:"index,omitempty"`
 	NextCursor string      `json:"next_cursor,omitempty"`
 	Wait       *waitResult `json:"wait,omitempty"` // ?wait=all on a write

@@ -39,7 +39,7 @@ type Config struct {
 	MaxStale time.Duration
 	// OnLeave is called after this node left the cluster (POST /v1/cluster/leave).
 	OnLeave func()
-	Logger   hclog.Logger
+	Logger  hclog.Logger
 }
 
 // Server is one node's HTTP API.
@@ -90,17 +90,17 @@ func New(node *cluster.Node, cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, node: node, fsm: node.FSM(), index: node.FSM().Index(), log: cfg.Logger}
 	s.http = &fasthttp.Server{
-		Handler:                       s.Handle,
-		ErrorHandler:                  s.handleTransportError,
-		Name:                          "keyraft",
-		ReadTimeout:                   cfg.ReadTimeout,
-		WriteTimeout:                  cfg.WriteTimeout,
-		IdleTimeout:                   cfg.IdleTimeout,
-		MaxRequestBodySize:            max(cfg.MaxBodyBytes, cfg.MaxImportBytes),
+		Handler:            s.Handle,
+		ErrorHandler:       s.handleTransportError,
+		Name:               "keyraft",
+		ReadTimeout:        cfg.ReadTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		IdleTimeout:        cfg.IdleTimeout,
+		MaxRequestBodySize: max(cfg.MaxBodyBytes, cfg.MaxImportBytes),
 		// Bodies above the limit are streamed rather than refused, so that
 		// restores of large backups never sit in memory twice; every other
 		// route refuses them by Content-Length before reading.
-		StreamRequestBody: true,
+		StreamRequestBody:             true,
 		ReadBufferSize:                cfg.MaxHeaderBytes,
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultDate:                 true,

@@ -166,7 +166,7 @@ func serve(cfg *serveConfig) error {
 		HTTPAddr:   advertisedHTTP(ln.Addr().(*net.TCPAddr), cfg.raftAddr),
 		GossipAddr: cfg.gossipAddr, GossipKey: gossipKey, GossipProfile: cfg.gossipProfile,
 		Join: join, BootstrapExpect: cfg.bootstrapExpect, Nonvoter: cfg.nonvoter, ReapAfter: cfg.reapAfter,
-		Version: version,
+		Version:          version,
 		HeartbeatTimeout: cfg.heartbeat, ElectionTimeout: cfg.election, CommitTimeout: cfg.commit,
 		SnapshotInterval: cfg.snapshotInterval, SnapshotThreshold: cfg.snapshotThreshold, TrailingLogs: cfg.trailingLogs,
 		Logger: log,
