@@ -48,6 +48,7 @@ type Member struct {
 const (
 	msgUsage   byte = 'u' // a follower's usage batch for the leader
 	msgRemoved byte = 'r' // the leader tells a node it was removed
+	msgLeaving byte = 'l' // a node announces a permanent leave (payload: its id)
 )
 
 // gossip runs the memberlist ring and keeps the member table.
@@ -57,6 +58,10 @@ type gossip struct {
 
 	mu      sync.RWMutex
 	members map[string]*Member
+	// leaving holds nodes that announced a permanent leave: memberlist
+	// reports a leave and a death through the same callback, so this is
+	// how the two are told apart.
+	leaving map[string]bool
 
 	changed chan struct{} // poked on every membership event (capacity 1)
 	inbox   chan []byte   // user messages, handled off memberlist's goroutine
@@ -71,7 +76,7 @@ func (g *gossip) poke() {
 
 // startGossip creates the memberlist on cfg.GossipAddr.
 func (n *Node) startGossip() error {
-	g := &gossip{node: n, members: map[string]*Member{}, changed: make(chan struct{}, 1), inbox: make(chan []byte, 64)}
+	g := &gossip{node: n, members: map[string]*Member{}, leaving: map[string]bool{}, changed: make(chan struct{}, 1), inbox: make(chan []byte, 64)}
 	host, portStr, err := net.SplitHostPort(n.cfg.GossipAddr)
 	if err != nil {
 		return fmt.Errorf("gossip address %q: %w", n.cfg.GossipAddr, err)
@@ -144,27 +149,25 @@ func (g *gossip) LocalState(join bool) []byte                { return nil }
 func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 
 // NotifyJoin, NotifyLeave, NotifyUpdate implement memberlist.EventDelegate.
-func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n) }
-func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n) }
-func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n) }
+// (memberlist does not set Node.State in these callbacks; the callback
+// itself says alive or gone.)
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.record(n, GossipAlive) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.record(n, GossipDead) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.record(n, GossipAlive) }
 
-func (g *gossip) record(n *memberlist.Node) {
+func (g *gossip) record(n *memberlist.Node, state string) {
 	var m Member
 	if err := json.Unmarshal(n.Meta, &m); err != nil || m.ID != n.Name {
 		g.node.log.Warn("ignoring gossip member with unreadable metadata", "name", n.Name)
 		return
 	}
-	switch n.State {
-	case memberlist.StateDead:
-		m.State = GossipDead
-	case memberlist.StateLeft:
-		m.State = GossipLeft
-	case memberlist.StateSuspect:
-		m.State = GossipSuspect
-	default:
-		m.State = GossipAlive
-	}
 	g.mu.Lock()
+	if state == GossipAlive {
+		delete(g.leaving, m.ID) // back after a leave: a new membership
+	} else if g.leaving[m.ID] {
+		state = GossipLeft
+	}
+	m.State = state
 	old := g.members[m.ID]
 	m.Since = time.Now()
 	if old != nil && old.State == m.State {
@@ -196,6 +199,18 @@ func (g *gossip) snapshot() []Member {
 	g.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// markLeaving records a node's announced leave; if it is already gone from
+// the ring, its death becomes a leave.
+func (g *gossip) markLeaving(id string) {
+	g.mu.Lock()
+	g.leaving[id] = true
+	if m := g.members[id]; m != nil && m.State == GossipDead {
+		m.State, m.Since = GossipLeft, time.Now()
+	}
+	g.mu.Unlock()
+	g.poke()
 }
 
 func (g *gossip) member(id string) (Member, bool) {
@@ -247,6 +262,14 @@ func (g *gossip) announce() {
 
 // leave announces a permanent departure and stops gossiping.
 func (g *gossip) leave(timeout time.Duration) {
+	msg := append([]byte{msgLeaving}, g.node.id...)
+	for _, n := range g.ml.Members() {
+		if n.Name != g.node.id {
+			if err := g.ml.SendReliable(n, msg); err != nil {
+				g.node.log.Debug("announcing the leave", "to", n.Name, "error", err)
+			}
+		}
+	}
 	if err := g.ml.Leave(timeout); err != nil {
 		g.node.log.Warn("leaving the gossip ring", "error", err)
 	}

@@ -48,9 +48,12 @@ func (n *Node) StartHousekeeping(h Housekeeping) error {
 	return nil
 }
 
-// reconcileEvery is the period of the leader's full reconciliation pass;
-// membership events trigger one at once.
-const reconcileEvery = 10 * time.Second
+// reconcileEvery is the period of the leader's full reconciliation pass
+// (membership events trigger one at once): 10 s, or half the reap time when
+// that is shorter, so a dead member is reaped close to --reap-after.
+func (n *Node) reconcileEvery() time.Duration {
+	return min(10*time.Second, max(n.cfg.ReapAfter/2, time.Second))
+}
 
 func (n *Node) leaderLoop(h Housekeeping) {
 	defer n.wg.Done()
@@ -84,7 +87,7 @@ func (n *Node) leaderLoop(h Housekeeping) {
 		if !leader {
 			continue
 		}
-		if event || becameLeader || time.Since(rc.lastFull) >= reconcileEvery {
+		if event || becameLeader || time.Since(rc.lastFull) >= n.reconcileEvery() {
 			rc.lastFull = time.Now()
 			n.reconcile(rc)
 		}

@@ -287,6 +287,8 @@ func (n *Node) handleInbox() {
 				if _, _, err := n.Apply(&fsm.Command{Op: fsm.OpUsage, Usage: usage}); err != nil {
 					n.log.Debug("applying forwarded usage", "error", err)
 				}
+			case msgLeaving:
+				n.gossip.markLeaving(string(msg[1:]))
 			case msgRemoved:
 				n.log.Warn("this node was removed from the cluster; leaving the gossip ring")
 				n.removed.Store(true)

@@ -415,3 +415,114 @@ func TestClusterBootstrapExpectInAnyOrder(t *testing.T) {
 		})
 	}
 }
+
+func TestClusterMembershipJoinNonvoterReapRemove(t *testing.T) {
+	c := startCluster(t, 3, nil, 0, "--reap-after", "2s")
+
+	// A 4th node joins as a voter, a 5th as a nonvoter.
+	fourth := c.add("--reap-after", "2s")
+	replica := c.add("--nonvoter", "--reap-after", "2s")
+	c.waitUntil(15*time.Second, "4 voters and 1 nonvoter", func() bool {
+		st, err := c.status(c.leader())
+		return err == nil && countSuffrage(st, "voter") == 4 && countSuffrage(st, "nonvoter") == 1
+	})
+
+	// The nonvoter verifies locally and forwards writes, and never leads.
+	k := c.write(replica.node, "POST", "/v1/keys", `{"name":"via replica","workspace_id":"w"}`, 201)
+	if code, what := verifyOn(replica.node, k.Key, k.Index); code != 200 {
+		t.Fatalf("nonvoter verify: %d %s", code, what)
+	}
+
+	// A voter killed for good is reaped after --reap-after (4 voters, 3 alive: quorum holds).
+	fourthID := fourth.id()
+	fourth.kill()
+	c.waitUntil(30*time.Second, "the dead voter reaped", func() bool {
+		st, err := c.status(c.leader())
+		if err != nil {
+			return false
+		}
+		for _, n := range st.Nodes {
+			if n.ID == fourthID && n.Suffrage != "none" {
+				return false
+			}
+		}
+		return countSuffrage(st, "voter") == 3
+	})
+
+	// An operator removes a follower: it leaves Raft and serves no admin writes.
+	var victim *member
+	for _, m := range c.followers() {
+		if m != replica {
+			victim = m
+			break
+		}
+	}
+	if code, b := call(c.leader().node, "DELETE", "/v1/cluster/nodes/"+victim.id(), c.root, ""); code != 204 {
+		t.Fatalf("remove node: %d %s", code, b)
+	}
+	c.waitUntil(10*time.Second, "the removed node out of the configuration", func() bool {
+		st, err := c.status(c.leader())
+		return err == nil && countSuffrage(st, "voter") == 2
+	})
+	c.waitUntil(10*time.Second, "the removed node refusing writes", func() bool {
+		code, _ := call(victim.node, "POST", "/v1/keys", c.root, `{"name":"x","workspace_id":"w"}`)
+		return code == 503
+	})
+
+	// Remove the leader itself: leadership moves first, the removal completes.
+	oldLeader := c.leader()
+	oldID := oldLeader.id()
+	if code, b := call(oldLeader.node, "DELETE", "/v1/cluster/nodes/"+oldID, c.root, ""); code != 204 {
+		t.Fatalf("remove the leader: %d %s", code, b)
+	}
+	var survivor *member
+	for _, m := range c.alive() {
+		if m != oldLeader && m != victim && m != replica {
+			survivor = m
+		}
+	}
+	c.waitUntil(15*time.Second, "the old leader removed and a new leader", func() bool {
+		st, err := c.status(survivor)
+		if err != nil || st.LeaderID == "" || st.LeaderID == oldID {
+			return false
+		}
+		for _, n := range st.Nodes {
+			if n.ID == oldID && n.Suffrage != "none" {
+				return false
+			}
+		}
+		return true
+	})
+	// The replica still forwards writes to the new leader.
+	k2 := c.write(replica.node, "POST", "/v1/keys", `{"name":"after removals","workspace_id":"w"}`, 201)
+	if code, what := verifyOn(survivor.node, k2.Key, k2.Index); code != 200 {
+		t.Fatalf("after removals: %d %s", code, what)
+	}
+}
+
+func TestClusterGossipKeyKeepsStrangersOut(t *testing.T) {
+	key := "c2VjcmV0LWdvc3NpcC1rZXktMzJieXRlcy0tLS0tLS0=" // 32 bytes
+	other := "b3RoZXItZ29zc2lwLWtleS0zMmJ5dGVzLS0tLS0tLS0=" // 32 bytes, different
+	c := startCluster(t, 2, nil, 0, "--gossip-key", key)
+	strangers := []*member{
+		{dir: t.TempDir(), raftAddr: freePort(t), flags: []string{"--join", c.members[0].gossipAddr, "--gossip-key", other}},
+		{dir: t.TempDir(), raftAddr: freePort(t), flags: []string{"--join", c.members[0].gossipAddr}},
+	}
+	for _, s := range strangers {
+		c.members = append(c.members, s)
+		c.start(len(c.members) - 1)
+	}
+	time.Sleep(4 * time.Second) // several join attempts and gossip rounds
+	st, err := c.status(c.members[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Nodes) != 2 {
+		t.Fatalf("nodes with a wrong or missing gossip key got in: %+v", st.Nodes)
+	}
+	for _, s := range strangers {
+		if code, _ := call(s.node, "GET", "/readyz", "", ""); code == 200 {
+			t.Fatal("a stranger became ready")
+		}
+	}
+}
