@@ -83,10 +83,7 @@ func (s *Server) fillNodeState(v *nodeView) {
 }
 
 func (s *Server) localState() localState {
-	applied, digest, err := s.fsm.Digest()
-	if err != nil {
-		s.log.Error("computing the state digest", "error", err)
-	}
+	applied, digest := s.fsm.Digest()
 	return localState{NodeID: s.node.ID(), AppliedIndex: applied, Digest: digest}
 }
 
@@ -103,7 +100,7 @@ func (s *Server) handleInternalApplied(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, validationError([]FieldError{{"min_index", "must be a non-negative integer"}}))
 		return
 	}
-	reached := s.node.WaitApplied(idx, maxMinIndexWait)
+	reached := s.waitApplied(idx, maxMinIndexWait)
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"node_id": s.node.ID(), "applied_index": s.fsm.AppliedIndex(), "reached": reached})
 }
 

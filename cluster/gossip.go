@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -105,7 +106,7 @@ func (n *Node) startGossip() error {
 	mc.DeadNodeReclaimTime = 30 * time.Second
 	mc.Delegate = g
 	mc.Events = g
-	mc.Logger = n.log.Named("gossip").StandardLogger(nil)
+	mc.Logger = n.log.Named("gossip").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	g.ml, err = memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("starting gossip: %w", err)

@@ -28,15 +28,18 @@ type auditLog struct {
 	start   int // index of the oldest entry once the ring is full
 }
 
-func (a *auditLog) add(e AuditEntry) {
+// add appends e; when the ring is full it returns the entry it dropped.
+func (a *auditLog) add(e AuditEntry) (evicted AuditEntry, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.entries) < AuditCapacity {
 		a.entries = append(a.entries, e)
-		return
+		return AuditEntry{}, false
 	}
+	evicted = a.entries[a.start]
 	a.entries[a.start] = e
 	a.start = (a.start + 1) % AuditCapacity
+	return evicted, true
 }
 
 // all returns the entries oldest first.

@@ -37,6 +37,10 @@ type FSM struct {
 	audit       auditLog
 	initialized atomic.Bool
 
+	// records and audits are set hashes of the state (see digest.go),
+	// changed with it under stateMu.
+	records, audits setHash
+
 	applied   atomic.Uint64
 	waitMu    sync.Mutex
 	advancedC chan struct{} // closed and replaced whenever applied grows
@@ -111,7 +115,10 @@ func (f *FSM) apply(l *raft.Log) *Result {
 	if res.Err == nil && c.Audit != nil {
 		e := *c.Audit
 		e.Seq = l.Index
-		f.audit.add(e)
+		f.audits.add(auditHash(&e))
+		if evicted, ok := f.audit.add(e); ok {
+			f.audits.sub(auditHash(&evicted))
+		}
 	}
 	return res
 }
@@ -127,6 +134,7 @@ func (f *FSM) applyCommand(c *Command) *Result {
 		if err := ix.Insert(r); err != nil {
 			return &Result{Err: conflict(err)}
 		}
+		f.records.add(recordHash(r))
 		if c.Bootstrap {
 			f.initialized.Store(true)
 		}
@@ -140,7 +148,13 @@ func (f *FSM) applyCommand(c *Command) *Result {
 			}
 			recs[i] = r
 		}
-		return &Result{Err: conflict(ix.InsertAll(recs))}
+		if err := ix.InsertAll(recs); err != nil {
+			return &Result{Err: conflict(err)}
+		}
+		for _, r := range recs {
+			f.records.add(recordHash(r))
+		}
+		return &Result{}
 	case OpUpdate:
 		return f.change(c.ID, func(r *keyindex.Record) error { return applyUpdate(r, c.Update, c.Time) })
 	case OpRotate:
@@ -155,7 +169,12 @@ func (f *FSM) applyCommand(c *Command) *Result {
 			return nil
 		})
 	case OpDelete:
-		return &Result{Err: ix.Delete(c.ID)}
+		cur := ix.Get(c.ID)
+		if err := ix.Delete(c.ID); err != nil {
+			return &Result{Err: err}
+		}
+		f.records.sub(recordHash(cur))
+		return &Result{}
 	case OpUsage:
 		for _, u := range c.Usage {
 			// Keys deleted since the node counted them are skipped.
@@ -204,6 +223,8 @@ func (f *FSM) change(id string, fn func(*keyindex.Record) error) *Result {
 	if err := f.index.Replace(next); err != nil {
 		return &Result{Err: conflict(err)}
 	}
+	f.records.sub(recordHash(cur))
+	f.records.add(recordHash(next))
 	return &Result{Record: next}
 }
 
@@ -270,21 +291,20 @@ func applyRotate(r *keyindex.Record, rot *Rotate, at time.Time) error {
 	return nil
 }
 
-// Digest returns the applied index and a SHA-256 of the replicated state at
-// that index (keys with their hashes, audit log, initialization): two nodes
-// with the same applied index have the same digest exactly when their states
-// are equal. It streams the snapshot encoding, so it costs a snapshot's CPU.
-func (f *FSM) Digest() (uint64, string, error) {
+// Digest returns the applied index and a digest of the replicated state at
+// that index (keys with their hashes, audit log, initialization): nodes with
+// equal states have equal digests, and a difference anywhere changes it. It
+// is kept current by Apply, so asking costs nothing.
+func (f *FSM) Digest() (uint64, string) {
 	f.stateMu.RLock()
-	s := f.capture()
-	f.stateMu.RUnlock()
+	defer f.stateMu.RUnlock()
 	h := sha256.New()
-	// The applied index is reported beside the digest, not hashed into it.
-	s.meta.AppliedIndex = 0
-	if err := s.write(h); err != nil {
-		return 0, "", err
+	h.Write(f.records.bytes())
+	h.Write(f.audits.bytes())
+	if f.initialized.Load() {
+		h.Write([]byte{1})
 	}
-	return s.applied, hex.EncodeToString(h.Sum(nil)), nil
+	return f.applied.Load(), hex.EncodeToString(h.Sum(nil))
 }
 
 // Snapshot implements raft.FSM. It captures a point-in-time view cheaply
@@ -318,6 +338,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restoring snapshot: %w", err)
 	}
 	f.audit.reset(meta.Audit)
+	f.records, f.audits = setHash{}, setHash{}
+	for _, r := range recs {
+		f.records.add(recordHash(r))
+	}
+	for i := range meta.Audit {
+		f.audits.add(auditHash(&meta.Audit[i]))
+	}
 	f.initialized.Store(meta.Initialized)
 	f.setApplied(meta.AppliedIndex)
 	return nil

@@ -361,3 +361,46 @@ func TestAuditLogIsBoundedAndPaged(t *testing.T) {
 		t.Fatalf("second page: %+v", page2)
 	}
 }
+
+func TestDigestTracksStateIncrementally(t *testing.T) {
+	src := populated(t, 50)
+	// A restore recomputes the digest from scratch: it must equal the one
+	// kept up to date command by command.
+	dst := New()
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, src)))); err != nil {
+		t.Fatal(err)
+	}
+	_, want := src.Digest()
+	if _, got := dst.Digest(); got != want {
+		t.Fatalf("digest after restore %s, incremental %s", got, want)
+	}
+	// Every kind of change moves the digest, and undoing it brings it back.
+	a := &applier{t: t, f: dst, index: dst.AppliedIndex()}
+	rec, _ := newRecord(t, "wsx", 1000)
+	a.mustApply(&Command{Op: OpCreate, Record: Store(rec)})
+	_, created := dst.Digest()
+	if created == want {
+		t.Fatal("create did not change the digest")
+	}
+	name := "other"
+	a.mustApply(&Command{Op: OpUpdate, ID: rec.ID, Time: t0, Update: &Update{Name: &name}})
+	if _, d := dst.Digest(); d == created {
+		t.Fatal("update did not change the digest")
+	}
+	a.mustApply(&Command{Op: OpDelete, ID: rec.ID})
+	if _, d := dst.Digest(); d != want {
+		t.Fatal("create+update+delete did not return to the same digest")
+	}
+	if res := a.apply(&Command{Op: OpDelete, ID: "key_missing", Audit: &AuditEntry{Action: "x"}}); res.Err == nil {
+		t.Fatal("delete of a missing key succeeded")
+	}
+	if _, d := dst.Digest(); d != want {
+		t.Fatal("a failed command changed the digest")
+	}
+	var any *keyindex.Record
+	dst.Index().Snapshot().Each(func(r *keyindex.Record) bool { any = r; return false })
+	a.mustApply(&Command{Op: OpUsage, Usage: []Usage{{ID: any.ID, Count: 1, LastUsedAt: t0}}})
+	if _, d := dst.Digest(); d == want {
+		t.Fatal("usage did not change the digest")
+	}
+}

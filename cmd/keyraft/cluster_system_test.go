@@ -4,16 +4,24 @@ package main
 // a cluster over gossip and Raft, killed, restarted, removed and recovered.
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keyraft/keyraft/keyindex"
 )
 
 // member is one node of a test cluster and what it needs to restart.
@@ -81,7 +89,8 @@ func (c *testCluster) restart(i int) {
 			others = append(others, o.gossipAddr)
 		}
 	}
-	m.flags = []string{"--join", strings.Join(others, ","), "--gossip-addr", m.gossipAddr, "--http-addr", m.httpAddr}
+	// Same flags as before (later ones win), joining whoever is up, at the same addresses.
+	m.flags = append(m.flags, "--join", strings.Join(others, ","), "--gossip-addr", m.gossipAddr, "--http-addr", m.httpAddr)
 	c.start(i)
 	m.waitReady()
 }
@@ -255,7 +264,7 @@ func (c *testCluster) converged() {
 			c.t.Logf("last status: %s", b)
 		}
 	}()
-	c.waitUntil(20*time.Second, "equal applied index and digest on every node", func() bool {
+	c.waitUntil(time.Duration(envInt("KEYRAFT_TEST_CONVERGE_S", 20))*time.Second, "equal applied index and digest on every node", func() bool {
 		st, err := c.status(c.leader())
 		if err != nil {
 			return false
@@ -523,6 +532,214 @@ func TestClusterGossipKeyKeepsStrangersOut(t *testing.T) {
 	for _, s := range strangers {
 		if code, _ := call(s.node, "GET", "/readyz", "", ""); code == 200 {
 			t.Fatal("a stranger became ready")
+		}
+	}
+}
+
+// digestOf returns a node's applied index and state digest.
+func digestOf(t *testing.T, n *node) (uint64, string) {
+	t.Helper()
+	code, b := call(n, "GET", "/v1/internal/state", "", "")
+	var st struct {
+		AppliedIndex uint64 `json:"applied_index"`
+		Digest       string `json:"digest"`
+	}
+	if code != 200 || json.Unmarshal(b, &st) != nil {
+		t.Fatalf("state: %d %s", code, b)
+	}
+	return st.AppliedIndex, st.Digest
+}
+
+func TestClusterSnapshotSaveWipeRestore(t *testing.T) {
+	// Usage flushes are slowed down so the state holds still while compared.
+	quiet := []string{"--usage-flush-interval", "1h"}
+	dir, raftAddr := t.TempDir(), freePort(t)
+	n := startNode(t, dir, raftAddr, nil, quiet...)
+	c := &testCluster{t: t, root: n.rootKey()}
+	var keys []written
+	for i := 0; i < 20; i++ {
+		keys = append(keys, c.write(n, "POST", "/v1/keys", fmt.Sprintf(`{"name":"k%d","workspace_id":"w%d"}`, i, i%3), 201))
+	}
+	c.write(n, "POST", "/v1/keys/"+keys[0].ID+"/revoke", "", 200)
+	_, before := digestOf(t, n)
+
+	code, backup := call(n, "GET", "/v1/cluster/snapshot", c.root, "")
+	if code != 200 || len(backup) == 0 {
+		t.Fatalf("snapshot: %d", code)
+	}
+	n.stop()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new, empty cluster on the wiped dir gets its own root key; the
+	// restore brings back the old state, root key included.
+	n2 := startNode(t, dir, raftAddr, nil, quiet...)
+	newRoot := n2.rootKey()
+	if code, b := call(n2, "POST", "/v1/cluster/restore", newRoot, string(backup)); code != 200 {
+		t.Fatalf("restore: %d %s", code, b)
+	}
+	if _, after := digestOf(t, n2); after != before {
+		t.Fatalf("digest after restore %s, before %s", after, before)
+	}
+	if code, what := verifyOn(n2, keys[1].Key, 0); code != 200 {
+		t.Fatalf("restored key: %d %s", code, what)
+	}
+	if code, what := verifyOn(n2, keys[0].Key, 0); what != "KEY_REVOKED" {
+		t.Fatalf("restored revoked key: %d %s", code, what)
+	}
+	if code, _ := call(n2, "GET", "/v1/keys", c.root, ""); code != 200 {
+		t.Fatal("the old root key does not work after the restore")
+	}
+	// A damaged backup is refused and changes nothing.
+	if code, _ := call(n2, "POST", "/v1/cluster/restore", c.root, string(backup[:len(backup)/2])); code != 400 {
+		t.Fatalf("truncated backup: %d, want 400", code)
+	}
+	if _, after := digestOf(t, n2); after != before {
+		t.Fatal("a refused restore changed the state")
+	}
+	n2.stop()
+}
+
+func TestClusterLostQuorumRecovery(t *testing.T) {
+	c := startCluster(t, 3, nil, 0)
+	k := c.write(c.members[0].node, "POST", "/v1/keys", `{"name":"precious","workspace_id":"w"}`, 201)
+	c.converged()
+	// Two of three nodes are gone for good; the survivor cannot elect a leader.
+	survivor := c.members[2]
+	c.members[0].kill()
+	c.members[1].kill()
+	survivor.stop()
+
+	peers := filepath.Join(t.TempDir(), "peers.json")
+	os.WriteFile(peers, []byte(fmt.Sprintf(`[{"id":%q,"address":%q}]`, survivor.id(), survivor.raftAddr)), 0o600)
+	out, err := exec.Command(binary, "recover", "--peers", peers, "--data-dir", survivor.dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("keyraft recover: %v\n%s", err, out)
+	}
+	survivor.flags = []string{"--gossip-addr", survivor.gossipAddr, "--http-addr", survivor.httpAddr}
+	c.start(2)
+	survivor.waitReady()
+	if code, what := verifyOn(survivor.node, k.Key, 0); code != 200 {
+		t.Fatalf("after recovery: %d %s", code, what)
+	}
+	c.members = []*member{survivor}
+	c.write(survivor.node, "POST", "/v1/keys", `{"name":"after recovery","workspace_id":"w"}`, 201)
+}
+
+// importKeys loads n real tokens by hash in batches of 10,000; it returns
+// the plaintexts.
+func importKeys(t *testing.T, c *testCluster, n *node, count int) []string {
+	t.Helper()
+	var tokens []string
+	for len(tokens) < count {
+		var batch bytes.Buffer
+		batch.WriteString(`{"keys":[`)
+		for i := 0; i < 10_000 && len(tokens) < count; i++ {
+			tok, err := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i > 0 {
+				batch.WriteByte(',')
+			}
+			fmt.Fprintf(&batch, `{"sha256":%q,"name":"bulk","workspace_id":"bulk"}`, hex.EncodeToString(tok.Hash[:]))
+			tokens = append(tokens, tok.Plaintext)
+		}
+		batch.WriteString(`]}`)
+		c.write(n, "POST", "/v1/keys/import", batch.String(), 201)
+	}
+	return tokens
+}
+
+var snapshotDone = regexp.MustCompile(`snapshot complete up to: index=(\d+)`)
+
+// snapshotIndex is the highest index a node's log says it snapshotted.
+func snapshotIndex(logs string) uint64 {
+	var top uint64
+	for _, m := range snapshotDone.FindAllStringSubmatch(logs, -1) {
+		var i uint64
+		fmt.Sscan(m[1], &i)
+		top = max(top, i)
+	}
+	return top
+}
+
+// verifyAll checks every token on n with a few concurrent clients.
+func verifyAll(t *testing.T, n *node, tokens []string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	bad := make(chan string, 1)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(tokens); i += 8 {
+				if code, what := verifyOn(n, tokens[i], 0); code != 200 {
+					select {
+					case bad <- fmt.Sprintf("token %d: %d %s", i, code, what):
+					default:
+					}
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	select {
+	case b := <-bad:
+		t.Fatal(b)
+	default:
+	}
+}
+
+func TestClusterCatchUpThroughSnapshot(t *testing.T) {
+	count := 100_000
+	if testing.Short() {
+		count = 10_000
+	}
+	// Aggressive compaction on every node, so a newcomer and a returning
+	// node can only catch up through a snapshot install.
+	compact := []string{"--snapshot-interval", "500ms", "--snapshot-threshold", "4", "--trailing-logs", "2", "--usage-flush-interval", "1h"}
+	c := startCluster(t, 1, nil, 0, compact...)
+	first := c.members[0]
+	tokens := importKeys(t, c, first.node, count)
+	// A few more writes so the leader snapshots past the import and drops
+	// those log entries: the newcomer cannot get them any other way.
+	var last written
+	for i := 0; i < 8; i++ {
+		last = c.write(first.node, "POST", "/v1/keys", `{"name":"filler","workspace_id":"w"}`, 201)
+	}
+	c.waitUntil(30*time.Second, "the leader to snapshot past the last write", func() bool {
+		return snapshotIndex(first.stderr.String()) >= last.Index
+	})
+
+	// The newcomer is a read replica, so stopping it later leaves the
+	// one-voter cluster its quorum.
+	newcomer := c.add(append([]string{"--nonvoter"}, compact...)...)
+	c.waitUntil(60*time.Second, "the newcomer to install the snapshot", func() bool {
+		return strings.Contains(newcomer.stderr.String(), "Installed remote snapshot")
+	})
+	c.converged()
+	verifyAll(t, newcomer.node, tokens)
+
+	// A node that was away while the log was compacted catches up the same way.
+	newcomer.stop()
+	var more []written
+	for i := 0; i < 12; i++ {
+		more = append(more, c.write(first.node, "POST", "/v1/keys", fmt.Sprintf(`{"name":"while away %d","workspace_id":"w"}`, i), 201))
+	}
+	c.waitUntil(30*time.Second, "the leader to snapshot past the writes", func() bool {
+		return snapshotIndex(first.stderr.String()) >= more[len(more)-1].Index
+	})
+	c.restart(1) // a new process: its log starts empty
+	c.waitUntil(60*time.Second, "the returning node to install a snapshot", func() bool {
+		return strings.Contains(newcomer.stderr.String(), "Installed remote snapshot")
+	})
+	c.converged()
+	for _, k := range more {
+		if code, what := verifyOn(newcomer.node, k.Key, k.Index); code != 200 {
+			t.Fatalf("returning node: %d %s", code, what)
 		}
 	}
 }

@@ -119,6 +119,10 @@ func launch(t *testing.T, dataDir, raftAddr string, env []string, flags ...strin
 	}
 	go func() { n.done <- n.cmd.Wait() }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			logs := n.stderr.String()
+			t.Logf("stderr of the node on %s (last 4 KiB):\n%s", n.httpAddr, logs[max(0, len(logs)-4096*int(envInt("KEYRAFT_TEST_LOG_KB", 1))):])
+		}
 		if n.cmd.ProcessState == nil {
 			n.cmd.Process.Kill()
 			<-n.done
@@ -405,4 +409,13 @@ func TestStdoutOnlyRootKey(t *testing.T) {
 			t.Fatalf("unexpected stdout line %q", sc.Text())
 		}
 	}
+}
+
+// envInt reads an integer test knob from the environment.
+func envInt(name string, def int) int {
+	var v int
+	if _, err := fmt.Sscan(os.Getenv(name), &v); err != nil {
+		return def
+	}
+	return v
 }

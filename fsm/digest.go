@@ -1,0 +1,52 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"math/bits"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// setHash is an incremental hash of a multiset (AdHash): the sum, mod
+// 2^256, of the SHA-256 of each element. Adding or removing one element
+// costs one hash, so the FSM keeps a digest of its whole state current on
+// every Apply and GET /v1/cluster answers without scanning millions of keys.
+type setHash [4]uint64
+
+func (s *setHash) add(h [32]byte) {
+	var carry uint64
+	for i := 3; i >= 0; i-- {
+		s[i], carry = bits.Add64(s[i], binary.BigEndian.Uint64(h[i*8:]), carry)
+	}
+}
+
+func (s *setHash) sub(h [32]byte) {
+	var borrow uint64
+	for i := 3; i >= 0; i-- {
+		s[i], borrow = bits.Sub64(s[i], binary.BigEndian.Uint64(h[i*8:]), borrow)
+	}
+}
+
+func (s *setHash) bytes() []byte {
+	out := make([]byte, 32)
+	for i, v := range s {
+		binary.BigEndian.PutUint64(out[i*8:], v)
+	}
+	return out
+}
+
+// elementHash hashes one element by its snapshot encoding, which carries
+// everything replicated about it (token hashes included).
+func elementHash(v any) [32]byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // records and audit entries are plain data: cannot fail
+	}
+	return sha256.Sum256(b)
+}
+
+func recordHash(r *keyindex.Record) [32]byte { return elementHash(Store(r)) }
+
+func auditHash(e *AuditEntry) [32]byte { return elementHash(e) }
