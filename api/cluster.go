@@ -100,7 +100,7 @@ func (s *Server) handleInternalApplied(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, validationError([]FieldError{{"min_index", "must be a non-negative integer"}}))
 		return
 	}
-	reached := s.waitApplied(idx, maxMinIndexWait)
+	reached := s.node.WaitApplied(idx, maxMinIndexWait)
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"node_id": s.node.ID(), "applied_index": s.fsm.AppliedIndex(), "reached": reached})
 }
 

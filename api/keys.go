@@ -174,7 +174,7 @@ func (s *Server) handleCreate(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	m := s.writeMeta(ctx, idx)
-	writeData(ctx, fasthttp.StatusCreated, keyWithToken{present(res.Record), tok.Plaintext}, m)
+	writeData(ctx, fasthttp.StatusCreated, keyWithToken{res.Record, tok.Plaintext}, m)
 }
 
 func (s *Server) handleGet(ctx *fasthttp.RequestCtx, id string) {
@@ -191,7 +191,7 @@ func (s *Server) handleGet(ctx *fasthttp.RequestCtx, id string) {
 		writeError(ctx, aerr)
 		return
 	}
-	writeData(ctx, fasthttp.StatusOK, present(rec), newMeta(ctx))
+	writeData(ctx, fasthttp.StatusOK, rec, newMeta(ctx))
 }
 
 // visibleKey returns the key with this id if the caller may see it; a key of
@@ -256,13 +256,12 @@ func (s *Server) handleList(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, validationError([]FieldError{{"cursor", "is not a cursor of this listing"}}))
 		return
 	}
-	out := make([]*keyindex.Record, len(page))
-	for i, r := range page {
-		out[i] = present(r)
+	if page == nil {
+		page = []*keyindex.Record{}
 	}
 	m := newMeta(ctx)
 	m.NextCursor = next
-	writeData(ctx, fasthttp.StatusOK, out, m)
+	writeData(ctx, fasthttp.StatusOK, page, m)
 }
 
 func (s *Server) handleUpdate(ctx *fasthttp.RequestCtx, id string) {
@@ -491,9 +490,9 @@ func (s *Server) writeChange(ctx *fasthttp.RequestCtx, cmd *fsm.Command, plainte
 	case cmd.Op == fsm.OpDelete:
 		ctx.SetStatusCode(fasthttp.StatusNoContent) // meta went into the headers
 	case plaintext != "":
-		writeData(ctx, fasthttp.StatusOK, keyWithToken{present(res.Record), plaintext}, m)
+		writeData(ctx, fasthttp.StatusOK, keyWithToken{res.Record, plaintext}, m)
 	default:
-		writeData(ctx, fasthttp.StatusOK, present(res.Record), m)
+		writeData(ctx, fasthttp.StatusOK, res.Record, m)
 	}
 }
 
@@ -527,7 +526,7 @@ func (s *Server) awaitMinIndex(ctx *fasthttp.RequestCtx) *apiError {
 	if !ok {
 		return validationError([]FieldError{{"min_index", "must be a non-negative integer"}})
 	}
-	if idx > 0 && !s.waitApplied(idx, maxMinIndexWait) {
+	if idx > 0 && !s.node.WaitApplied(idx, maxMinIndexWait) {
 		e := newError(fasthttp.StatusServiceUnavailable, codeStale, "this node has not applied index "+strconv.FormatUint(idx, 10)+" yet")
 		e.RetryAfter = 1
 		return e

@@ -176,11 +176,33 @@ func (s *Server) checkBodySize(ctx *fasthttp.RequestCtx, path string) *apiError 
 	if size < 0 && !ctx.Request.IsBodyStream() { // chunked, and small enough to have been read
 		size = int64(len(ctx.Request.Body()))
 	}
-	if size > limit || (size < 0 && path != restorePath) {
+	if size < 0 && path != restorePath {
+		// A chunked body: with StreamRequestBody fasthttp hands every one
+		// over as a stream, whatever its size. Read it here, at most one
+		// byte past the limit, so that the handlers see a buffered body.
+		body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), limit+1))
+		if err != nil {
+			return newError(fasthttp.StatusBadRequest, codeBadRequest, "the request body could not be read")
+		}
+		if size = int64(len(body)); size <= limit {
+			ctx.Request.SetBody(body)
+		}
+	}
+	if size > limit {
+		// The connection is closed after the answer. Unread body bytes
+		// would make that a reset, which the client sees instead of the
+		// 413, so discard a bounded amount of the rest first.
+		if ctx.Request.IsBodyStream() {
+			io.CopyN(io.Discard, ctx.RequestBodyStream(), maxDrainBytes)
+		}
 		return bodyTooLarge(int(limit))
 	}
 	return nil
 }
+
+// maxDrainBytes is how much of a body over the limit is read and discarded
+// so that its sender gets the 413; beyond it the connection is just closed.
+const maxDrainBytes = 4 << 20
 
 // restoreBody reads the restore upload, streamed or buffered, up to the limit.
 func (s *Server) restoreBody(ctx *fasthttp.RequestCtx) io.Reader {

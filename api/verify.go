@@ -61,7 +61,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 	if minIndex, ok := requestedMinIndex(ctx); !ok {
 		s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "min_index must be a non-negative integer")
 		return
-	} else if minIndex > 0 && !s.waitApplied(minIndex, maxMinIndexWait) {
+	} else if minIndex > 0 && !s.node.WaitApplied(minIndex, maxMinIndexWait) {
 		s.writeVerifyAnswer(ctx, &keyindex.Decision{Code: keyindex.CodeStale})
 		return
 	}

@@ -91,6 +91,17 @@ func (n *Node) leaderLoop(h Housekeeping) {
 			rc.lastFull = time.Now()
 			n.reconcile(rc)
 		}
+		if becameLeader {
+			// A new leader may not have applied its whole log yet (right
+			// after a restart it replays it): until it has, "not
+			// initialized" may be stale, and acting on it would make a
+			// second root key.
+			rc.caughtUp = n.raft.Barrier(n.cfg.ApplyTimeout).Error() == nil
+		}
+		if !rc.caughtUp {
+			rc.wasLeader = false // try the barrier again on the next tick
+			continue
+		}
 		if !n.fsm.Initialized() {
 			if err := n.createRootKey(h); err != nil {
 				n.log.Error("creating the root key failed; will retry", "error", err)
@@ -124,6 +135,7 @@ func (n *Node) createRootKey(h Housekeeping) error {
 		ID: id, WorkspaceID: keyindex.RootWorkspace, Name: "root",
 		Type: keyindex.TypeAdmin, Environment: keyindex.EnvLive,
 		Scopes: append([]string(nil), keyindex.AdminScopes...), Active: true,
+		AllowedOrigins: []string{}, AllowedResources: []string{}, Metadata: map[string]string{},
 		CreatedAt: now, UpdatedAt: now, CreatedBy: "bootstrap",
 	}
 	rec.SetToken(tok)

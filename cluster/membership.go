@@ -82,6 +82,9 @@ type reconciler struct {
 	missingSince map[string]time.Time // in the Raft configuration, unknown to gossip
 	lastFull     time.Time
 	wasLeader    bool
+	// caughtUp: this leader's FSM has applied everything committed before
+	// its term (a Barrier returned), so its state can be trusted.
+	caughtUp bool
 }
 
 // markRemoved remembers that an operator removed id, so reconciliation does

@@ -93,11 +93,13 @@ func (r *Record) HasScope(scope string) bool { return scopesAllow(r.Scopes, []by
 // IsRoot reports whether r is a root admin key.
 func (r *Record) IsRoot() bool { return r.Type == TypeAdmin && r.WorkspaceID == RootWorkspace }
 
+// cloneStrings copies s, keeping an empty list empty rather than nil: the
+// record's lists are JSON arrays, never null.
 func cloneStrings(s []string) []string {
 	if s == nil {
 		return nil
 	}
-	return append([]string(nil), s...)
+	return append(make([]string, 0, len(s)), s...)
 }
 
 func cloneTime(t *time.Time) *time.Time {
