@@ -510,7 +510,7 @@ func TestClusterMembershipJoinNonvoterReapRemove(t *testing.T) {
 }
 
 func TestClusterGossipKeyKeepsStrangersOut(t *testing.T) {
-	key := "c2VjcmV0LWdvc3NpcC1rZXktMzJieXRlcy0tLS0tLS0=" // 32 bytes
+	key := "c2VjcmV0LWdvc3NpcC1rZXktMzJieXRlcy0tLS0tLS0="   // 32 bytes
 	other := "b3RoZXItZ29zc2lwLWtleS0zMmJ5dGVzLS0tLS0tLS0=" // 32 bytes, different
 	c := startCluster(t, 2, nil, 0, "--gossip-key", key)
 	strangers := []*member{
