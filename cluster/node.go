@@ -405,7 +405,10 @@ func (n *Node) handOver() {
 	if n.IsLeader() && n.otherVoters() > 0 {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("leadership transfer failed", "error", err)
+			return
 		}
+		_, to := n.Leader()
+		n.log.Info("leadership transferred", "to", to)
 	}
 }
 

@@ -404,24 +404,91 @@ func TestClusterWritesThroughFollowersAndSurvivesLeaderKill(t *testing.T) {
 }
 
 func TestClusterBootstrapExpectInAnyOrder(t *testing.T) {
-	for name, tc := range map[string]struct {
-		order []int
-		pause time.Duration
-	}{
-		"reversed, staggered": {[]int{2, 1, 0}, 700 * time.Millisecond},
-		"middle first":        {[]int{1, 2, 0}, 300 * time.Millisecond},
-	} {
-		t.Run(name, func(t *testing.T) {
-			c := startCluster(t, 3, tc.order, tc.pause)
+	orders := [][]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}}
+	for i, order := range orders {
+		t.Run(fmt.Sprint(order), func(t *testing.T) {
+			// Alternate a staggered start (each node alone for a while) and
+			// a near-simultaneous one.
+			pause := 50 * time.Millisecond
+			if i%2 == 0 {
+				pause = 600 * time.Millisecond
+			}
+			c := startCluster(t, 3, order, pause)
 			// One cluster: every node names the same leader and three voters
 			// (waitFormed checked it); a write lands everywhere.
-			k := c.write(c.members[0].node, "POST", "/v1/keys", `{"name":"x","workspace_id":"w"}`, 201)
+			k := c.write(c.members[order[0]].node, "POST", "/v1/keys", `{"name":"x","workspace_id":"w"}`, 201)
 			for _, m := range c.members {
 				if code, _ := verifyOn(m.node, k.Key, k.Index); code != 200 {
 					t.Fatalf("node %s does not have the write", m.id())
 				}
 			}
 		})
+	}
+}
+
+// SIGTERM on the leader hands leadership over before it stops, so the
+// cluster has a new leader at once instead of after an election timeout;
+// with --leave-on-terminate the node also leaves the configuration.
+func TestClusterTerminateHandsOverAndLeaves(t *testing.T) {
+	c := startCluster(t, 3, nil, 0, "--leave-on-terminate")
+	leader := c.leader()
+	leaderID := leader.id()
+	leader.stop()
+	if !strings.Contains(leader.stderr.String(), "leadership transfer") {
+		t.Fatalf("the leader did not hand over leadership:\n%s", leader.stderr.String())
+	}
+	c.waitUntil(10*time.Second, "the departed leader out of the configuration", func() bool {
+		l := c.leader()
+		st, err := c.status(l)
+		if err != nil || st.LeaderID == leaderID {
+			return false
+		}
+		for _, n := range st.Nodes {
+			if n.ID == leaderID && n.Suffrage != "none" {
+				return false
+			}
+		}
+		return countSuffrage(st, "voter") == 2
+	})
+	// Two voters left, both alive: writes work, and a consistent read
+	// through a follower (forwarded to the leader) sees them.
+	k := c.write(c.alive()[0].node, "POST", "/v1/keys", `{"name":"after leave","workspace_id":"w"}`, 201)
+	for _, m := range c.alive() {
+		code, b := call(m.node, "GET", "/v1/keys/"+k.ID+"?consistent=true", c.root, "")
+		if code != 200 || !strings.Contains(string(b), k.ID) {
+			t.Fatalf("consistent read via %s: %d %s", m.id(), code, b)
+		}
+	}
+}
+
+func TestClusterScript(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cluster")
+	base := 20000 + int(time.Now().UnixNano()%2000)*10
+	env := append(os.Environ(), "KEYRAFT_CLUSTER_DIR="+dir, "KEYRAFT_BIN="+binary, fmt.Sprintf("KEYRAFT_PORT_BASE=%d", base))
+	run := func(args ...string) string {
+		cmd := exec.Command("bash", append([]string{"../../scripts/cluster.sh"}, args...)...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("cluster.sh %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	t.Cleanup(func() { run("down") })
+	out := run("up", "3")
+	m := rootKeyLine.FindStringSubmatch(out)
+	if m == nil || strings.Count(out, "http=127.0.0.1:") != 3 {
+		t.Fatalf("up printed no root key or not every node:\n%s", out)
+	}
+	status := run("status")
+	if strings.Count(status, "running") != 3 || strings.Count(status, "voter") < 3 || !strings.Contains(status, "leader") {
+		t.Fatalf("status:\n%s", status)
+	}
+	if !strings.Contains(run("down"), "stopped") {
+		t.Fatal("down did not stop the cluster")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatal("down left the cluster dir")
 	}
 }
 
@@ -700,14 +767,14 @@ func TestClusterCatchUpThroughSnapshot(t *testing.T) {
 	}
 	// Aggressive compaction on every node, so a newcomer and a returning
 	// node can only catch up through a snapshot install.
-	compact := []string{"--snapshot-interval", "500ms", "--snapshot-threshold", "4", "--trailing-logs", "2", "--usage-flush-interval", "1h"}
+	compact := []string{"--snapshot-interval", "500ms", "--snapshot-threshold", "16", "--trailing-logs", "4", "--usage-flush-interval", "1h"}
 	c := startCluster(t, 1, nil, 0, compact...)
 	first := c.members[0]
 	tokens := importKeys(t, c, first.node, count)
 	// A few more writes so the leader snapshots past the import and drops
 	// those log entries: the newcomer cannot get them any other way.
 	var last written
-	for i := 0; i < 8; i++ {
+	for i := 0; i < 20; i++ {
 		last = c.write(first.node, "POST", "/v1/keys", `{"name":"filler","workspace_id":"w"}`, 201)
 	}
 	c.waitUntil(30*time.Second, "the leader to snapshot past the last write", func() bool {
@@ -726,7 +793,7 @@ func TestClusterCatchUpThroughSnapshot(t *testing.T) {
 	// A node that was away while the log was compacted catches up the same way.
 	newcomer.stop()
 	var more []written
-	for i := 0; i < 12; i++ {
+	for i := 0; i < 24; i++ {
 		more = append(more, c.write(first.node, "POST", "/v1/keys", fmt.Sprintf(`{"name":"while away %d","workspace_id":"w"}`, i), 201))
 	}
 	c.waitUntil(30*time.Second, "the leader to snapshot past the writes", func() bool {
