@@ -416,10 +416,13 @@ func (n *Node) handOver() {
 // departure over gossip so the leader removes this node from Raft, and wait
 // (up to timeout) until the removal reaches this node. Shutdown follows.
 func (n *Node) Leave(timeout time.Duration) error {
-	n.handOver()
 	if n.gossip == nil {
 		return errors.New("leaving needs gossip (--gossip-addr)")
 	}
+	if n.IsLeader() && n.otherVoters() == 0 {
+		return errors.New("this node is the cluster's only voter: there is no cluster to leave")
+	}
+	n.handOver()
 	n.gossip.leave(timeout)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

@@ -117,7 +117,7 @@ func (n *Node) ConfirmLeadership() error {
 var ErrBadBackup = errors.New("not a complete keyraft snapshot")
 
 // RestoreBackup replaces the whole cluster's state with a backup made by
-// fsm.WriteSnapshot (leader only). The stream is checked completely before
+// fsm.Backup (leader only). The stream is checked completely before
 // Raft sees it, so a damaged backup changes nothing.
 func (n *Node) RestoreBackup(r io.Reader) error {
 	if !n.IsLeader() {

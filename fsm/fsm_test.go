@@ -240,7 +240,7 @@ func populated(t *testing.T, n int) *FSM {
 func snapshotBytes(t *testing.T, f *FSM) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := f.WriteSnapshot(&buf); err != nil {
+	if err := f.Backup().Write(&buf); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

@@ -94,14 +94,22 @@ func (s *snapshot) write(w io.Writer) error {
 	return err
 }
 
-// WriteSnapshot writes a snapshot of f to w: the same stream raft persists,
-// also used for backups.
-func (f *FSM) WriteSnapshot(w io.Writer) error {
+// Backup is a point-in-time copy of the state, to be written out later.
+type Backup struct{ s *snapshot }
+
+// Backup captures the state now (cheaply: the index is copy-on-write); the
+// stream it writes is the one raft persists, and Restore reads.
+func (f *FSM) Backup() Backup {
 	f.stateMu.RLock()
-	s := f.capture()
-	f.stateMu.RUnlock()
-	return s.write(w)
+	defer f.stateMu.RUnlock()
+	return Backup{f.capture()}
 }
+
+// AppliedIndex is the Raft index the backup reflects.
+func (b Backup) AppliedIndex() uint64 { return b.s.applied }
+
+// Write writes the snapshot stream to w.
+func (b Backup) Write(w io.Writer) error { return b.s.write(w) }
 
 // ErrBadSnapshot wraps every reason a snapshot stream is refused.
 var ErrBadSnapshot = errors.New("bad snapshot")

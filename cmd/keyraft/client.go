@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -399,33 +400,26 @@ type response struct {
 // admin key and get their envelope decoded; a non-2xx admin answer is returned
 // as *apiError.
 func (c *client) call(method, path string, query url.Values, body []byte, auth bool) (*response, error) {
-	u := c.base + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	var rd io.Reader
+	var (
+		rd    io.Reader
+		ctype string
+	)
 	if body != nil {
-		rd = bytes.NewReader(body)
+		rd, ctype = bytes.NewReader(body), "application/json"
 	}
-	req, err := http.NewRequest(method, u, rd)
+	req, err := c.newRequest(context.Background(), method, path, query, rd, ctype, auth)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "keyraft-cli/"+version)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if auth {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	if c.requestID != "" {
-		req.Header.Set("X-Request-Id", c.requestID)
-	}
-	res, err := c.http.Do(req)
+	res, err := c.send(nil, req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach %s: %w", c.base, unwrapURLError(err))
+		return nil, err
 	}
+	return readAnswer(method, path, res, auth)
+}
+
+// readAnswer reads and closes the answer of a call (see call).
+func readAnswer(method, path string, res *http.Response, auth bool) (*response, error) {
 	defer res.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes+1))
 	if err != nil {
@@ -453,6 +447,45 @@ func (c *client) call(method, path string, query url.Values, body []byte, auth b
 	}
 	r.Data, r.Meta = env.Data, env.Meta
 	return r, nil
+}
+
+// newRequest builds a request to the node with the client's headers. body
+// nil sends no body; contentType "" sets no Content-Type; auth adds the
+// admin key.
+func (c *client) newRequest(ctx context.Context, method, path string, query url.Values, body io.Reader, contentType string, auth bool) (*http.Request, error) {
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "keyraft-cli/"+version)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if auth {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if c.requestID != "" {
+		req.Header.Set("X-Request-Id", c.requestID)
+	}
+	return req, nil
+}
+
+// send sends req with hc (c.http when nil). A failure to get an answer is
+// reported as "cannot reach"; the caller closes the response body.
+func (c *client) send(hc *http.Client, req *http.Request) (*http.Response, error) {
+	if hc == nil {
+		hc = c.http
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach %s: %w", c.base, unwrapURLError(err))
+	}
+	return res, nil
 }
 
 // errorFromResponse decodes an error envelope, or describes a body that is

@@ -3,6 +3,9 @@
 //	keyraft serve [flags]        run a node
 //	keyraft keys …               manage keys (create|list|get|update|rotate|revoke|delete|import)
 //	keyraft verify KEY [flags]   verify a key
+//	keyraft cluster …            cluster status|remove|leave
+//	keyraft snapshot …           back up (save) or restore the cluster's state
+//	keyraft recover …            lost-quorum recovery of a stopped node, offline
 //
 // Client commands read KEYRAFT_ADDR (default http://127.0.0.1:8080) and KEYRAFT_TOKEN.
 package main
@@ -18,6 +21,9 @@ commands:
   serve     run a keyraft node (see keyraft serve -h)
   keys      manage keys: create | list | get | update | rotate | revoke | delete | import
   verify    verify a key: keyraft verify KEY [--scope S] [--resource R] [--origin O]
+  cluster   the cluster: status | remove NODE_ID | leave
+  snapshot  backups: save FILE | restore FILE
+  recover   lost-quorum recovery, offline: keyraft recover --peers FILE --data-dir DIR
   version   print the version
 
 Client commands talk to KEYRAFT_ADDR (default http://127.0.0.1:8080) with the
@@ -44,6 +50,12 @@ func run(args []string) int {
 		return runKeys(args[1:])
 	case "verify":
 		return runVerify(args[1:])
+	case "cluster":
+		return runCluster(args[1:])
+	case "snapshot":
+		return runSnapshot(args[1:])
+	case "recover":
+		return runRecover(args[1:])
 	case "version", "--version":
 		fmt.Println("keyraft", version)
 		return 0
