@@ -194,6 +194,20 @@ func (s *Server) handleGet(ctx *fasthttp.RequestCtx, id string) {
 	writeData(ctx, fasthttp.StatusOK, rec, newMeta(ctx))
 }
 
+// targetKey authenticates a write on the key with this id and finds the
+// key; when it returns false it has written the error answer.
+func (s *Server) targetKey(ctx *fasthttp.RequestCtx, id string) (caller, cur *keyindex.Record, ok bool) {
+	caller, aerr := s.authenticate(ctx, keyindex.ScopeKeysWrite)
+	if aerr == nil {
+		cur, aerr = s.visibleKey(caller, id)
+	}
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return nil, nil, false
+	}
+	return caller, cur, true
+}
+
 // visibleKey returns the key with this id if the caller may see it; a key of
 // another workspace is reported exactly like a missing one.
 func (s *Server) visibleKey(caller *keyindex.Record, id string) (*keyindex.Record, *apiError) {
@@ -265,14 +279,8 @@ func (s *Server) handleList(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) handleUpdate(ctx *fasthttp.RequestCtx, id string) {
-	caller, aerr := s.authenticate(ctx, keyindex.ScopeKeysWrite)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	cur, aerr := s.visibleKey(caller, id)
-	if aerr != nil {
-		writeError(ctx, aerr)
+	caller, cur, ok := s.targetKey(ctx, id)
+	if !ok {
 		return
 	}
 	var (
@@ -369,14 +377,8 @@ func (s *Server) handleUpdate(ctx *fasthttp.RequestCtx, id string) {
 }
 
 func (s *Server) handleRotate(ctx *fasthttp.RequestCtx, id string) {
-	caller, aerr := s.authenticate(ctx, keyindex.ScopeKeysWrite)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	cur, aerr := s.visibleKey(caller, id)
-	if aerr != nil {
-		writeError(ctx, aerr)
+	caller, cur, ok := s.targetKey(ctx, id)
+	if !ok {
 		return
 	}
 	var grace int
@@ -438,14 +440,8 @@ func (s *Server) handleDelete(ctx *fasthttp.RequestCtx, id string) {
 
 // simpleWrite runs revoke and delete: no body fields, a visible target.
 func (s *Server) simpleWrite(ctx *fasthttp.RequestCtx, id string, op fsm.Op, action, verb string) {
-	caller, aerr := s.authenticate(ctx, keyindex.ScopeKeysWrite)
-	if aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	cur, aerr := s.visibleKey(caller, id)
-	if aerr != nil {
-		writeError(ctx, aerr)
+	caller, cur, ok := s.targetKey(ctx, id)
+	if !ok {
 		return
 	}
 	bad, aerr := decodeObject(ctx.PostBody(), "", nil)
