@@ -40,16 +40,32 @@ type entry struct {
 	dirty   atomic.Bool
 }
 
-// keyView is an immutable record plus what the hot path derives from it.
+// keyView is an immutable record plus what the hot path reads of it, laid
+// out flat so a verification touches this one object, not the record and
+// its fields scattered over the heap.
 type keyView struct {
-	rec           *Record
+	hash          Hash
+	expiresNs     int64 // 0 = never
+	prevExpiresNs int64 // end of the previous token's grace
+	rateLimit     int
+	revoked       bool
+	active        bool
+	publishable   bool
+	imported      bool
+	scopes        []string
+	origins       []string
+	resources     []string
 	validBody     []byte
-	expiresNs     int64
-	prevExpiresNs int64
+	rec           *Record
 }
 
 func newView(r *Record) *keyView {
-	v := &keyView{rec: r, validBody: encodeValidPrefix(r), expiresNs: unixNanoOrZero(r.ExpiresAt)}
+	v := &keyView{
+		hash: r.Hash, expiresNs: unixNanoOrZero(r.ExpiresAt), rateLimit: r.RateLimitPerMin,
+		revoked: r.RevokedAt != nil, active: r.Active, publishable: r.Type == TypePublishable, imported: r.Imported,
+		scopes: r.Scopes, origins: r.AllowedOrigins, resources: r.AllowedResources,
+		validBody: encodeValidPrefix(r), rec: r,
+	}
 	if r.Rotation != nil {
 		v.prevExpiresNs = r.Rotation.PreviousExpiresAt.UnixNano()
 	}

@@ -279,7 +279,7 @@ func TestOriginOK(t *testing.T) {
 		{TypeAdmin, allowed, "", true},
 	} {
 		r := &Record{Type: tc.typ, AllowedOrigins: tc.allowed}
-		if got := originOK(r, []byte(tc.origin)); got != tc.ok {
+		if got := newView(r).originOK([]byte(tc.origin)); got != tc.ok {
 			t.Errorf("originOK(%s, %q, %q) = %v, want %v", tc.typ, tc.allowed, tc.origin, got, tc.ok)
 		}
 	}

@@ -145,14 +145,18 @@ func ParseToken(tok []byte) (TokenInfo, error) {
 	default:
 		return info, ErrMalformedToken
 	}
-	for _, c := range body {
-		if base62Value(c) < 0 {
+	for _, c := range body[:randomChars] {
+		if base62Digits[c] < 0 {
 			return info, ErrMalformedToken
 		}
 	}
 	var want uint64
 	for _, c := range body[randomChars:] {
-		want = want*62 + uint64(base62Value(c))
+		d := base62Digits[c]
+		if d < 0 {
+			return info, ErrMalformedToken
+		}
+		want = want*62 + uint64(d)
 	}
 	if want != uint64(crc32.ChecksumIEEE(tok[:n-checksumChars])) {
 		return info, ErrMalformedToken
@@ -176,17 +180,18 @@ func validWSPrefix(b []byte) bool {
 // ValidWSPrefix reports whether p may be used as a token's workspace prefix.
 func ValidWSPrefix(p string) bool { return validWSPrefix([]byte(p)) }
 
-func base62Value(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'A' && c <= 'Z':
-		return int(c-'A') + 10
-	case c >= 'a' && c <= 'z':
-		return int(c-'a') + 36
+// base62Digits maps a byte to its base62 value, or -1: a table lookup
+// instead of range tests, because random token characters defeat the
+// branch predictor (it was a third of the verify decision's time).
+var base62Digits = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
 	}
-	return -1
-}
+	for i := 0; i < len(base62Alphabet); i++ {
+		t[base62Alphabet[i]] = int8(i)
+	}
+	return t
+}()
 
 // Token is a freshly generated plaintext token with the parts of it that may be stored.
 type Token struct {

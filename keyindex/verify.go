@@ -91,14 +91,14 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		v = e.view
 	}
 	ix.mu.RUnlock()
-	if err != nil && (e == nil || !v.rec.Imported) {
+	if err != nil && (e == nil || !v.imported) {
 		return Decision{Code: CodeMalformedKey}
 	}
 	if e == nil {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	d := Decision{Record: v.rec}
-	if h != v.rec.Hash {
+	if h != v.hash {
 		// The previous token of a rotated key: good only until its grace ends.
 		if req.NowNs >= v.prevExpiresNs {
 			return Decision{Code: CodeKeyNotFound}
@@ -106,24 +106,24 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		d.Rotated = true
 	}
 	switch {
-	case v.rec.RevokedAt != nil:
+	case v.revoked:
 		d.Code = CodeKeyRevoked
-	case !v.rec.Active:
+	case !v.active:
 		d.Code = CodeKeyDisabled
 	case v.expiresNs != 0 && req.NowNs >= v.expiresNs:
 		d.Code = CodeKeyExpired
-	case !originOK(v.rec, req.Origin):
+	case !v.originOK(req.Origin):
 		d.Code = CodeOriginNotAllowed
-	case len(req.Scope) > 0 && !scopesAllow(v.rec.Scopes, req.Scope):
+	case len(req.Scope) > 0 && !scopesAllow(v.scopes, req.Scope):
 		d.Code = CodeInsufficientScope
-	case len(req.Resource) > 0 && len(v.rec.AllowedResources) > 0 && !containsBytes(v.rec.AllowedResources, req.Resource):
+	case len(req.Resource) > 0 && len(v.resources) > 0 && !containsBytes(v.resources, req.Resource):
 		d.Code = CodeResourceNotAllowed
 	}
 	if d.Code != CodeValid {
 		return d
 	}
-	if limit := v.rec.RateLimitPerMin; limit > 0 {
-		ok, rl := e.limiter.allow(req.NowNs, limit)
+	if v.rateLimit > 0 {
+		ok, rl := e.limiter.allow(req.NowNs, v.rateLimit)
 		d.RateLimit = rl
 		if !ok {
 			d.Code = CodeRateLimited
@@ -138,12 +138,12 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 // originOK: a publishable key needs an Origin from its list. Any other key
 // with a list checks an Origin when the caller sends one; server-side callers
 // send none and are not held to it.
-func originOK(r *Record, origin []byte) bool {
-	if r.Type == TypePublishable {
-		return len(origin) > 0 && originAllowed(r.AllowedOrigins, origin)
+func (v *keyView) originOK(origin []byte) bool {
+	if v.publishable {
+		return len(origin) > 0 && originAllowed(v.origins, origin)
 	}
-	if len(origin) == 0 || len(r.AllowedOrigins) == 0 {
+	if len(origin) == 0 || len(v.origins) == 0 {
 		return true
 	}
-	return originAllowed(r.AllowedOrigins, origin)
+	return originAllowed(v.origins, origin)
 }
