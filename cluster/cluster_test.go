@@ -1,0 +1,117 @@
+package cluster
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/keyraft/keyraft/fsm"
+)
+
+func TestCanRemoveKeepsQuorum(t *testing.T) {
+	voter := func(id string) raft.Server { return raft.Server{ID: raft.ServerID(id), Suffrage: raft.Voter} }
+	nonvoter := func(id string) raft.Server { return raft.Server{ID: raft.ServerID(id), Suffrage: raft.Nonvoter} }
+	servers := func(ss ...raft.Server) map[string]raft.Server {
+		m := map[string]raft.Server{}
+		for _, s := range ss {
+			m[string(s.ID)] = s
+		}
+		return m
+	}
+	alive := func(ids ...string) []Member {
+		var out []Member
+		for _, id := range ids {
+			out = append(out, Member{ID: id, State: GossipAlive})
+		}
+		return out
+	}
+	n := &Node{id: "a"}
+	cases := []struct {
+		name    string
+		servers map[string]raft.Server
+		members []Member
+		remove  string
+		want    bool
+	}{
+		{"3 voters, 1 dead", servers(voter("a"), voter("b"), voter("c")), alive("b"), "c", true},
+		{"3 voters, 2 dead: no quorum to commit the change", servers(voter("a"), voter("b"), voter("c")), nil, "c", false},
+		{"5 voters, 2 dead", servers(voter("a"), voter("b"), voter("c"), voter("d"), voter("e")), alive("b", "c"), "e", true},
+		{"5 voters, 3 dead", servers(voter("a"), voter("b"), voter("c"), voter("d"), voter("e")), alive("b"), "e", false},
+		{"dead nonvoter", servers(voter("a"), voter("b"), nonvoter("r")), alive("b"), "r", true},
+		{"2 voters, the other dead", servers(voter("a"), voter("b")), nil, "b", false},
+		{"last voter", servers(voter("a")), nil, "a", false},
+	}
+	for _, tc := range cases {
+		if got := n.canRemove(tc.servers, tc.members, tc.remove); got != tc.want {
+			t.Errorf("%s: canRemove = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// A one-node cluster on a real data dir: Apply returns the index, the node
+// id sticks to the data dir, and a restart recovers every command.
+func TestSingleNodeApplyAndRestart(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr(t)
+	cfg := Config{DataDir: dir, RaftAddr: addr, Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond}
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.WaitLeader(5 * time.Second) {
+		t.Fatal("no leader")
+	}
+	id := n.ID()
+	var last uint64
+	for i := 0; i < 5; i++ {
+		_, idx, err := n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations})
+		if err != nil || idx <= last {
+			t.Fatalf("apply %d: index %d after %d, err %v", i, idx, last, err)
+		}
+		last = idx
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{DataDir: dir, RaftAddr: addr, NodeID: "someone-else"}); err == nil {
+		t.Fatal("a data dir accepted another node id")
+	}
+	n2, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Shutdown()
+	if n2.ID() != id {
+		t.Fatalf("node id %q after restart, was %q", n2.ID(), id)
+	}
+	if !n2.WaitApplied(last, 5*time.Second) {
+		t.Fatalf("restart did not replay the log up to %d (applied %d)", last, n2.FSM().AppliedIndex())
+	}
+}
+
+func TestRecoverRejectsBadInput(t *testing.T) {
+	dir := t.TempDir()
+	peers := filepath.Join(dir, "peers.json")
+	for name, body := range map[string]string{
+		"not json":  "{",
+		"no id":     `[{"address":"127.0.0.1:1"}]`,
+		"no voters": `[{"id":"a","address":"127.0.0.1:1","non_voter":true}]`,
+	} {
+		os.WriteFile(peers, []byte(body), 0o600)
+		if err := Recover(dir, peers, nil); err == nil {
+			t.Errorf("%s: recovered", name)
+		}
+	}
+}
