@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -144,11 +146,30 @@ func (s *Server) handleSnapshot(ctx *fasthttp.RequestCtx) {
 	// Streamed as it is encoded: a backup of millions of keys never sits in
 	// memory. A failure mid-stream leaves the checksum missing, so a client
 	// can never mistake a cut backup for a whole one.
+	conn, timeout := ctx.Conn(), s.cfg.WriteTimeout
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		if err := backup.Write(w); err != nil {
+		// The write timeout bounds each stretch of progress, not the whole
+		// backup, which may take minutes.
+		if err := backup.Write(&deadlineWriter{w: w, conn: conn, timeout: timeout}); err != nil {
 			s.log.Error("streaming a backup failed", "error", err)
 		}
 	})
+}
+
+// deadlineWriter pushes the connection's write deadline forward as bytes go out.
+type deadlineWriter struct {
+	w       io.Writer
+	conn    net.Conn
+	timeout time.Duration
+	last    time.Time
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if now := time.Now(); now.Sub(d.last) > time.Second {
+		d.last = now
+		d.conn.SetWriteDeadline(now.Add(d.timeout))
+	}
+	return d.w.Write(p)
 }
 
 func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
