@@ -150,61 +150,43 @@ func (s *Server) handleSnapshot(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		// The write timeout bounds each stretch of progress, not the whole
 		// backup, which may take minutes.
-		if err := backup.Write(&deadlineWriter{w: w, conn: conn, timeout: timeout}); err != nil {
+		if err := backup.Write(&deadlineWriter{w, deadlineMover{set: conn.SetWriteDeadline, timeout: timeout}}); err != nil {
 			s.log.Error("streaming a backup failed", "error", err)
 		}
 	})
 }
 
-// deadlineWriter pushes the connection's write deadline forward as bytes go out.
-type deadlineWriter struct {
-	w       io.Writer
-	conn    net.Conn
+// deadlineMover pushes a connection deadline forward, at most once a second,
+// while a long transfer makes progress.
+type deadlineMover struct {
+	set     func(time.Time) error // conn.SetReadDeadline or SetWriteDeadline
 	timeout time.Duration
 	last    time.Time
 }
 
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if now := time.Now(); now.Sub(d.last) > time.Second {
-		d.last = now
-		d.conn.SetWriteDeadline(now.Add(d.timeout))
+func (m *deadlineMover) progress() {
+	if now := time.Now(); now.Sub(m.last) > time.Second {
+		m.last = now
+		m.set(now.Add(m.timeout))
 	}
+}
+
+type deadlineWriter struct {
+	w io.Writer
+	deadlineMover
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.progress()
 	return d.w.Write(p)
 }
 
-func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
-	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	err := s.node.RestoreBackup(s.restoreBody(ctx))
-	switch {
-	case errors.Is(err, cluster.ErrBadBackup):
-		writeError(ctx, newError(fasthttp.StatusBadRequest, codeBadRequest, err.Error()))
-	case errors.Is(err, cluster.ErrNotLeader):
-		writeError(ctx, noLeader("leadership changed; retry"))
-	case err != nil:
-		writeError(ctx, internal(err))
-	default:
-		m := newMeta(ctx)
-		m.Index = s.node.Raft().AppliedIndex()
-		writeData(ctx, fasthttp.StatusOK, map[string]any{"restored": true, "keys": s.index.Len()}, m)
-	}
+type deadlineReader struct {
+	r io.Reader
+	deadlineMover
 }
 
-// handleLeave makes this node leave the cluster for good, then stop.
-func (s *Server) handleLeave(ctx *fasthttp.RequestCtx) {
-	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
-		writeError(ctx, aerr)
-		return
-	}
-	if err := s.node.Leave(10 * time.Second); err != nil {
-		writeError(ctx, newError(fasthttp.StatusConflict, codeConflict, err.Error()))
-		return
-	}
-	writeData(ctx, fasthttp.StatusOK, map[string]any{"left": s.node.ID()}, newMeta(ctx))
-	if s.cfg.OnLeave != nil {
-		// After the answer is written: the process shuts down.
-		go s.cfg.OnLeave()
-	}
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	d.progress()
+	return d.r.Read(p)
 }

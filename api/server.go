@@ -207,7 +207,9 @@ const maxDrainBytes = 4 << 20
 // restoreBody reads the restore upload, streamed or buffered, up to the limit.
 func (s *Server) restoreBody(ctx *fasthttp.RequestCtx) io.Reader {
 	if ctx.Request.IsBodyStream() {
-		return io.LimitReader(ctx.RequestBodyStream(), s.cfg.MaxRestoreBytes)
+		// As for backups: the read timeout bounds each stretch of progress.
+		body := &deadlineReader{ctx.RequestBodyStream(), deadlineMover{set: ctx.Conn().SetReadDeadline, timeout: s.cfg.ReadTimeout}}
+		return io.LimitReader(body, s.cfg.MaxRestoreBytes)
 	}
 	return bytes.NewReader(ctx.PostBody())
 }
