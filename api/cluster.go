@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -189,4 +188,41 @@ type deadlineReader struct {
 func (d *deadlineReader) Read(p []byte) (int, error) {
 	d.progress()
 	return d.r.Read(p)
+}
+
+func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
+	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	err := s.node.RestoreBackup(s.restoreBody(ctx))
+	switch {
+	case errors.Is(err, cluster.ErrBadBackup):
+		writeError(ctx, newError(fasthttp.StatusBadRequest, codeBadRequest, err.Error()))
+	case errors.Is(err, cluster.ErrNotLeader):
+		writeError(ctx, noLeader("leadership changed; retry"))
+	case err != nil:
+		writeError(ctx, internal(err))
+	default:
+		m := newMeta(ctx)
+		m.Index = s.node.Raft().AppliedIndex()
+		writeData(ctx, fasthttp.StatusOK, map[string]any{"restored": true, "keys": s.index.Len()}, m)
+	}
+}
+
+// handleLeave makes this node leave the cluster for good, then stop.
+func (s *Server) handleLeave(ctx *fasthttp.RequestCtx) {
+	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	if err := s.node.Leave(10 * time.Second); err != nil {
+		writeError(ctx, newError(fasthttp.StatusConflict, codeConflict, err.Error()))
+		return
+	}
+	writeData(ctx, fasthttp.StatusOK, map[string]any{"left": s.node.ID()}, newMeta(ctx))
+	if s.cfg.OnLeave != nil {
+		// After the answer is written: the process shuts down.
+		go s.cfg.OnLeave()
+	}
 }

@@ -47,6 +47,12 @@ type nodeOptions struct {
 	// the harness takes it from AnnounceRootKey.
 	generatedRoot bool
 	maxStale      time.Duration // api.Config.MaxStale
+	// purgeInterval is how often ended rotations are purged (default 200ms);
+	// tests that compare states before and after a request set it long, so
+	// no housekeeping write lands in between.
+	purgeInterval time.Duration
+	// apiConfig, when set, adjusts the HTTP server's configuration.
+	apiConfig func(*api.Config)
 }
 
 // testNode is one real keyraft node: Raft on loopback with its data in a
@@ -82,6 +88,9 @@ func startNode(t testing.TB, opts ...nodeOptions) *testNode {
 	}
 	if o.usageFlush == 0 {
 		o.usageFlush = 100 * time.Millisecond
+	}
+	if o.purgeInterval == 0 {
+		o.purgeInterval = 200 * time.Millisecond
 	}
 	n := &testNode{t: t, opts: o, dir: t.TempDir(), raftAddr: freeAddr(t), logs: &syncBuffer{}}
 	if !o.generatedRoot {
@@ -130,7 +139,7 @@ func (n *testNode) start() {
 	hk := cluster.Housekeeping{
 		RootToken:          n.rootToken,
 		UsageFlushInterval: n.opts.usageFlush,
-		PurgeInterval:      200 * time.Millisecond,
+		PurgeInterval:      n.opts.purgeInterval,
 	}
 	if n.opts.generatedRoot {
 		hk.RootToken = ""
@@ -150,7 +159,11 @@ func (n *testNode) start() {
 		t.Fatal(err)
 	}
 	n.node, n.ln = node, ln
-	n.srv = api.New(node, api.Config{Logger: n.logger, MaxStale: n.opts.maxStale})
+	cfg := api.Config{Logger: n.logger, MaxStale: n.opts.maxStale}
+	if n.opts.apiConfig != nil {
+		n.opts.apiConfig(&cfg)
+	}
+	n.srv = api.New(node, cfg)
 	n.served = make(chan error, 1)
 	go func(srv *api.Server, served chan error) { served <- srv.Serve(ln) }(n.srv, n.served)
 	n.base = "http://" + ln.Addr().String()

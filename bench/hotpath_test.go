@@ -54,17 +54,12 @@ type fixture struct {
 	floor  map[[32]byte]*keyindex.Record
 }
 
-// Only the newest fixture is kept: at 10M keys one fixture is several GiB.
-var cached struct {
-	n int
-	f *fixture
-}
+var fixtures = map[int]*fixture{}
 
 func load(b *testing.B, n int) *fixture {
-	if cached.f != nil && cached.n == n {
-		return cached.f
+	if f, ok := fixtures[n]; ok {
+		return f
 	}
-	cached.f = nil
 	b.StopTimer()
 	defer b.StartTimer()
 	f := &fixture{index: keyindex.New(), floor: make(map[[32]byte]*keyindex.Record, n),
@@ -88,7 +83,7 @@ func load(b *testing.B, n int) *fixture {
 	if err := f.index.InsertAll(recs); err != nil {
 		b.Fatal(err)
 	}
-	cached.n, cached.f = n, f
+	fixtures[n] = f
 	return f
 }
 
