@@ -305,7 +305,7 @@ func call(n *node, method, path, token, body string) (int, []byte) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testHTTP.Do(req)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}
@@ -342,7 +342,7 @@ func (c *testCluster) write(n *node, method, path, body string, want int) writte
 func verifyOn(n *node, key string, minIndex uint64) (int, string) {
 	req, _ := http.NewRequest("GET", n.url(fmt.Sprintf("/v1/verify?min_index=%d", minIndex)), nil)
 	req.Header.Set("X-API-Key", key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testHTTP.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -374,6 +374,24 @@ func TestClusterWritesThroughFollowersAndSurvivesLeaderKill(t *testing.T) {
 		if code, what := verifyOn(m.node, k.Key, 0); code != 401 || what != "KEY_REVOKED" {
 			t.Fatalf("node %s right after revoke?wait=all: %d %s", m.id(), code, what)
 		}
+	}
+
+	// A node that cannot apply (stopped) is reported pending by ?wait=all
+	// after the timeout, and the write still succeeds.
+	frozen, leader := followers[0], c.leader()
+	frozen.cmd.Process.Signal(syscall.SIGSTOP)
+	code, b := call(leader.node, "POST", "/v1/keys?wait=all", c.root, `{"name":"while frozen","workspace_id":"acme"}`)
+	frozen.cmd.Process.Signal(syscall.SIGCONT)
+	var waited struct {
+		Meta struct {
+			Wait struct {
+				Applied []string `json:"applied"`
+				Pending []string `json:"pending"`
+			} `json:"wait"`
+		} `json:"meta"`
+	}
+	if code != 201 || json.Unmarshal(b, &waited) != nil || len(waited.Meta.Wait.Pending) != 1 || waited.Meta.Wait.Pending[0] != frozen.id() || len(waited.Meta.Wait.Applied) != 2 {
+		t.Fatalf("wait=all with a frozen node: %d %s", code, b)
 	}
 
 	// SIGKILL the leader: a new one is elected and writes through any survivor work.

@@ -24,7 +24,7 @@ import (
 type serveConfig struct {
 	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel string
 	gossipAddr, join, gossipKey, gossipProfile                 string
-	bootstrapExpect                                            int
+	bootstrapExpect, maxConnsPerIP                             int
 	nonvoter, leaveOnTerminate                                 bool
 	reapAfter, maxStale                                        time.Duration
 	usageFlush, readTimeout, writeTimeout, idleTimeout         time.Duration
@@ -55,6 +55,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "time to read a whole request")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "time to write a response")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "keep-alive connections idle longer are closed")
+	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", api.DefaultMaxConnsPerIP, "open HTTP connections allowed from one client address; more are answered 429 and closed (-1 = no limit)")
 	fs.DurationVar(&c.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&c.election, "election-timeout", time.Second, "Raft election timeout")
 	fs.DurationVar(&c.commit, "commit-timeout", 10*time.Millisecond, "longest time before followers learn of a commit on an idle cluster")
@@ -189,7 +190,7 @@ func serve(cfg *serveConfig) error {
 	left := make(chan struct{})
 	var leaveOnce sync.Once
 	srv := api.New(node, api.Config{ReadTimeout: cfg.readTimeout, WriteTimeout: cfg.writeTimeout, IdleTimeout: cfg.idleTimeout,
-		MaxStale: cfg.maxStale, Logger: log,
+		MaxStale: cfg.maxStale, MaxConnsPerIP: cfg.maxConnsPerIP, Logger: log,
 		OnLeave: func() { leaveOnce.Do(func() { close(left) }) }})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

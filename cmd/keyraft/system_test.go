@@ -27,6 +27,10 @@ import (
 
 var binary string
 
+// testHTTP bounds every request a system test makes: a stopped or wedged
+// node fails the test instead of hanging it.
+var testHTTP = &http.Client{Timeout: 30 * time.Second}
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "keyraft-bin")
 	if err != nil {
@@ -198,7 +202,7 @@ func (n *node) createKey(token, body string) (id, plaintext string, index uint64
 	n.t.Helper()
 	req, _ := http.NewRequest("POST", n.url("/v1/keys"), strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testHTTP.Do(req)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -223,7 +227,7 @@ func (n *node) verifyStatus(key string) (int, string) {
 	n.t.Helper()
 	req, _ := http.NewRequest("GET", n.url("/v1/verify"), nil)
 	req.Header.Set("X-API-Key", key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testHTTP.Do(req)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -359,7 +363,7 @@ func TestSIGTERMKeepsAcknowledgedWrites(t *testing.T) {
 				}
 				req, _ := http.NewRequest("POST", n.url("/v1/keys"), strings.NewReader(fmt.Sprintf(`{"name":"w%d-%d","workspace_id":"load"}`, w, i)))
 				req.Header.Set("Authorization", "Bearer "+root)
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := testHTTP.Do(req)
 				if err != nil {
 					return // the server is gone: the outcome of this one is unknown
 				}
