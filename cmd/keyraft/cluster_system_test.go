@@ -477,6 +477,24 @@ func TestClusterTerminateHandsOverAndLeaves(t *testing.T) {
 			t.Fatalf("consistent read via %s: %d %s", m.id(), code, b)
 		}
 	}
+
+	// `keyraft cluster leave` sent to a follower: it leaves and its process exits.
+	follower := c.followers()[0]
+	if out, errOut, code := follower.cli(c.root, "cluster", "leave"); code != 0 {
+		t.Fatalf("cluster leave: exit %d\n%s%s", code, out, errOut)
+	}
+	select {
+	case err := <-follower.done:
+		if err != nil {
+			t.Fatalf("the node that left exited with %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the node that left is still running")
+	}
+	st, err := c.status(c.alive()[0])
+	if err != nil || countSuffrage(st, "voter") != 1 {
+		t.Fatalf("after leave: %+v %v", st, err)
+	}
 }
 
 func TestClusterScript(t *testing.T) {
