@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -246,4 +247,49 @@ func TestVerifyDecisionAllocs(t *testing.T) {
 			t.Errorf("%s: %.1f allocs per verification, want 0", name, allocs)
 		}
 	}
+}
+
+// BenchmarkIndexHeap reports the live heap the index holds per key
+// (B/key: records, maps, btree), built the way BenchmarkPair's fixture is,
+// without the tokens or the floor map: the in-process part of a node's
+// memory per key.
+func BenchmarkIndexHeap(b *testing.B) {
+	for _, n := range sizes(b) {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			now := time.Now()
+			var perKey float64
+			for i := 0; i < b.N; i++ {
+				before := liveHeap()
+				recs := make([]*keyindex.Record, n)
+				for j := range recs {
+					tok, err := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
+					if err != nil {
+						b.Fatal(err)
+					}
+					id, _ := keyindex.NewID(now, rand.Reader)
+					r := &keyindex.Record{ID: id, WorkspaceID: "ws", Name: "k", Type: keyindex.TypeSecret, Environment: keyindex.EnvLive,
+						Scopes: []string{"calls:*"}, Active: true, CreatedAt: now, UpdatedAt: now}
+					r.SetToken(tok)
+					recs[j] = r
+				}
+				ix := keyindex.New()
+				if err := ix.InsertAll(recs); err != nil {
+					b.Fatal(err)
+				}
+				recs = nil
+				perKey = float64(liveHeap()-before) / float64(n)
+				runtime.KeepAlive(ix)
+			}
+			b.ReportMetric(perKey, "B/key")
+		})
+	}
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() int64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }

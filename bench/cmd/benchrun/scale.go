@@ -1,0 +1,141 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// stepScale: resident memory per key as the index grows (import), verify
+// p99 on a small index against the largest one, and how long a new node
+// takes to catch up with a node holding cfg.catchupKeys keys.
+func stepScale() {
+	// gctrace shows the live heap after each GC in the node's log: RSS
+	// minus that is garbage and runtime overhead, not the index.
+	s := startKeyraftEnv("scale", 1, []string{"GODEBUG=gctrace=1"})
+	big := s.nodes[0]
+	time.Sleep(2 * time.Second)
+	rss0 := rssBytes(big.p.pid())
+	fig("scale.rss_empty_mib", round(rss0/(1<<20), 1))
+
+	var sample []string // plaintexts of imported keys, for the verify targets
+	loaded := 0
+	for _, target := range cfg.scaleSizes {
+		t0 := time.Now()
+		for loaded < target {
+			chunk := min(100_000, target-loaded)
+			toks := genTokens(chunk)
+			s.importTokens(big, toks)
+			for _, t := range toks {
+				if len(sample) < cfg.httpKeys*9/10 {
+					sample = append(sample, t.Plaintext)
+				}
+			}
+			loaded += chunk
+		}
+		logf("scale: %d keys loaded (%.1f s)", loaded, time.Since(t0).Seconds())
+		time.Sleep(2 * time.Second)
+		rss := rssBytes(big.p.pid())
+		fig(fmt.Sprintf("scale.rss_mib.%d", target), round(rss/(1<<20), 1))
+		fig(fmt.Sprintf("scale.rss_bytes_per_key.%d", target), math.Round((rss-rss0)/float64(target)))
+		if live := lastLiveHeap(big); live > 0 {
+			fig(fmt.Sprintf("scale.gc_live_heap_mib.%d", target), live)
+		}
+		if target == cfg.catchupKeys {
+			catchUp(s, big, target)
+		}
+	}
+
+	// verify p99 on a small index against the largest, interleaved
+	small := startKeyraft("small", 1)
+	_, smallKeys := small.verifySet(small.nodes[0], cfg.p99Small)
+	invalid := genTokens(len(sample) / 9)
+	lines := append([]string(nil), sample...)
+	for _, t := range invalid {
+		lines = append(lines, t.Plaintext)
+	}
+	shuffle(lines)
+	bigKeys := filepath.Join(cfg.work, "scale-keys.txt")
+	must(os.WriteFile(bigKeys, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+	rate := 5000
+	if m := R.Figures["http.keyraft.rps"]; m > 0 {
+		rate = int(m / 4)
+	}
+	st := vegetaTargets(smallKeys, small.nodes[0].http, "small")
+	bt := vegetaTargets(bigKeys, big.http, "big")
+	var sp, bp []float64
+	for p := 0; p < cfg.pairs; p++ {
+		a := vegeta(st, rate, cfg.vegDur)
+		b := vegeta(bt, rate, cfg.vegDur)
+		sp, bp = append(sp, a.p99), append(bp, b.p99)
+		logf("p99 at %d/s pair %d: %d keys %.2f ms, %d keys %.2f ms", rate, p, cfg.p99Small, a.p99, loaded, b.p99)
+	}
+	fig("scale.p99.rate", float64(rate))
+	fig(fmt.Sprintf("scale.p99_ms.%d", cfg.p99Small), round(median(sp), 3))
+	fig(fmt.Sprintf("scale.p99_ms.%d", loaded), round(median(bp), 3))
+	fig("scale.p99.large_keys", float64(loaded))
+	pairRatio("scale.p99_large_over_small", bp, sp)
+}
+
+var gcLine = regexp.MustCompile(`(\d+)->(\d+)->(\d+) MB`)
+
+// lastLiveHeap is the live heap after the last GC the node logged (MiB).
+func lastLiveHeap(nd *node) float64 {
+	b, err := os.ReadFile(filepath.Join(cfg.work, nd.id+".log"))
+	if err != nil {
+		return 0
+	}
+	m := gcLine.FindAllSubmatch(b, -1)
+	if len(m) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[len(m)-1][3]), 64)
+	return v
+}
+
+// catchUp starts a new node that joins c through nd and measures the time
+// from its start until its applied index and state digest match nd's.
+func catchUp(c *cluster, nd *node, keys int) {
+	st, err := c.status(nd)
+	must(err)
+	var target uint64
+	var digest string
+	for _, n := range st.Nodes {
+		if n.ID == nd.id && n.AppliedIndex != nil {
+			target, digest = *n.AppliedIndex, n.Digest
+		}
+	}
+	j := &node{id: "joiner", http: addr(freePort()), raft: addr(freePort()), gossip: addr(freePort())}
+	t0 := time.Now()
+	c.startNode(j, nil, "--join", nd.gossip)
+	deadline := t0.Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		st, err := c.status(nd)
+		if err == nil {
+			for _, n := range st.Nodes {
+				if n.ID == j.id && n.AppliedIndex != nil && *n.AppliedIndex >= target && n.Digest != "" {
+					var leaderDigest string
+					var leaderApplied uint64
+					for _, m := range st.Nodes {
+						if m.ID == nd.id && m.AppliedIndex != nil {
+							leaderDigest, leaderApplied = m.Digest, *m.AppliedIndex
+						}
+					}
+					if n.Digest == leaderDigest && *n.AppliedIndex == leaderApplied {
+						secs := time.Since(t0).Seconds()
+						fig(fmt.Sprintf("scale.catchup_s.%d", keys), round(secs, 2))
+						logf("catch-up of %d keys: %.2f s (index %d, digest %s; was %d %s)", keys, secs, *n.AppliedIndex, n.Digest, target, digest)
+						return
+					}
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	panic("the new node did not catch up in 5 minutes")
+}
