@@ -155,7 +155,10 @@ func Open(cfg Config) (*Node, error) {
 		n.store.Close()
 		return nil, err
 	}
-	logs, err := raft.NewLogCache(512, n.store)
+	// The cache serves replication of recent entries from memory. Entries
+	// can be large (an import carries 10,000 keys), so it is kept small:
+	// at 512 entries it held hundreds of MB after bulk imports.
+	logs, err := raft.NewLogCache(64, n.store)
 	if err != nil {
 		return fail(err)
 	}
