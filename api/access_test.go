@@ -3,7 +3,9 @@ package api_test
 import (
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestPublishableKeys(t *testing.T) {
@@ -81,7 +83,9 @@ func TestPublishableKeys(t *testing.T) {
 
 func TestWorkspaceIsolation(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
+	// No usage flush or purge: the probes below check that the replicated
+	// state (the FSM's digest) does not move at all.
+	n := startNode(t, nodeOptions{usageFlush: time.Hour, purgeInterval: time.Hour})
 	wsAdmin, _ := n.createKey(n.rootToken, map[string]any{"name": "ws1 admin", "type": "admin", "workspace_id": "ws1",
 		"scopes": []string{"keys:read", "keys:write", "audit:read"}})
 	if wsAdmin.KeyPrefix != "rk_live_" {
@@ -92,28 +96,59 @@ func TestWorkspaceIsolation(t *testing.T) {
 	k2, _ := n.secretKey("ws2", "owner_id", "o2", "scopes", []string{"s:t"})
 	k2b, _ := n.secretKey("ws2")
 	before := n.getKey(k2.ID).stable()
+	mark := n.mark(k2.ID)
 
-	// Every call on a ws2 key answers 404 to the ws1 admin.
-	n.do("GET", "/v1/keys/"+k2.ID, adm, nil).wantError(t, http.StatusNotFound, "NOT_FOUND")
-	n.do("PATCH", "/v1/keys/"+k2.ID, adm, map[string]any{"name": "hijacked"}).wantError(t, http.StatusNotFound, "NOT_FOUND")
-	n.do("PATCH", "/v1/keys/"+k2.ID, adm, map[string]any{"active": false}).wantError(t, http.StatusNotFound, "NOT_FOUND")
-	n.do("POST", "/v1/keys/"+k2.ID+"/rotate", adm, map[string]any{"grace_period_seconds": 0}).wantError(t, http.StatusNotFound, "NOT_FOUND")
-	n.do("POST", "/v1/keys/"+k2.ID+"/revoke", adm, nil).wantError(t, http.StatusNotFound, "NOT_FOUND")
-	n.do("DELETE", "/v1/keys/"+k2.ID, adm, nil).wantError(t, http.StatusNotFound, "NOT_FOUND")
-	// Indistinguishable from a key that does not exist.
-	missing := n.do("GET", "/v1/keys/key_01JAAAAAAAAAAAAAAAAAAAAAAA", adm, nil).wantError(t, http.StatusNotFound, "NOT_FOUND")
-	_ = missing
+	// Every call on a ws2 key answers 404 to the ws1 admin, whatever the
+	// body (valid, invalid or empty), exactly as for a key that does not
+	// exist, and changes nothing.
+	missingID := "key_01JAAAAAAAAAAAAAAAAAAAAAAA"
+	probes := []struct {
+		method, action string
+		body           any
+	}{
+		{"GET", "", nil},
+		{"PATCH", "", map[string]any{"name": "hijacked"}},
+		{"PATCH", "", map[string]any{"active": false}},
+		{"PATCH", "", map[string]any{"scopes": []string{"*"}, "expires_at": nil}},
+		{"PATCH", "", `{"name": 5, "bogus": true}`},
+		{"PATCH", "", `not json`},
+		{"POST", "/rotate", map[string]any{"grace_period_seconds": 0}},
+		{"POST", "/rotate", map[string]any{"grace_period_seconds": 86400}},
+		{"POST", "/rotate", `{"grace_period_seconds": "x"}`},
+		{"POST", "/revoke", nil},
+		{"POST", "/revoke", `{}`},
+		{"DELETE", "", nil},
+	}
+	for _, p := range probes {
+		theirs := n.do(p.method, "/v1/keys/"+k2.ID+p.action, adm, p.body).wantError(t, http.StatusNotFound, "NOT_FOUND")
+		none := n.do(p.method, "/v1/keys/"+missingID+p.action, adm, p.body).wantError(t, http.StatusNotFound, "NOT_FOUND")
+		// Indistinguishable from a key that does not exist.
+		if a, b := strings.ReplaceAll(theirs.JSON["error"].(map[string]any)["message"].(string), k2.ID, "ID"),
+			strings.ReplaceAll(none.JSON["error"].(map[string]any)["message"].(string), missingID, "ID"); a != b {
+			t.Errorf("%s %s: another workspace's key answers %q, a missing one %q", p.method, p.action, a, b)
+		}
+	}
+	n.unchanged(t, "cross-tenant probes", mark)
 	n.verifyGET(k2.Key, "").wantVerify(t, http.StatusOK, "VALID")
 	if after := n.getKey(k2.ID).stable(); !reflect.DeepEqual(before, after) {
 		t.Errorf("ws2 key changed:\n%+v\n%+v", before, after)
 	}
+	// Writes that name ws2 in their body: 403, nothing written.
+	n.do("POST", "/v1/keys/import", adm, map[string]any{"keys": []map[string]any{{"sha256": sha("ws2-import"), "name": "x", "workspace_id": "ws2"}}}).
+		wantError(t, http.StatusForbidden, "FORBIDDEN")
+	n.do("POST", "/v1/keys/import", adm, map[string]any{"keys": []map[string]any{{"sha256": sha("ws1-import"), "name": "x"}, {"sha256": sha("ws2-import"), "name": "y", "workspace_id": "ws2"}}}).
+		wantError(t, http.StatusForbidden, "FORBIDDEN")
+	n.unchanged(t, "cross-tenant imports", mark)
 	// The root key is invisible to a workspace admin too.
 	rootRec := n.listAll(n.rootToken, "workspace_id=*")
 	if len(rootRec) != 1 {
 		t.Fatalf("root keys: %+v", rootRec)
 	}
-	n.do("GET", "/v1/keys/"+rootRec[0].ID, adm, nil).wantError(t, http.StatusNotFound, "NOT_FOUND")
-	n.do("POST", "/v1/keys/"+rootRec[0].ID+"/revoke", adm, nil).wantError(t, http.StatusNotFound, "NOT_FOUND")
+	mark = n.mark(rootRec[0].ID)
+	for _, p := range probes {
+		n.do(p.method, "/v1/keys/"+rootRec[0].ID+p.action, adm, p.body).wantError(t, http.StatusNotFound, "NOT_FOUND")
+	}
+	n.unchanged(t, "probes on the root key", mark)
 
 	// Lists show only ws1.
 	ids := func(ks []keyOut) map[string]bool {
@@ -181,4 +216,51 @@ func TestWorkspaceIsolation(t *testing.T) {
 	n.do("GET", "/v1/keys?"+minIdx(m.Index), n.rootToken, nil).want(t, http.StatusOK)
 	n.do("GET", "/v1/keys", adm, nil).wantError(t, http.StatusUnauthorized, "UNAUTHORIZED")
 	n.do("POST", "/v1/keys", adm, map[string]any{"name": "x"}).wantError(t, http.StatusUnauthorized, "UNAUTHORIZED")
+}
+
+// TestAdminRoutesRefuseNonAdminKeys: a secret or publishable key on any
+// admin route is refused with 403 (401 when it is not sent as a credential
+// or is mistyped), whatever the route, and nothing changes.
+func TestAdminRoutesRefuseNonAdminKeys(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOptions{usageFlush: time.Hour, purgeInterval: time.Hour})
+	sk, _ := n.secretKey("ws_na", "scopes", []string{"keys:write", "keys:read"}) // look-alike scope names, still no admin key
+	pk, _ := n.createKey(n.rootToken, map[string]any{"name": "pk", "workspace_id": "ws_na", "type": "publishable",
+		"allowed_origins": []string{"https://app.example.com"}})
+	victim, _ := n.secretKey("ws_na")
+	mark := n.mark(victim.ID)
+	routes := []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/v1/keys", nil},
+		{"POST", "/v1/keys", map[string]any{"name": "x", "workspace_id": "ws_na"}},
+		{"GET", "/v1/keys/" + victim.ID, nil},
+		{"PATCH", "/v1/keys/" + victim.ID, map[string]any{"active": false}},
+		{"POST", "/v1/keys/" + victim.ID + "/rotate", map[string]any{"grace_period_seconds": 0}},
+		{"POST", "/v1/keys/" + victim.ID + "/revoke", nil},
+		{"DELETE", "/v1/keys/" + victim.ID, nil},
+		{"POST", "/v1/keys/import", map[string]any{"keys": []map[string]any{{"sha256": sha("na"), "name": "x", "workspace_id": "ws_na"}}}},
+		{"GET", "/v1/audit", nil},
+		{"GET", "/v1/cluster", nil},
+		{"GET", "/v1/cluster/snapshot", nil},
+		{"DELETE", "/v1/cluster/nodes/node-x", nil},
+	}
+	for _, r := range routes {
+		for name, tok := range map[string]string{"secret": sk.Key, "publishable": pk.Key} {
+			// As a Bearer token: the key is real, but not an admin key.
+			res := n.do(r.method, r.path, tok, r.body, "Origin", "https://app.example.com")
+			res.wantError(t, http.StatusForbidden, "FORBIDDEN")
+			// The same in X-API-Key (admin calls read it too).
+			n.do(r.method, r.path, "", r.body, "X-API-Key", tok).wantError(t, http.StatusForbidden, "FORBIDDEN")
+			// Not a credential at all: a Basic header, or the key mistyped.
+			n.do(r.method, r.path, "", r.body, "Authorization", "Basic "+tok).wantError(t, http.StatusUnauthorized, "UNAUTHORIZED")
+			n.do(r.method, r.path, tok[:len(tok)-1]+string("01"[(tok[len(tok)-1]+1)%2]), r.body).wantError(t, http.StatusUnauthorized, "UNAUTHORIZED")
+			if strings.Contains(string(res.Body), tok) {
+				t.Errorf("%s %s with a %s key echoes it", r.method, r.path, name)
+			}
+		}
+	}
+	n.unchanged(t, "non-admin keys on admin routes", mark)
+	n.verifyGET(victim.Key, "").wantVerify(t, http.StatusOK, "VALID")
 }

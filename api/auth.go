@@ -18,6 +18,12 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "send an admin key in Authorization: Bearer")
 	}
 	d := s.index.Verify(&keyindex.VerifyRequest{Token: tok, NowNs: time.Now().UnixNano()})
+	if d.Record != nil && d.Record.Type != keyindex.TypeAdmin {
+		// A secret or publishable key is never an admin credential, whatever
+		// the verify decision says of it: a publishable key sent without an
+		// Origin must not read as "admin key rejected: origin" (401).
+		return nil, newError(fasthttp.StatusForbidden, codeForbidden, "only admin keys (rk_…) may call the admin API")
+	}
 	switch d.Code {
 	case keyindex.CodeValid:
 	case keyindex.CodeRateLimited:

@@ -59,9 +59,21 @@ func decodeMembers(raw map[string]json.RawMessage, prefix string, fields map[str
 		}
 		if err := json.Unmarshal(raw[name], f.target); err != nil {
 			bad = append(bad, FieldError{prefix + name, typeIssue(f.target)})
+			continue
+		}
+		if t, ok := f.target.(*time.Time); ok && !storableTime(*t) {
+			bad = append(bad, FieldError{prefix + name, "must be between years 0000 and 9999 in UTC"})
 		}
 	}
 	return bad
+}
+
+// storableTime reports whether t can be kept: times are stored in UTC, and
+// JSON (commands, snapshots, answers) holds only four-digit years, so an
+// offset must not carry a time past either end ("9999-12-31T23:00:00-05:00").
+func storableTime(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
 }
 
 func typeIssue(target any) string {

@@ -32,15 +32,18 @@ func (s *Server) handleImport(ctx *fasthttp.RequestCtx) {
 	}
 	c := &checker{bad: bad}
 	switch {
-	case len(bad) > 0:
 	case len(items) == 0:
 		c.add("keys", "required: a non-empty array of keys")
 	case len(items) > maxImport:
 		c.add("keys", fmt.Sprintf("at most %d keys per call", maxImport))
 	}
-	if len(c.bad) > 0 {
-		writeError(ctx, validationError(c.bad))
-		return
+	// The items are checked even when other members are bad (unknown
+	// ones), so that one answer names every bad field.
+	for _, b := range c.bad {
+		if b.Field == "keys" {
+			writeError(ctx, validationError(c.bad))
+			return
+		}
 	}
 	now := time.Now().UTC()
 	recs := make([]*fsm.StoredRecord, 0, len(items))

@@ -32,6 +32,12 @@ type Config struct {
 	MaxHeaderBytes int
 	// MaxRestoreBytes bounds POST /v1/cluster/restore (default 4 GiB).
 	MaxRestoreBytes int64
+	// MaxConnsPerIP bounds the open connections from one client address
+	// (default 2048; negative: no limit). Each open connection holds about
+	// 25 KiB (a goroutine, its read buffer of MaxHeaderBytes, the request
+	// context), so this bounds what idle or slow connections from one
+	// address can take; one over the limit is answered 429 and closed.
+	MaxConnsPerIP int
 	// ReadyLag is how far the applied index may trail the commit index for /readyz.
 	ReadyLag uint64
 	// MaxStale, when set, makes verify answer 503 STALE on a node that has
@@ -42,6 +48,10 @@ type Config struct {
 	Logger  hclog.Logger
 }
 
+// DefaultMaxConnsPerIP is Config.MaxConnsPerIP's default: well above what a
+// proxy or a follower forwarding writes (up to 1024) keeps open.
+const DefaultMaxConnsPerIP = 2048
+
 // Server is one node's HTTP API.
 type Server struct {
 	cfg     Config
@@ -51,6 +61,8 @@ type Server struct {
 	log     hclog.Logger
 	http    *fasthttp.Server
 	metrics metrics
+	fresh   freshness     // for MaxStale
+	stop    chan struct{} // closed by Shutdown: ends background work
 }
 
 type metrics struct {
@@ -82,32 +94,47 @@ func New(node *cluster.Node, cfg Config) *Server {
 	if cfg.MaxHeaderBytes == 0 {
 		cfg.MaxHeaderBytes = 16 << 10
 	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
 	if cfg.ReadyLag == 0 {
 		cfg.ReadyLag = 1000
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	s := &Server{cfg: cfg, node: node, fsm: node.FSM(), index: node.FSM().Index(), log: cfg.Logger}
+	s := &Server{cfg: cfg, node: node, fsm: node.FSM(), index: node.FSM().Index(), log: cfg.Logger, stop: make(chan struct{})}
+	if cfg.MaxStale > 0 {
+		go s.trackFreshness(s.stop)
+	}
 	s.http = &fasthttp.Server{
 		Handler:            s.Handle,
 		ErrorHandler:       s.handleTransportError,
 		Name:               "keyraft",
+		MaxConnsPerIP:      max(cfg.MaxConnsPerIP, 0),
 		ReadTimeout:        cfg.ReadTimeout,
 		WriteTimeout:       cfg.WriteTimeout,
 		IdleTimeout:        cfg.IdleTimeout,
 		MaxRequestBodySize: max(cfg.MaxBodyBytes, cfg.MaxImportBytes),
 		// Bodies above the limit are streamed rather than refused, so that
 		// restores of large backups never sit in memory twice; every other
-		// route refuses them by Content-Length before reading.
-		StreamRequestBody:             true,
+		// route refuses them by Content-Length before reading them into
+		// memory (checkBodySize).
+		StreamRequestBody: true,
+		// No route takes multipart forms. Pre-parsing them would read a
+		// multipart body of any declared size (into memory and temporary
+		// files) before the handler could apply its body limits.
+		DisablePreParseMultipartForm:  true,
 		ReadBufferSize:                cfg.MaxHeaderBytes,
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultDate:                 true,
 		NoDefaultContentType:          true,
 		CloseOnShutdown:               true,
 		// Nothing here logs request URLs or headers: keys travel in them.
-		Logger: fasthttpLogger{cfg.Logger.Named("http")},
+		// fasthttp quotes request bytes in some errors even in its secure
+		// mode, so fasthttpLogger withholds those too.
+		SecureErrorLogMessage: true,
+		Logger:                fasthttpLogger{cfg.Logger.Named("http")},
 	}
 	return s
 }
@@ -116,7 +143,10 @@ func New(node *cluster.Node, cfg Config) *Server {
 func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
 
 // Shutdown stops accepting connections and waits for requests in flight.
-func (s *Server) Shutdown() error { return s.http.Shutdown() }
+func (s *Server) Shutdown() error {
+	close(s.stop)
+	return s.http.Shutdown()
+}
 
 // Handle routes one request. Routes are matched by hand: the verify path
 // must not pay for a router's allocations.
@@ -201,8 +231,13 @@ func (s *Server) checkBodySize(ctx *fasthttp.RequestCtx, path string) *apiError 
 }
 
 // maxDrainBytes is how much of a body over the limit is read and discarded
-// so that its sender gets the 413; beyond it the connection is just closed.
-const maxDrainBytes = 4 << 20
+// so that its sender gets the 413; beyond it the connection is just closed,
+// and a sender still writing sees a reset instead of the answer. Draining
+// holds no memory, and ReadTimeout (counted from the request's first byte)
+// bounds how long a slow sender can keep it going; the bound is set well
+// above the largest body a route takes (import: 16 MiB), so that the usual
+// oversized upload (a few MiB to a 1 MiB route) gets its 413.
+const maxDrainBytes = 64 << 20
 
 // restoreBody reads the restore upload, streamed or buffered, up to the limit.
 func (s *Server) restoreBody(ctx *fasthttp.RequestCtx) io.Reader {
@@ -308,8 +343,32 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
+// fasthttpLogger passes fasthttp's messages (mostly connections it gave up
+// on) to the node's log at debug level, without any bytes of the request:
+// fasthttp quotes parts of a malformed request line or header in its errors
+// (%q), and those parts may hold a key. Addresses and numbers are kept.
 type fasthttpLogger struct{ l hclog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Debug(strings.TrimSpace(format), "args", args)
+	safe := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case net.Addr:
+			safe[i] = v.String()
+		case int, int64, uint64, float64, time.Duration:
+			safe[i] = v
+		default:
+			safe[i] = withholdRequestBytes(fmt.Sprint(v))
+		}
+	}
+	f.l.Debug(strings.TrimSpace(format), "args", safe)
+}
+
+// withholdRequestBytes cuts a message at its first quoted part: fasthttp
+// formats every piece of a request it reports with %q.
+func withholdRequestBytes(msg string) string {
+	if i := strings.IndexAny(msg, "\"`"); i >= 0 {
+		return msg[:i] + "[request bytes withheld]"
+	}
+	return msg
 }

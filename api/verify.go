@@ -36,6 +36,12 @@ const maxMinIndexWait = time.Second
 // with the key in X-API-Key or Authorization: Bearer (forward-auth).
 func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 	var req keyindex.VerifyRequest
+	if tokenInQuery(ctx.QueryArgs()) {
+		// A key in a URL ends up in proxy and browser logs; refuse it, in
+		// either form, before it is used.
+		s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "send the key in the X-API-Key or Authorization header (or the POST body), never in the query string")
+		return
+	}
 	if ctx.IsPost() {
 		p := verifyParsers.Get()
 		defer verifyParsers.Put(p)
@@ -48,11 +54,6 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 		}
 	} else {
 		args := ctx.QueryArgs()
-		if args.Has("key") || args.Has("api_key") {
-			// A key in a URL ends up in proxy and browser logs; refuse it.
-			s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "send the key in the X-API-Key or Authorization header, never in the query string")
-			return
-		}
 		req.Token = headerToken(&ctx.Request.Header)
 		req.Scope = args.Peek("scope")
 		req.Resource = args.Peek("resource")
@@ -66,7 +67,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.NowNs = time.Now().UnixNano()
-	if s.cfg.MaxStale > 0 && s.node.StaleFor(req.NowNs, s.cfg.MaxStale) {
+	if s.cfg.MaxStale > 0 && s.fresh.staleFor(req.NowNs, s.cfg.MaxStale) && !s.node.IsLeader() {
 		// Cut off from the leader for too long: a revocation may be missing here.
 		s.writeVerifyAnswer(ctx, &keyindex.Decision{Code: keyindex.CodeStale})
 		return
@@ -74,6 +75,29 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 	d := s.index.Verify(&req)
 	s.writeVerifyAnswer(ctx, &d)
 }
+
+// tokenInQuery reports whether the query string carries what looks like a
+// key: a parameter named like one (any case), or a value with the shape and
+// checksum of a keyraft token under any name.
+func tokenInQuery(args *fasthttp.Args) bool {
+	if args.Len() == 0 {
+		return false
+	}
+	for k, v := range args.All() {
+		if _, err := keyindex.ParseToken(v); err == nil {
+			return true
+		}
+		for _, name := range keyParamNames {
+			if bytes.EqualFold(k, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var keyParamNames = [][]byte{[]byte("key"), []byte("api_key"), []byte("apikey"), []byte("api-key"),
+	[]byte("x-api-key"), []byte("token"), []byte("access_token")}
 
 // readVerifyBody fills req from {"key","scope","resource","origin"}; it
 // returns a message when the body is not such an object.

@@ -245,6 +245,12 @@ func (n *Node) RemoveNode(id string) error {
 	}
 	n.markRemoved(id)
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		n.forgetTombstone(id)
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			// The removal may or may not have committed: the caller retries
+			// (removing a node that is already gone answers 404).
+			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
 		return err
 	}
 	if n.gossip != nil {

@@ -100,9 +100,6 @@ type Node struct {
 	gossip *gossip // nil without GossipAddr
 	// removed is set when the leader tells this node it was removed.
 	removed atomic.Bool
-	// leaderContactNs is when this node last knew the cluster had a leader
-	// it could hear (always now on the leader): the --max-stale check.
-	leaderContactNs atomic.Int64
 
 	tombMu     sync.Mutex
 	tombstones map[string]time.Time
@@ -191,9 +188,6 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("starting raft: %w", err))
 	}
-	n.leaderContactNs.Store(time.Now().UnixNano())
-	n.wg.Add(1)
-	go n.trackLeaderContact()
 	if cfg.GossipAddr != "" {
 		if err := n.startGossip(); err != nil {
 			n.Shutdown()
@@ -215,35 +209,6 @@ func Open(cfg Config) (*Node, error) {
 
 // hasState reports whether this node belongs to a Raft cluster yet.
 func (n *Node) hasState() bool { return n.raft.LastIndex() > 0 }
-
-// trackLeaderContact keeps leaderContactNs fresh so the verify path can
-// check staleness with one atomic load.
-func (n *Node) trackLeaderContact() {
-	defer n.wg.Done()
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
-		switch {
-		case n.raft.State() == raft.Leader:
-			n.leaderContactNs.Store(time.Now().UnixNano())
-		default:
-			if last := n.raft.LastContact(); !last.IsZero() {
-				n.leaderContactNs.Store(last.UnixNano())
-			}
-		}
-	}
-}
-
-// StaleFor reports whether, at nowNs, this node has gone longer than max
-// without hearing from a leader.
-func (n *Node) StaleFor(nowNs int64, max time.Duration) bool {
-	return nowNs-n.leaderContactNs.Load() > int64(max)
-}
 
 // Removed reports whether the leader removed this node from the cluster.
 func (n *Node) Removed() bool { return n.removed.Load() }

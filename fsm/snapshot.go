@@ -158,7 +158,9 @@ func ReadSnapshot(r io.Reader) (snapshotMeta, []*keyindex.Record, error) {
 	if meta.Records < 0 || meta.AuditEntries < 0 || meta.AuditEntries > AuditCapacity {
 		return fail("meta has impossible counts")
 	}
-	meta.Audit = make([]AuditEntry, 0, meta.AuditEntries)
+	// Like records below: the counts are only claims until the frames
+	// arrive, so a short stream claiming many entries allocates little.
+	meta.Audit = make([]AuditEntry, 0, min(meta.AuditEntries, 1<<12))
 	for i := 0; i < meta.AuditEntries; i++ {
 		var e AuditEntry
 		if err := frame(&e); err != nil {

@@ -67,7 +67,7 @@ func newView(r *Record) *keyView {
 		validBody: encodeValidPrefix(r), rec: r,
 	}
 	if r.Rotation != nil {
-		v.prevExpiresNs = r.Rotation.PreviousExpiresAt.UnixNano()
+		v.prevExpiresNs = unixNanoOrZero(&r.Rotation.PreviousExpiresAt)
 	}
 	return v
 }

@@ -1,0 +1,203 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Converge polls every member's /v1/internal/state until all report the
+// same applied index and digest, or the limit passes.
+func Converge(c *Cluster, limit time.Duration) (map[string]*LocalState, []string) {
+	deadline := time.Now().Add(limit)
+	var last map[string]*LocalState
+	var problems []string
+	for {
+		last, problems = map[string]*LocalState{}, nil
+		for _, n := range c.Members() {
+			st, err := c.State(n)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", n.Name, err))
+				continue
+			}
+			last[n.Name] = st
+		}
+		if len(problems) == 0 {
+			var ref *LocalState
+			same := true
+			for _, st := range last {
+				if ref == nil {
+					ref = st
+				} else if st.AppliedIndex != ref.AppliedIndex || st.Digest != ref.Digest {
+					same = false
+				}
+			}
+			if same {
+				return last, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			var names []string
+			for name := range last {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			for _, name := range names {
+				problems = append(problems, fmt.Sprintf("%s: applied_index %d digest %s", name, last[name].AppliedIndex, last[name].Digest))
+			}
+			return last, append([]string{fmt.Sprintf("convergence: nodes differ after %v", limit)}, problems...)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// keyFate summarises what the history says must hold for one key.
+type keyFate struct {
+	id            string
+	created       bool
+	tokens        []string // create token, then tokens of acknowledged rotates
+	unknownRotate bool
+	ackedDelete   bool
+	ackedRevoke   bool
+	maybeGone     bool // an unknown revoke or delete
+	ackName       string
+}
+
+func fates(ops []Op) []*keyFate {
+	m := map[string]*keyFate{}
+	var order []string
+	get := func(id string) *keyFate {
+		f := m[id]
+		if f == nil {
+			f = &keyFate{id: id}
+			m[id] = f
+			order = append(order, id)
+		}
+		return f
+	}
+	for _, op := range ops {
+		if op.Key == "" {
+			continue
+		}
+		f := get(op.Key)
+		switch {
+		case op.Kind == OpCreate && op.Result == ResOK:
+			f.created = true
+			f.tokens = append([]string{op.Token}, f.tokens...)
+		case op.Kind == OpRotate && op.Result == ResOK:
+			f.tokens = append(f.tokens, op.Token)
+		case op.Kind == OpRotate && op.Result == ResUnknown:
+			f.unknownRotate = true
+		case op.Kind == OpDelete && op.Result == ResOK:
+			f.ackedDelete = true
+		case op.Kind == OpRevoke && op.Result == ResOK:
+			f.ackedRevoke = true
+		case (op.Kind == OpDelete || op.Kind == OpRevoke) && op.Result == ResUnknown:
+			f.maybeGone = true
+		}
+	}
+	out := make([]*keyFate, 0, len(order))
+	for _, id := range order {
+		if m[id].created {
+			out = append(out, m[id])
+		}
+	}
+	return out
+}
+
+// CheckDurable checks, on every member, that every acknowledged create is
+// present and verifies (unless acknowledged deleted or revoked, or maybe so),
+// and that every acknowledged revoke/delete is in force. It returns the
+// number of (key, node) pairs checked and the anomalies.
+func CheckDurable(c *Cluster, ops []Op) (int, []string) {
+	var anomalies []string
+	checked := 0
+	hc := newHTTPClient(3 * time.Second)
+	for _, f := range fates(ops) {
+		for _, n := range c.Members() {
+			checked++
+			code, b, err := c.Call(hc, n, "GET", "/v1/keys/"+f.id, nil)
+			if err != nil {
+				anomalies = append(anomalies, fmt.Sprintf("durable: %s on %s: read failed: %v", f.id, n.Name, err))
+				continue
+			}
+			var env struct {
+				Data RecordView `json:"data"`
+			}
+			json.Unmarshal(b, &env)
+			var verified []string
+			for _, t := range f.tokens {
+				vc, err := Verify(hc, n, t)
+				if err != nil {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s on %s: verify failed: %v", f.id, n.Name, err))
+				}
+				if vc == 200 {
+					verified = append(verified, t[:min(len(t), 16)]+"…")
+				}
+			}
+			switch {
+			case f.ackedDelete:
+				if code != 404 {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged deleted but GET on %s answers %d", f.id, n.Name, code))
+				}
+				if len(verified) > 0 {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged deleted but tokens %v verify on %s", f.id, verified, n.Name))
+				}
+			case f.ackedRevoke:
+				if code == 200 && env.Data.RevokedAt == nil {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged revoked but not revoked on %s", f.id, n.Name))
+				}
+				if code != 200 && !f.maybeGone {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged revoked, never deleted, but GET on %s answers %d", f.id, n.Name, code))
+				}
+				if len(verified) > 0 {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged revoked but tokens %v verify on %s", f.id, verified, n.Name))
+				}
+			case f.maybeGone:
+				// Unknown outcome: either state is fine; convergence checks agreement.
+			default:
+				if code != 200 || env.Data.RevokedAt != nil {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged created, never revoked or deleted, but GET on %s answers %d revoked=%v", f.id, n.Name, code, env.Data.RevokedAt != nil))
+				}
+				if !f.unknownRotate && len(verified) == 0 {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s: none of its %d acknowledged tokens verifies on %s", f.id, len(f.tokens), n.Name))
+				}
+			}
+		}
+	}
+	return checked, anomalies
+}
+
+// CheckRevocationBound: no verify invoked later than bound after a revoke
+// (or delete) of its key was acknowledged answers 200, on any node.
+func CheckRevocationBound(ops []Op, bound time.Duration) (int, []string) {
+	gone := map[string]Op{} // key -> earliest acknowledged revoke/delete (by return time)
+	for _, op := range ops {
+		if (op.Kind == OpRevoke || op.Kind == OpDelete) && op.Result == ResOK {
+			if prev, ok := gone[op.Key]; !ok || op.Return < prev.Return {
+				gone[op.Key] = op
+			}
+		}
+	}
+	var anomalies []string
+	checked := 0
+	for _, op := range ops {
+		if op.Kind != OpVerify {
+			continue
+		}
+		r, ok := gone[op.Key]
+		if !ok || op.Invoke <= r.Return+int64(bound) {
+			continue
+		}
+		checked++
+		if op.Result == ResOK {
+			anomalies = append(anomalies, fmt.Sprintf(
+				"revocation bound: key %s %s acknowledged at %s (via %s); verify on %s invoked at %s (+%v) answered 200",
+				op.Key, r.Kind, ts(r.Return), r.Node, op.Node, ts(op.Invoke), time.Duration(op.Invoke-r.Return)))
+		}
+	}
+	return checked, anomalies
+}
+
+func ts(ns int64) string { return fmt.Sprintf("%.3fs", float64(ns)/1e9) }
