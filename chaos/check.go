@@ -3,6 +3,10 @@ package chaos
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"time"
 )
@@ -201,3 +205,44 @@ func CheckRevocationBound(ops []Op, bound time.Duration) (int, []string) {
 }
 
 func ts(ns int64) string { return fmt.Sprintf("%.3fs", float64(ns)/1e9) }
+
+// tokenShape matches anything that looks like a keyraft token.
+var tokenShape = regexp.MustCompile(`(?:[a-z0-9]{1,12}_)?(?:sk|pk|rk)_(?:live|test)_[0-9A-Za-z]{36}`)
+
+// CheckPlaintextAtRest scans every node's data dir (Raft log, snapshots)
+// and log for the plaintext of any token the run handed out, the root key
+// included. Only a node's stdout may hold the root key line, by design. It
+// returns the number of files scanned and the anomalies.
+func CheckPlaintextAtRest(c *Cluster, ops []Op) (int, []string) {
+	known := map[string]bool{c.Root: true}
+	for _, op := range ops {
+		if op.Token != "" {
+			known[op.Token] = true
+		}
+	}
+	var files int
+	var anomalies []string
+	for _, n := range c.Members() {
+		paths := []string{filepath.Join(n.Dir, "stderr.log")}
+		filepath.WalkDir(n.DataDir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				paths = append(paths, p)
+			}
+			return nil
+		})
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			files++
+			for _, m := range tokenShape.FindAll(b, -1) {
+				if known[string(m)] {
+					anomalies = append(anomalies, fmt.Sprintf("plaintext token %s…%s in %s", m[:12], m[len(m)-4:], p))
+					break
+				}
+			}
+		}
+	}
+	return files, anomalies
+}

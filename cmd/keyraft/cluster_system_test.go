@@ -85,7 +85,7 @@ func (c *testCluster) restart(i int) {
 	m := c.members[i]
 	var others []string
 	for j, o := range c.members {
-		if j != i && o.node != nil && o.cmd.ProcessState == nil {
+		if j != i && o.node != nil && !o.exited.Load() {
 			others = append(others, o.gossipAddr)
 		}
 	}
@@ -112,7 +112,7 @@ func (c *testCluster) add(extra ...string) *member {
 func (c *testCluster) alive() []*member {
 	var out []*member
 	for _, m := range c.members {
-		if m.node != nil && m.cmd.ProcessState == nil {
+		if m.node != nil && !m.exited.Load() {
 			out = append(out, m)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -68,6 +69,7 @@ type node struct {
 	stdout     *lockedBuffer
 	stderr     *lockedBuffer
 	done       chan error
+	exited     atomic.Bool // set once the process has been waited for
 }
 
 type lockedBuffer struct {
@@ -121,13 +123,17 @@ func launch(t *testing.T, dataDir, raftAddr string, env []string, flags ...strin
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { n.done <- n.cmd.Wait() }()
+	go func() {
+		err := n.cmd.Wait()
+		n.exited.Store(true)
+		n.done <- err
+	}()
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs := n.stderr.String()
 			t.Logf("stderr of the node on %s (last 4 KiB):\n%s", n.httpAddr, logs[max(0, len(logs)-4096*int(envInt("KEYRAFT_TEST_LOG_KB", 1))):])
 		}
-		if n.cmd.ProcessState == nil {
+		if !n.exited.Load() {
 			n.cmd.Process.Kill()
 			<-n.done
 		}
