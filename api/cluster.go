@@ -115,8 +115,10 @@ func (s *Server) handleRemoveNode(ctx *fasthttp.RequestCtx, id string) {
 	switch {
 	case errors.Is(err, cluster.ErrNotLeader):
 		// Removing the leader: it handed leadership over; the new leader
-		// finishes the removal.
-		s.forward(ctx)
+		// finishes the removal (also when this request was itself
+		// forwarded here: the new leader removes another node, so it
+		// never hands the request on again).
+		s.forwardTo(ctx, true)
 		return
 	case errors.Is(err, cluster.ErrUnknownNode):
 		writeError(ctx, newError(fasthttp.StatusNotFound, codeNotFound, "no node "+strconv.Quote(id)+" in the cluster"))

@@ -102,8 +102,12 @@ func (s *Server) waitLeaderHTTP() (string, bool) {
 }
 
 // forward proxies the request to the leader and relays its answer.
-func (s *Server) forward(ctx *fasthttp.RequestCtx) {
-	if len(ctx.Request.Header.Peek(forwardedByHeader)) > 0 {
+func (s *Server) forward(ctx *fasthttp.RequestCtx) { s.forwardTo(ctx, false) }
+
+// forwardTo proxies to the leader; relay allows a second hop, for the one
+// case where this node moved leadership away on purpose (removing itself).
+func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, relay bool) {
+	if !relay && len(ctx.Request.Header.Peek(forwardedByHeader)) > 0 {
 		// Leadership moved while the request was on its way: one hop only.
 		writeError(ctx, noLeader("leadership is changing; retry"))
 		return

@@ -56,7 +56,11 @@ up() {
     echo $! >"$dir/node$i.pid"
   done
   for ((i = 1; i <= n; i++)); do
-    wait_ready $((base + i)) 30 || die "node$i is not ready; see $dir/node$i.log"
+    if ! wait_ready $((base + i)) 30; then
+      kill -0 "$(cat "$dir/node$i.pid")" 2>/dev/null || echo "cluster.sh: node$i exited" >&2
+      tail -20 "$dir/node$i.log" >&2
+      die "node$i is not ready; see $dir/node$i.log"
+    fi
   done
   local key
   key=$(grep -ho 'rk_live_[0-9A-Za-z]*' "$dir"/node*.out | head -1)

@@ -499,7 +499,8 @@ func TestClusterTerminateHandsOverAndLeaves(t *testing.T) {
 
 func TestClusterScript(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cluster")
-	base := 20000 + int(time.Now().UnixNano()%2000)*10
+	// Below the ephemeral port range (32768+), where other tests' sockets live.
+	base := 10000 + int(time.Now().UnixNano()%2000)*10
 	env := append(os.Environ(), "KEYRAFT_CLUSTER_DIR="+dir, "KEYRAFT_BIN="+binary, fmt.Sprintf("KEYRAFT_PORT_BASE=%d", base))
 	run := func(args ...string) string {
 		cmd := exec.Command("bash", append([]string{"../../scripts/cluster.sh"}, args...)...)
