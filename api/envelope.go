@@ -43,8 +43,6 @@ type apiError struct {
 	RetryAfter int
 }
 
-func (e *apiError) Error() string { return e.Code + ": " + e.Message }
-
 func newError(status int, code, msg string) *apiError {
 	return &apiError{Status: status, Code: code, Message: msg}
 }

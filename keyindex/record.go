@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -179,15 +178,6 @@ func NewID(now time.Time, rnd io.Reader) (string, error) {
 		return "", err
 	}
 	return "key_" + id.String(), nil
-}
-
-// ValidID reports whether s has the shape of a key id.
-func ValidID(s string) bool {
-	if !strings.HasPrefix(s, "key_") {
-		return false
-	}
-	_, err := ulid.ParseStrict(s[len("key_"):])
-	return err == nil
 }
 
 // SetToken stores a token's hash and display parts on r.

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-func TestNewIDAndValidID(t *testing.T) {
+func TestNewID(t *testing.T) {
 	t0 := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	var prev string
 	seen := map[string]bool{}
@@ -16,7 +16,7 @@ func TestNewIDAndValidID(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(id, "key_") || len(id) != len("key_")+26 || !ValidID(id) {
+		if !strings.HasPrefix(id, "key_") || len(id) != len("key_")+26 {
 			t.Fatalf("bad id %q", id)
 		}
 		if seen[id] {
@@ -30,16 +30,6 @@ func TestNewIDAndValidID(t *testing.T) {
 	}
 	if _, err := NewID(t0, errReader{}); err == nil {
 		t.Fatal("NewID with a failing reader succeeded")
-	}
-	good, _ := NewID(t0, rand.Reader)
-	for _, bad := range []string{
-		"", "key_", "key", good[len("key_"):], "KEY_" + good[len("key_"):], "kex_" + good[len("key_"):],
-		good[:len(good)-1], good + "0", good[:len(good)-1] + "U", // U is not Crockford base32
-		"key_" + strings.Repeat("Z", 26), // overflows the 48-bit time
-	} {
-		if ValidID(bad) {
-			t.Errorf("ValidID(%q) = true", bad)
-		}
 	}
 }
 
