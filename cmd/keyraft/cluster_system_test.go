@@ -732,10 +732,11 @@ func TestClusterLostQuorumRecovery(t *testing.T) {
 }
 
 // importKeys loads n real tokens by hash in batches of 10,000; it returns
-// the plaintexts.
-func importKeys(t *testing.T, c *testCluster, n *node, count int) []string {
+// the plaintexts and the Raft index of the last batch.
+func importKeys(t *testing.T, c *testCluster, n *node, count int) ([]string, uint64) {
 	t.Helper()
 	var tokens []string
+	var last uint64
 	for len(tokens) < count {
 		var batch bytes.Buffer
 		batch.WriteString(`{"keys":[`)
@@ -751,17 +752,17 @@ func importKeys(t *testing.T, c *testCluster, n *node, count int) []string {
 			tokens = append(tokens, tok.Plaintext)
 		}
 		batch.WriteString(`]}`)
-		c.write(n, "POST", "/v1/keys/import", batch.String(), 201)
+		last = c.write(n, "POST", "/v1/keys/import", batch.String(), 201).Index
 	}
-	return tokens
+	return tokens, last
 }
 
-var snapshotDone = regexp.MustCompile(`snapshot complete up to: index=(\d+)`)
+var compacted = regexp.MustCompile(`compacting logs: from=\d+ to=(\d+)`)
 
-// snapshotIndex is the highest index a node's log says it snapshotted.
-func snapshotIndex(logs string) uint64 {
+// compactedTo is the highest log index a node's log says it compacted away.
+func compactedTo(logs string) uint64 {
 	var top uint64
-	for _, m := range snapshotDone.FindAllStringSubmatch(logs, -1) {
+	for _, m := range compacted.FindAllStringSubmatch(logs, -1) {
 		var i uint64
 		fmt.Sscan(m[1], &i)
 		top = max(top, i)
@@ -807,15 +808,13 @@ func TestClusterCatchUpThroughSnapshot(t *testing.T) {
 	compact := []string{"--snapshot-interval", "500ms", "--snapshot-threshold", "16", "--trailing-logs", "4", "--usage-flush-interval", "1h"}
 	c := startCluster(t, 1, nil, 0, compact...)
 	first := c.members[0]
-	tokens := importKeys(t, c, first.node, count)
-	// A few more writes so the leader snapshots past the import and drops
-	// those log entries: the newcomer cannot get them any other way.
+	tokens, importIdx := importKeys(t, c, first.node, count)
+	// More writes until the leader has compacted the import out of its log:
+	// the newcomer cannot get those entries any other way.
 	var last written
-	for i := 0; i < 20; i++ {
+	c.waitUntil(60*time.Second, "the leader to compact the import out of its log", func() bool {
 		last = c.write(first.node, "POST", "/v1/keys", `{"name":"filler","workspace_id":"w"}`, 201)
-	}
-	c.waitUntil(30*time.Second, "the leader to snapshot past the last write", func() bool {
-		return snapshotIndex(first.stderr.String()) >= last.Index
+		return compactedTo(first.stderr.String()) >= importIdx
 	})
 
 	// The newcomer is a read replica, so stopping it later leaves the
@@ -830,11 +829,9 @@ func TestClusterCatchUpThroughSnapshot(t *testing.T) {
 	// A node that was away while the log was compacted catches up the same way.
 	newcomer.stop()
 	var more []written
-	for i := 0; i < 24; i++ {
-		more = append(more, c.write(first.node, "POST", "/v1/keys", fmt.Sprintf(`{"name":"while away %d","workspace_id":"w"}`, i), 201))
-	}
-	c.waitUntil(30*time.Second, "the leader to snapshot past the writes", func() bool {
-		return snapshotIndex(first.stderr.String()) >= more[len(more)-1].Index
+	c.waitUntil(60*time.Second, "the leader to compact past what the node had", func() bool {
+		more = append(more, c.write(first.node, "POST", "/v1/keys", `{"name":"while away","workspace_id":"w"}`, 201))
+		return compactedTo(first.stderr.String()) > last.Index
 	})
 	c.restart(1) // a new process: its log starts empty
 	c.waitUntil(60*time.Second, "the returning node to install a snapshot", func() bool {
