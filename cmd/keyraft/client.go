@@ -92,36 +92,48 @@ func runKeys(args []string) int { return keysCmd(args, osEnv()) }
 // runVerify runs `keyraft verify …` on the process's streams and environment.
 func runVerify(args []string) int { return verifyCmd(args, osEnv()) }
 
-// keysCmd dispatches `keyraft keys <command>`.
-func keysCmd(args []string, e cliEnv) int {
+// command is one subcommand of a command group: its names and its function.
+type command struct {
+	names []string
+	run   func([]string, cliEnv) int
+}
+
+// dispatch runs the subcommand args[0] of `keyraft <group>`, or prints the
+// group's usage (exit 0 for help, 2 otherwise).
+func dispatch(group, usage string, cmds []command, args []string, e cliEnv) int {
 	if len(args) == 0 {
-		fmt.Fprint(e.Stderr, keysUsage)
+		fmt.Fprint(e.Stderr, usage)
 		return 2
 	}
 	sub, rest := args[0], args[1:]
+	for _, c := range cmds {
+		for _, name := range c.names {
+			if name == sub {
+				return c.run(rest, e)
+			}
+		}
+	}
 	switch sub {
-	case "create":
-		return keysCreate(rest, e)
-	case "list", "ls":
-		return keysList(rest, e)
-	case "get", "show":
-		return keysGet(rest, e)
-	case "update":
-		return keysUpdate(rest, e)
-	case "rotate":
-		return keysRotate(rest, e)
-	case "revoke":
-		return keysRevoke(rest, e)
-	case "delete", "rm":
-		return keysDelete(rest, e)
-	case "import":
-		return keysImport(rest, e)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(e.Stdout, keysUsage)
+		fmt.Fprint(e.Stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(e.Stderr, "keyraft: unknown keys command %q\n\n%s", sub, keysUsage)
+	fmt.Fprintf(e.Stderr, "keyraft: unknown %s command %q\n\n%s", group, sub, usage)
 	return 2
+}
+
+// keysCmd dispatches `keyraft keys <command>`.
+func keysCmd(args []string, e cliEnv) int {
+	return dispatch("keys", keysUsage, []command{
+		{[]string{"create"}, keysCreate},
+		{[]string{"list", "ls"}, keysList},
+		{[]string{"get", "show"}, keysGet},
+		{[]string{"update"}, keysUpdate},
+		{[]string{"rotate"}, keysRotate},
+		{[]string{"revoke"}, keysRevoke},
+		{[]string{"delete", "rm"}, keysDelete},
+		{[]string{"import"}, keysImport},
+	}, args, e)
 }
 
 // ---------------------------------------------------------------------------

@@ -95,44 +95,19 @@ func runRecover(args []string) int { return recoverCmd(args, osEnv()) }
 
 // clusterCmd dispatches `keyraft cluster <command>`.
 func clusterCmd(args []string, e cliEnv) int {
-	if len(args) == 0 {
-		fmt.Fprint(e.Stderr, clusterUsage)
-		return 2
-	}
-	sub, rest := args[0], args[1:]
-	switch sub {
-	case "status":
-		return clusterStatusCmd(rest, e)
-	case "remove", "rm":
-		return clusterRemoveCmd(rest, e)
-	case "leave":
-		return clusterLeaveCmd(rest, e)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(e.Stdout, clusterUsage)
-		return 0
-	}
-	fmt.Fprintf(e.Stderr, "keyraft: unknown cluster command %q\n\n%s", sub, clusterUsage)
-	return 2
+	return dispatch("cluster", clusterUsage, []command{
+		{[]string{"status"}, clusterStatusCmd},
+		{[]string{"remove", "rm"}, clusterRemoveCmd},
+		{[]string{"leave"}, clusterLeaveCmd},
+	}, args, e)
 }
 
 // snapshotCmd dispatches `keyraft snapshot <command>`.
 func snapshotCmd(args []string, e cliEnv) int {
-	if len(args) == 0 {
-		fmt.Fprint(e.Stderr, snapshotUsage)
-		return 2
-	}
-	sub, rest := args[0], args[1:]
-	switch sub {
-	case "save":
-		return snapshotSaveCmd(rest, e)
-	case "restore":
-		return snapshotRestoreCmd(rest, e)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(e.Stdout, snapshotUsage)
-		return 0
-	}
-	fmt.Fprintf(e.Stderr, "keyraft: unknown snapshot command %q\n\n%s", sub, snapshotUsage)
-	return 2
+	return dispatch("snapshot", snapshotUsage, []command{
+		{[]string{"save"}, snapshotSaveCmd},
+		{[]string{"restore"}, snapshotRestoreCmd},
+	}, args, e)
 }
 
 // ---------------------------------------------------------------------------
