@@ -200,6 +200,17 @@ func (s *Server) targetKey(ctx *fasthttp.RequestCtx, id string) (caller, cur *ke
 	caller, aerr := s.authenticate(ctx, keyindex.ScopeKeysWrite)
 	if aerr == nil {
 		cur, aerr = s.visibleKey(caller, id)
+		if aerr != nil {
+			// This node's state may trail the cluster's (a leader that has
+			// not applied its whole log yet, or one that no longer leads):
+			// a 404 from it would not be linearizable. Confirm leadership
+			// and apply everything committed, then look again.
+			if err := s.node.ConfirmLeadership(); err != nil {
+				aerr = noLeader("leadership could not be confirmed; retry")
+			} else {
+				cur, aerr = s.visibleKey(caller, id)
+			}
+		}
 	}
 	if aerr != nil {
 		writeError(ctx, aerr)
@@ -394,10 +405,6 @@ func (s *Server) handleRotate(ctx *fasthttp.RequestCtx, id string) {
 	}
 	if len(c.bad) > 0 {
 		writeError(ctx, validationError(c.bad))
-		return
-	}
-	if cur.RevokedAt != nil {
-		writeError(ctx, newError(fasthttp.StatusConflict, codeConflict, "a revoked key cannot be rotated"))
 		return
 	}
 	// The new token keeps the key's workspace prefix, kind and environment.
