@@ -196,6 +196,20 @@ func (c *cmdFlags) parse(args []string, e cliEnv, minPos, maxPos int) (pos []str
 	return pos, 0, false
 }
 
+// oneArg parses args for a command that takes exactly one non-empty
+// positional argument (a key id, a node id, a file); what names it in the
+// usage error.
+func (c *cmdFlags) oneArg(args []string, e cliEnv, what string) (arg string, code int, done bool) {
+	pos, code, done := c.parse(args, e, 1, 1)
+	if done {
+		return "", code, true
+	}
+	if pos[0] == "" {
+		return "", c.usageError(e, "empty %s", what), true
+	}
+	return pos[0], 0, false
+}
+
 // usageError reports a usage error with the command's usage and returns 2.
 func (c *cmdFlags) usageError(e cliEnv, format string, a ...any) int {
 	fmt.Fprintf(e.Stderr, "keyraft %s: %s\n", c.name, fmt.Sprintf(format, a...))
@@ -737,18 +751,15 @@ func keysList(args []string, e cliEnv) int {
 
 func keysGet(args []string, e cliEnv) int {
 	c := newCmdFlags("keys get", "ID [flags]", true)
-	pos, code, done := c.parse(args, e, 1, 1)
+	id, code, done := c.oneArg(args, e, "key id")
 	if done {
 		return code
-	}
-	if pos[0] == "" {
-		return c.usageError(e, "empty key id")
 	}
 	cl, code, ok := c.newClient(e, true)
 	if !ok {
 		return code
 	}
-	r, err := cl.call(http.MethodGet, keyPath(pos[0]), nil, nil, true)
+	r, err := cl.call(http.MethodGet, keyPath(id), nil, nil, true)
 	if err != nil {
 		return report(e.Stderr, err)
 	}
@@ -767,12 +778,9 @@ func keysUpdate(args []string, e cliEnv) int {
 	fs.Var(&md, "metadata", `metadata key=value (repeatable; replaces the map; "" clears it)`)
 	active := fs.String("active", "", "true enables the key, false disables it")
 	expires := fs.String("expires-at", "", `expiry time, RFC 3339, or "never"`)
-	pos, code, done := c.parse(args, e, 1, 1)
+	id, code, done := c.oneArg(args, e, "key id")
 	if done {
 		return code
-	}
-	if pos[0] == "" {
-		return c.usageError(e, "empty key id")
 	}
 	set := c.set()
 	body := map[string]any{}
@@ -815,7 +823,7 @@ func keysUpdate(args []string, e cliEnv) int {
 	if !ok {
 		return code
 	}
-	r, err := cl.call(http.MethodPatch, keyPath(pos[0]), nil, mustJSON(body), true)
+	r, err := cl.call(http.MethodPatch, keyPath(id), nil, mustJSON(body), true)
 	if err != nil {
 		return report(e.Stderr, err)
 	}
@@ -825,12 +833,9 @@ func keysUpdate(args []string, e cliEnv) int {
 func keysRotate(args []string, e cliEnv) int {
 	c := newCmdFlags("keys rotate", "ID [--grace DURATION] [flags]", true)
 	grace := c.fs.String("grace", "", "how long the old token stays valid: 24h, 90m, 7d or seconds (default 0)")
-	pos, code, done := c.parse(args, e, 1, 1)
+	id, code, done := c.oneArg(args, e, "key id")
 	if done {
 		return code
-	}
-	if pos[0] == "" {
-		return c.usageError(e, "empty key id")
 	}
 	body := map[string]any{}
 	if c.set()["grace"] {
@@ -844,7 +849,7 @@ func keysRotate(args []string, e cliEnv) int {
 	if !ok {
 		return code
 	}
-	r, err := cl.call(http.MethodPost, keyPath(pos[0])+"/rotate", nil, mustJSON(body), true)
+	r, err := cl.call(http.MethodPost, keyPath(id)+"/rotate", nil, mustJSON(body), true)
 	if err != nil {
 		return report(e.Stderr, err)
 	}
@@ -853,18 +858,15 @@ func keysRotate(args []string, e cliEnv) int {
 
 func keysRevoke(args []string, e cliEnv) int {
 	c := newCmdFlags("keys revoke", "ID [flags]", true)
-	pos, code, done := c.parse(args, e, 1, 1)
+	id, code, done := c.oneArg(args, e, "key id")
 	if done {
 		return code
-	}
-	if pos[0] == "" {
-		return c.usageError(e, "empty key id")
 	}
 	cl, code, ok := c.newClient(e, true)
 	if !ok {
 		return code
 	}
-	r, err := cl.call(http.MethodPost, keyPath(pos[0])+"/revoke", nil, nil, true)
+	r, err := cl.call(http.MethodPost, keyPath(id)+"/revoke", nil, nil, true)
 	if err != nil {
 		return report(e.Stderr, err)
 	}
@@ -873,13 +875,9 @@ func keysRevoke(args []string, e cliEnv) int {
 
 func keysDelete(args []string, e cliEnv) int {
 	c := newCmdFlags("keys delete", "ID [flags]", true)
-	pos, code, done := c.parse(args, e, 1, 1)
+	id, code, done := c.oneArg(args, e, "key id")
 	if done {
 		return code
-	}
-	id := pos[0]
-	if id == "" {
-		return c.usageError(e, "empty key id")
 	}
 	cl, code, ok := c.newClient(e, true)
 	if !ok {

@@ -196,13 +196,9 @@ func dash(s string) string {
 
 func clusterRemoveCmd(args []string, e cliEnv) int {
 	c := newCmdFlags("cluster remove", "NODE_ID [flags]", true)
-	pos, code, done := c.parse(args, e, 1, 1)
+	id, code, done := c.oneArg(args, e, "node id")
 	if done {
 		return code
-	}
-	id := pos[0]
-	if id == "" {
-		return c.usageError(e, "empty node id")
 	}
 	cl, code, ok := c.newClient(e, true)
 	if !ok {
@@ -321,13 +317,9 @@ func streamError(ctx context.Context, what string, err error) error {
 
 func snapshotSaveCmd(args []string, e cliEnv) int {
 	c := newCmdFlags("snapshot save", "FILE|- [flags]", true)
-	pos, code, done := c.parse(args, e, 1, 1)
+	file, code, done := c.oneArg(args, e, "file name")
 	if done {
 		return code
-	}
-	file := pos[0]
-	if file == "" {
-		return c.usageError(e, "empty file name")
 	}
 	cl, code, ok := c.newClient(e, true)
 	if !ok {
@@ -440,13 +432,9 @@ func unwrapPathError(err error) error {
 
 func snapshotRestoreCmd(args []string, e cliEnv) int {
 	c := newCmdFlags("snapshot restore", "FILE|- [flags]", true)
-	pos, code, done := c.parse(args, e, 1, 1)
+	file, code, done := c.oneArg(args, e, "file name")
 	if done {
 		return code
-	}
-	file := pos[0]
-	if file == "" {
-		return c.usageError(e, "empty file name")
 	}
 	var (
 		src  io.Reader
