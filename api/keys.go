@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -408,11 +407,7 @@ func (s *Server) handleRotate(ctx *fasthttp.RequestCtx, id string) {
 		return
 	}
 	// The new token keeps the key's workspace prefix, kind and environment.
-	wsPrefix := strings.TrimSuffix(strings.TrimSuffix(cur.KeyPrefix, "_"+tokenKind(cur.Type)+"_"+string(cur.Environment)+"_"), "_")
-	if cur.Imported || !keyindex.ValidWSPrefix(wsPrefix) {
-		wsPrefix = ""
-	}
-	tok, err := keyindex.GenerateToken(rand.Reader, wsPrefix, cur.Type, cur.Environment)
+	tok, err := keyindex.GenerateToken(rand.Reader, cur.WorkspacePrefix(), cur.Type, cur.Environment)
 	if err != nil {
 		writeError(ctx, internal(err))
 		return
@@ -425,16 +420,6 @@ func (s *Server) handleRotate(ctx *fasthttp.RequestCtx, id string) {
 	}
 	s.writeChange(ctx, &fsm.Command{Op: fsm.OpRotate, ID: id, Time: now, Rotate: rot,
 		Audit: s.audit(ctx, caller, "key.rotate", cur.WorkspaceID, id, now)}, tok.Plaintext)
-}
-
-func tokenKind(t keyindex.KeyType) string {
-	switch t {
-	case keyindex.TypePublishable:
-		return "pk"
-	case keyindex.TypeAdmin:
-		return "rk"
-	}
-	return "sk"
 }
 
 func (s *Server) handleRevoke(ctx *fasthttp.RequestCtx, id string) {

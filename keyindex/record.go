@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -178,6 +179,20 @@ func NewID(now time.Time, rnd io.Reader) (string, error) {
 		return "", err
 	}
 	return "key_" + id.String(), nil
+}
+
+// WorkspacePrefix is the workspace prefix of the key's tokens ("acme" for
+// acme_sk_live_…), recovered from key_prefix; "" when there is none, and
+// for imported keys, whose prefix is another product's.
+func (r *Record) WorkspacePrefix() string {
+	if r.Imported {
+		return ""
+	}
+	ws, ok := strings.CutSuffix(r.KeyPrefix, "_"+r.Type.kindCode()+"_"+string(r.Environment)+"_")
+	if !ok || !ValidWSPrefix(ws) {
+		return ""
+	}
+	return ws
 }
 
 // SetToken stores a token's hash and display parts on r.

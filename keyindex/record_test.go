@@ -178,3 +178,25 @@ func TestVerifyImported(t *testing.T) {
 		t.Fatalf("after ReplaceAll without imports: %s", d.Code)
 	}
 }
+
+func TestWorkspacePrefix(t *testing.T) {
+	for _, tc := range []struct {
+		prefix   string
+		typ      KeyType
+		env      Environment
+		imported bool
+		want     string
+	}{
+		{"acme_sk_live_", TypeSecret, EnvLive, false, "acme"},
+		{"sk_live_", TypeSecret, EnvLive, false, ""},
+		{"a1_pk_test_", TypePublishable, EnvTest, false, "a1"},
+		{"ops_rk_live_", TypeAdmin, EnvLive, false, "ops"},
+		{"acme_sk_live_", TypeSecret, EnvLive, true, ""},  // imported: another product's prefix
+		{"Acme_sk_live_", TypeSecret, EnvLive, false, ""}, // not a valid workspace prefix
+	} {
+		r := &Record{KeyPrefix: tc.prefix, Type: tc.typ, Environment: tc.env, Imported: tc.imported}
+		if got := r.WorkspacePrefix(); got != tc.want {
+			t.Errorf("%+v: WorkspacePrefix() = %q, want %q", tc, got, tc.want)
+		}
+	}
+}
