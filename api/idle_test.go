@@ -170,7 +170,8 @@ func TestIdleConnections(t *testing.T) {
 		t.Fatalf("the holder opened %d of %d connections", dialed, want)
 	}
 	limit := api.DefaultMaxConnsPerIP
-	if open < limit-10 || open > limit {
+	// One over the limit may still be open: it is being answered 429 and closed.
+	if open < limit-10 || open > limit+1 {
 		t.Errorf("%d connections kept open, want the per-address limit %d", open, limit)
 	}
 	if ok+refused != dialed/2 || refused < dialed/2-limit {
