@@ -54,15 +54,10 @@ func (s *Server) trackFreshness(stop <-chan struct{}) {
 		if p, ok := s.probeLeader(every); ok {
 			pending = append(pending, probe{sentNs: now, applied: p})
 		}
-		// The newest probe this node has caught up with makes it fresh;
-		// it and every older probe are done.
 		applied := s.fsm.AppliedIndex()
-		for i := len(pending) - 1; i >= 0; i-- {
-			if pending[i].applied <= applied {
-				s.fresh.ns.Store(pending[i].sentNs)
-				pending = pending[i+1:]
-				break
-			}
+		for len(pending) > 0 && pending[0].applied <= applied {
+			s.fresh.ns.Store(pending[0].sentNs)
+			pending = pending[1:]
 		}
 		if len(pending) > 64 { // far behind: keep the newest probes only
 			pending = pending[len(pending)-64:]
@@ -70,28 +65,16 @@ func (s *Server) trackFreshness(stop <-chan struct{}) {
 	}
 }
 
-// probeLeader asks the leader (GET /v1/internal/leader-state) for its
-// applied index. Only a node that a quorum still confirms as leader answers:
-// a deposed leader cut off with a minority must not vouch for old state.
+// probeLeader asks the leader (GET /v1/internal/state) for its applied index.
 func (s *Server) probeLeader(timeout time.Duration) (uint64, bool) {
 	addr, ok := s.node.LeaderHTTPAddr()
 	if !ok {
 		return 0, false
 	}
-	status, body, err := forwardClient.GetTimeout(nil, "http://"+addr+"/v1/internal/leader-state", timeout)
+	status, body, err := forwardClient.GetTimeout(nil, "http://"+addr+"/v1/internal/state", timeout)
 	var st localState
 	if err != nil || status != fasthttp.StatusOK || json.Unmarshal(body, &st) != nil {
 		return 0, false
 	}
 	return st.AppliedIndex, true
-}
-
-// handleLeaderState answers a follower's freshness probe: this node's
-// applied index, only while a quorum confirms it leads.
-func (s *Server) handleLeaderState(ctx *fasthttp.RequestCtx) {
-	if !s.node.IsLeader() || s.node.Raft().VerifyLeader().Error() != nil {
-		writeError(ctx, noLeader("not the leader"))
-		return
-	}
-	writeJSON(ctx, fasthttp.StatusOK, s.localState())
 }

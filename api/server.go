@@ -278,8 +278,6 @@ func (s *Server) routeAdmin(ctx *fasthttp.RequestCtx, path string) {
 		s.only(ctx, method, "DELETE", func(ctx *fasthttp.RequestCtx) { s.handleRemoveNode(ctx, id) })
 	case path == "/v1/internal/state":
 		s.only(ctx, method, "GET", s.handleInternalState)
-	case path == "/v1/internal/leader-state":
-		s.only(ctx, method, "GET", s.handleLeaderState)
 	case path == "/v1/internal/applied":
 		s.only(ctx, method, "GET", s.handleInternalApplied)
 	case path == "/v1/audit":
