@@ -9,29 +9,30 @@ import (
 )
 
 // freshness implements --max-stale: the time at which this node last knew
-// it had applied everything the leader had applied. Hearing from a leader
-// is not enough — a node just back from a partition gets heartbeats long
-// before it has caught up, and would answer from state that misses a
-// revocation — so a follower asks the leader for its applied index L at
-// time T, and counts T as fresh once its own applied index reaches L.
-// Every acknowledged write had been applied on the leader before its
-// acknowledgement, so a node fresh at T has every write acknowledged
-// before T. The leader is fresh while it leads (checked on the spot, so a
-// node that just won an election never answers STALE). A node starts
-// stale: its state on disk may be old until it has caught up.
+// it had applied every write acknowledged before then. Hearing from a
+// leader is not enough — a node just back from a partition gets heartbeats
+// long before it has caught up, and a deposed leader cut off with a
+// minority keeps answering from old state — so every node, the leader
+// included, asks the leader for a read index R at time T (cluster.Node.
+// ReadIndex: only a leader a quorum confirms answers) and counts T as fresh
+// once its own FSM has applied R. A node starts stale: its state on disk
+// may be old until it has caught up.
 type freshness struct {
 	ns atomic.Int64 // Unix ns; 0 = never (stale until the first catch-up)
 }
 
-// probe is a leader's applied index and when it was asked for.
+// probe is a read index and when it was asked for.
 type probe struct {
-	sentNs  int64
-	applied uint64
+	sentNs    int64
+	readIndex uint64
 }
 
 func (f *freshness) staleFor(nowNs int64, max time.Duration) bool {
 	return nowNs-f.ns.Load() > int64(max)
 }
+
+// maxPendingProbes bounds the probes kept while this node catches up.
+const maxPendingProbes = 64
 
 // trackFreshness runs until stop is closed.
 func (s *Server) trackFreshness(stop <-chan struct{}) {
@@ -40,41 +41,72 @@ func (s *Server) trackFreshness(stop <-chan struct{}) {
 	defer t.Stop()
 	var pending []probe
 	for {
+		now := time.Now().UnixNano()
+		if idx, ok := s.readIndex(every); ok {
+			pending = append(pending, probe{sentNs: now, readIndex: idx})
+		}
+		pending = s.fresh.advance(pending, s.fsm.AppliedIndex())
+		if len(pending) > maxPendingProbes { // far behind: keep the newest
+			pending = pending[len(pending)-maxPendingProbes:]
+		}
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
-		now := time.Now().UnixNano()
-		if s.node.IsLeader() {
-			s.fresh.ns.Store(now)
-			pending = pending[:0]
-			continue
-		}
-		if p, ok := s.probeLeader(every); ok {
-			pending = append(pending, probe{sentNs: now, applied: p})
-		}
-		applied := s.fsm.AppliedIndex()
-		for len(pending) > 0 && pending[0].applied <= applied {
-			s.fresh.ns.Store(pending[0].sentNs)
-			pending = pending[1:]
-		}
-		if len(pending) > 64 { // far behind: keep the newest probes only
-			pending = pending[len(pending)-64:]
-		}
 	}
 }
 
-// probeLeader asks the leader (GET /v1/internal/state) for its applied index.
-func (s *Server) probeLeader(timeout time.Duration) (uint64, bool) {
+// advance marks the node fresh as of the newest probe it has caught up
+// with, and returns the probes still pending. A read index from a leader
+// deposed before its last entries committed may never be reached (the new
+// leader's log may stay shorter for a while), so it must not hold back the
+// newer probes behind it.
+func (f *freshness) advance(pending []probe, applied uint64) []probe {
+	for i := len(pending) - 1; i >= 0; i-- {
+		if pending[i].readIndex <= applied {
+			f.ns.Store(pending[i].sentNs)
+			return pending[i+1:]
+		}
+	}
+	return pending
+}
+
+// readIndex asks the leader for a read index: directly when this node
+// leads, else over GET /v1/internal/read-index.
+func (s *Server) readIndex(timeout time.Duration) (uint64, bool) {
+	if s.node.IsLeader() {
+		idx, err := s.node.ReadIndex(timeout)
+		return idx, err == nil
+	}
 	addr, ok := s.node.LeaderHTTPAddr()
 	if !ok {
 		return 0, false
 	}
-	status, body, err := forwardClient.GetTimeout(nil, "http://"+addr+"/v1/internal/state", timeout)
-	var st localState
-	if err != nil || status != fasthttp.StatusOK || json.Unmarshal(body, &st) != nil {
+	status, body, err := forwardClient.GetTimeout(nil, "http://"+addr+"/v1/internal/read-index", timeout)
+	var ri readIndexAnswer
+	if err != nil || status != fasthttp.StatusOK || json.Unmarshal(body, &ri) != nil {
 		return 0, false
 	}
-	return st.AppliedIndex, true
+	return ri.ReadIndex, true
 }
+
+// readIndexAnswer is what GET /v1/internal/read-index answers.
+type readIndexAnswer struct {
+	ReadIndex uint64 `json:"read_index"`
+}
+
+// handleReadIndex answers a freshness probe, only while this node is a
+// leader a quorum confirms (503 NO_LEADER otherwise).
+func (s *Server) handleReadIndex(ctx *fasthttp.RequestCtx) {
+	idx, err := s.node.ReadIndex(readIndexTimeout)
+	if err != nil {
+		writeError(ctx, noLeader("not a confirmed leader"))
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, readIndexAnswer{ReadIndex: idx})
+}
+
+// readIndexTimeout bounds a leader's quorum round for a probe; the prober
+// gives up sooner anyway.
+const readIndexTimeout = time.Second

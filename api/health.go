@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/valyala/fasthttp"
@@ -14,9 +15,11 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 }
 
-// handleReady: 200 only with a known leader and the applied index within
-// ReadyLag of the commit index. A node cut off from the leader still
-// verifies on its last state, but says here that it is not ready.
+// handleReady: 200 only with a known leader, the applied index within
+// ReadyLag of the commit index and, with --max-stale, a node fresh enough
+// to answer verify from its own state. A node cut off from the leader
+// still verifies on its last state (unless --max-stale), but says here
+// that it is not ready, so load balancers send the traffic elsewhere.
 func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 	r := s.node.Raft()
 	leaderAddr, leaderID := s.node.Leader()
@@ -33,6 +36,8 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 		ready, body["reason"] = false, fmt.Sprintf("applied index trails the commit index by %d", commit-applied)
 	case !s.fsm.Initialized():
 		ready, body["reason"] = false, "cluster not initialized yet"
+	case s.cfg.MaxStale > 0 && s.fresh.staleFor(time.Now().UnixNano(), s.cfg.MaxStale):
+		ready, body["reason"] = false, "stale: not caught up with a confirmed leader within --max-stale"
 	}
 	if !ready {
 		status = fasthttp.StatusServiceUnavailable

@@ -278,6 +278,8 @@ func (s *Server) routeAdmin(ctx *fasthttp.RequestCtx, path string) {
 		s.only(ctx, method, "DELETE", func(ctx *fasthttp.RequestCtx) { s.handleRemoveNode(ctx, id) })
 	case path == "/v1/internal/state":
 		s.only(ctx, method, "GET", s.handleInternalState)
+	case path == "/v1/internal/read-index":
+		s.only(ctx, method, "GET", s.handleReadIndex)
 	case path == "/v1/internal/applied":
 		s.only(ctx, method, "GET", s.handleInternalApplied)
 	case path == "/v1/audit":

@@ -67,7 +67,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.NowNs = time.Now().UnixNano()
-	if s.cfg.MaxStale > 0 && s.fresh.staleFor(req.NowNs, s.cfg.MaxStale) && !s.node.IsLeader() {
+	if s.cfg.MaxStale > 0 && s.fresh.staleFor(req.NowNs, s.cfg.MaxStale) {
 		// Cut off from the leader for too long: a revocation may be missing here.
 		s.writeVerifyAnswer(ctx, &keyindex.Decision{Code: keyindex.CodeStale})
 		return

@@ -112,6 +112,32 @@ func (n *Node) ConfirmLeadership() error {
 	return nil
 }
 
+// ReadIndex returns an index that covers every write acknowledged before
+// the call: a node that has applied up to it misses none of them (the
+// read-index of the Raft thesis, §6.4). Only a leader that a quorum still
+// confirms answers, so a deposed leader cannot vouch for its old state; and
+// it answers with its last log index, not its applied one, because a new
+// leader's log holds every committed entry (Leader Completeness) before
+// its FSM has applied them all.
+func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
+	if !n.IsLeader() {
+		return 0, ErrNotLeader
+	}
+	// VerifyLeader has no deadline of its own: a leader cut off from its
+	// quorum only fails it when it steps down.
+	confirmed := make(chan error, 1)
+	go func() { confirmed <- n.raft.VerifyLeader().Error() }()
+	select {
+	case err := <-confirmed:
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("%w: no quorum confirmed the leadership within %s", ErrNotLeader, timeout)
+	}
+	return n.raft.LastIndex(), nil
+}
+
 // ErrBadBackup is returned by RestoreBackup for a stream that is not a
 // complete keyraft snapshot.
 var ErrBadBackup = errors.New("not a complete keyraft snapshot")

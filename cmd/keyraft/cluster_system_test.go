@@ -844,3 +844,80 @@ func TestClusterCatchUpThroughSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterMaxStale: with --max-stale, a node answers a verify from its
+// own state only while it is known to hold every acknowledged write. A
+// leader cut off from its quorum turns STALE and comes back once healed;
+// a stopped leader that wakes up after its successor acknowledged a revoke
+// never answers VALID for the revoked key.
+func TestClusterMaxStale(t *testing.T) {
+	c := startCluster(t, 3, nil, 0, "--max-stale", "500ms")
+	k := c.write(c.leader().node, "POST", "/v1/keys?wait=all", `{"name":"svc","workspace_id":"acme"}`, 201)
+	everyNode := func(what string, want int) {
+		c.t.Helper()
+		for _, m := range c.alive() {
+			c.waitUntil(10*time.Second, what+" on "+m.id(), func() bool {
+				code, _ := verifyOn(m.node, k.Key, 0)
+				return code == want
+			})
+		}
+	}
+	everyNode("the key to verify", 200)
+
+	// The leader alone, its followers stopped: STALE once max-stale has
+	// passed without a quorum confirming it, fresh again when they resume.
+	old, followers := c.leader(), c.followers()
+	for _, f := range followers {
+		f.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+	c.waitUntil(10*time.Second, "the isolated leader to answer STALE", func() bool {
+		code, what := verifyOn(old.node, k.Key, 0)
+		return code == 503 && what == "STALE"
+	})
+	for _, f := range followers {
+		f.cmd.Process.Signal(syscall.SIGCONT)
+	}
+	everyNode("the healed cluster to verify again", 200)
+
+	// The leader stopped: the others elect a successor, which revokes the key.
+	old = c.leader()
+	old.cmd.Process.Signal(syscall.SIGSTOP)
+	var successor *member
+	c.waitUntil(10*time.Second, "a new leader among the others", func() bool {
+		for _, m := range c.alive() {
+			if m == old {
+				continue
+			}
+			if st, err := c.status(m); err == nil && st.LeaderID != "" && st.LeaderID != old.id() {
+				for _, o := range c.alive() {
+					if o.id() == st.LeaderID {
+						successor = o
+						return true
+					}
+				}
+			}
+		}
+		return false
+	})
+	c.write(successor.node, "POST", "/v1/keys/"+k.ID+"/revoke", "", 200)
+	old.cmd.Process.Signal(syscall.SIGCONT)
+	// Every verify on the old leader from now on was invoked after the
+	// revoke's acknowledgement: STALE while it catches up, then revoked.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, what := verifyOn(old.node, k.Key, 0)
+		if code == 200 {
+			t.Fatalf("the woken old leader verified a key revoked while it slept: %d %s", code, what)
+		}
+		if code == 401 && what == "KEY_REVOKED" {
+			break
+		}
+		if code != 503 || what != "STALE" {
+			t.Fatalf("the woken old leader answered %d %s", code, what)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the woken old leader never caught up with the revoke")
+		}
+	}
+	everyNode("the revoke to be seen", 401)
+}
