@@ -56,6 +56,45 @@ func Converge(c *Cluster, limit time.Duration) (map[string]*LocalState, []string
 	}
 }
 
+// GossipHealed waits until every member sees every other member alive in
+// gossip. A partition longer than memberlist's GossipToTheDeadTime leaves
+// two rings that only keyraft's reconnect merges again; left split, the
+// leader would reap healthy nodes after --reap-after.
+func GossipHealed(c *Cluster, limit time.Duration) []string {
+	deadline := time.Now().Add(limit)
+	for {
+		var problems []string
+		for _, n := range c.Members() {
+			st, err := c.Status(n)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", n.Name, err))
+				continue
+			}
+			for _, m := range c.Members() {
+				if g := gossipStateOf(st, m.ID()); g != "alive" {
+					problems = append(problems, fmt.Sprintf("%s sees %s as %q in gossip", n.Name, m.Name, g))
+				}
+			}
+		}
+		if len(problems) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return append([]string{fmt.Sprintf("gossip: members still apart %v after healing", limit)}, problems...)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func gossipStateOf(st *Status, id string) string {
+	for _, x := range st.Nodes {
+		if x.ID == id {
+			return x.Gossip
+		}
+	}
+	return "absent"
+}
+
 // keyFate summarises what the history says must hold for one key.
 type keyFate struct {
 	id            string

@@ -251,6 +251,7 @@ type Status struct {
 		ID       string `json:"id"`
 		Suffrage string `json:"suffrage"`
 		HTTPAddr string `json:"http_addr"`
+		Gossip   string `json:"gossip"`
 	} `json:"nodes"`
 }
 

@@ -183,6 +183,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Converged = "FAILED"
 		rep.Anomalies = append(rep.Anomalies, problems...)
 	}
+	// Gossip merges again after every partition (memberlist reconnect).
+	rep.Anomalies = append(rep.Anomalies, GossipHealed(c, 30*time.Second)...)
 	// (2) no acknowledged write lost.
 	n, anomalies := CheckDurable(c, ops)
 	rep.DurableChecks = n

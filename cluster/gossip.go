@@ -43,6 +43,8 @@ type Member struct {
 
 	State string    `json:"-"` // GossipAlive, …
 	Since time.Time `json:"-"` // when State last changed
+	// GossipAddr is where memberlist last reached the node.
+	GossipAddr string `json:"-"`
 }
 
 // Gossip message types (first byte of a memberlist user message).
@@ -63,6 +65,10 @@ type gossip struct {
 	// reports a leave and a death through the same callback, so this is
 	// how the two are told apart.
 	leaving map[string]bool
+
+	// reconnectEvery paces reconnectLoop: a third of the time memberlist
+	// keeps gossiping to the dead, so a rejoin is tried well within it.
+	reconnectEvery time.Duration
 
 	changed chan struct{} // poked on every membership event (capacity 1)
 	inbox   chan []byte   // user messages, handled off memberlist's goroutine
@@ -107,6 +113,7 @@ func (n *Node) startGossip() error {
 	mc.Delegate = g
 	mc.Events = g
 	mc.Logger = n.log.Named("gossip").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	g.reconnectEvery = mc.GossipToTheDeadTime / 3
 	g.ml, err = memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("starting gossip: %w", err)
@@ -168,7 +175,7 @@ func (g *gossip) record(n *memberlist.Node, state string) {
 	} else if g.leaving[m.ID] {
 		state = GossipLeft
 	}
-	m.State = state
+	m.State, m.GossipAddr = state, n.Address()
 	old := g.members[m.ID]
 	m.Since = time.Now()
 	if old != nil && old.State == m.State {
@@ -242,6 +249,51 @@ func (g *gossip) joinLoop(peers []string) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// reconnectLoop keeps trying to re-join members that died rather than left.
+// memberlist stops gossiping to a dead node after GossipToTheDeadTime, so
+// without this the two sides of a partition that outlasted it would never
+// merge again once the network heals, and the leader would go on to reap
+// healthy nodes after --reap-after (Serf reconnects for the same reason).
+func (g *gossip) reconnectLoop(every time.Duration) {
+	defer g.node.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.node.stop:
+			return
+		case <-t.C:
+		}
+		for _, addr := range g.deadAddrs() {
+			// Not waited for on shutdown: a join to an address that drops
+			// packets blocks for memberlist's TCPTimeout.
+			go func() {
+				if _, err := g.ml.Join([]string{addr}); err == nil {
+					g.node.log.Info("reconnected to a member gossip had declared dead", "addr", addr)
+				}
+			}()
+		}
+	}
+}
+
+// deadAddrs lists the gossip addresses of members that died without
+// leaving and that memberlist no longer counts as alive.
+func (g *gossip) deadAddrs() []string {
+	alive := map[string]bool{}
+	for _, n := range g.ml.Members() {
+		alive[n.Name] = n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	var out []string
+	for id, m := range g.members {
+		if m.State == GossipDead && !alive[id] && m.GossipAddr != "" && id != g.node.id {
+			out = append(out, m.GossipAddr)
+		}
+	}
+	return out
 }
 
 // send delivers a user message to the member with this id over TCP.

@@ -193,8 +193,9 @@ func Open(cfg Config) (*Node, error) {
 			n.Shutdown()
 			return nil, err
 		}
-		n.wg.Add(1)
+		n.wg.Add(2)
 		go n.handleInbox()
+		go n.gossip.reconnectLoop(n.gossip.reconnectEvery)
 		if len(cfg.Join) > 0 {
 			n.wg.Add(1)
 			go n.gossip.joinLoop(cfg.Join)
