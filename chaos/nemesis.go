@@ -19,6 +19,8 @@ type Nemesis struct {
 	Membership bool
 	Hold       [2]time.Duration // how long a fault is held: min, max
 	Counts     map[string]int
+	// Anomalies found by checks that run right after a fault heals.
+	Anomalies []string
 	extra      int // nodes added by membership changes
 }
 
@@ -27,6 +29,9 @@ type fault struct {
 	alone bool // membership changes: never combined
 	// minHold, when set, holds the fault at least this long.
 	minHold time.Duration
+	// healed, when set, checks the cluster right after the fault heals,
+	// before anything else (a restart, a new member) could mask a problem.
+	healed func(n *Nemesis) []string
 	run     func(n *Nemesis) (desc string, heal func(), err error)
 }
 
@@ -81,7 +86,7 @@ var faults = []fault{
 		m := n.C.Members()
 		n.R.Shuffle(len(m), func(i, j int) { m[i], m[j] = m[j], m[i] })
 		return n.partition(m[:1], m[1:])
-	}},
+	}, healed: func(n *Nemesis) []string { return GossipHealed(n.C, 15*time.Second) }},
 	{name: "one-way", run: func(n *Nemesis) (string, func(), error) {
 		m := n.C.Members()
 		var from *Node
@@ -346,6 +351,7 @@ func (n *Nemesis) Run(ctx context.Context) {
 		}
 		hold := n.Hold[0] + time.Duration(n.R.Int63n(int64(n.Hold[1]-n.Hold[0])+1))
 		var heals []func()
+		var checks []func(*Nemesis) []string
 		for _, f := range chosen {
 			hold = max(hold, f.minHold)
 			desc, heal, err := f.run(n)
@@ -358,6 +364,9 @@ func (n *Nemesis) Run(ctx context.Context) {
 			if heal != nil {
 				heals = append(heals, heal)
 			}
+			if f.healed != nil {
+				checks = append(checks, f.healed)
+			}
 		}
 		sleep(hold)
 		for i := len(heals) - 1; i >= 0; i-- {
@@ -365,6 +374,9 @@ func (n *Nemesis) Run(ctx context.Context) {
 		}
 		n.HealAll()
 		n.H.Event("healed")
+		for _, check := range checks {
+			n.Anomalies = append(n.Anomalies, check(n)...)
+		}
 		if !sleep(time.Duration(1500+n.R.Intn(2000)) * time.Millisecond) {
 			break
 		}

@@ -157,6 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	nem.HealAll()
 	h.Event("final heal")
 	rep.Faults = nem.Counts
+	rep.Anomalies = append(rep.Anomalies, nem.Anomalies...)
 	logf("load stopped; healing")
 
 	if l := c.WaitLeader(30 * time.Second); l == nil {
