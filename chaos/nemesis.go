@@ -21,7 +21,7 @@ type Nemesis struct {
 	Counts     map[string]int
 	// Anomalies found by checks that run right after a fault heals.
 	Anomalies []string
-	extra      int // nodes added by membership changes
+	extra     int // nodes added by membership changes
 }
 
 type fault struct {
@@ -32,7 +32,7 @@ type fault struct {
 	// healed, when set, checks the cluster right after the fault heals,
 	// before anything else (a restart, a new member) could mask a problem.
 	healed func(n *Nemesis) []string
-	run     func(n *Nemesis) (desc string, heal func(), err error)
+	run    func(n *Nemesis) (desc string, heal func(), err error)
 }
 
 var faults = []fault{
