@@ -162,6 +162,23 @@ var faults = []fault{
 		}
 		return desc, func() { n.C.Net.Heal() }, nil
 	}},
+	{name: "slow-node", run: func(n *Nemesis) (string, func(), error) {
+		v := n.pick(n.running())
+		if v == nil {
+			return "", nil, fmt.Errorf("no running node")
+		}
+		var desc string
+		var err error
+		if n.Netem {
+			desc, err = "netem delay 150ms 100ms", n.C.Net.Netem(v.Slot, "delay", "150ms", "100ms")
+		} else {
+			desc, err = "tbf 1mbit, queueing up to 400ms (no sch_netem in this kernel)", n.C.Net.Throttle(v.Slot, "1mbit", "400ms")
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		return v.Name + " " + desc, func() { n.C.Net.Heal() }, nil
+	}},
 	{name: "add-nonvoter", alone: true, run: func(n *Nemesis) (string, func(), error) {
 		if n.extra >= 2 {
 			return "", nil, fmt.Errorf("enough nodes added")

@@ -140,6 +140,15 @@ func (n *Net) Netem(slot int, args ...string) error {
 	return run(append([]string{"ip", "netns", "exec", n.NS(slot), "tc", "qdisc", "add", "dev", "eth0", "root", "netem"}, args...)...)
 }
 
+// Throttle puts a token bucket on a slot's outgoing traffic: past the
+// burst, packets queue for up to latency behind the rate, then drop. On
+// kernels without sch_netem (tbf is built in far more often) this is how
+// the harness delays a node's messages.
+func (n *Net) Throttle(slot int, rate, latency string) error {
+	return run("ip", "netns", "exec", n.NS(slot), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+		"rate", rate, "burst", "16kbit", "latency", latency)
+}
+
 // NetemAvailable says whether tc netem works here.
 func (n *Net) NetemAvailable() bool {
 	ns := n.Prefix + "-probe"
