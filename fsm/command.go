@@ -52,8 +52,8 @@ type Command struct {
 	IDs   []string `json:"ids,omitempty"` // purge_rotations
 }
 
-// StoredRecord is a record as commands and snapshots carry it: the API
-// record plus its token hashes, which the API never shows.
+// StoredRecord is a record as commands (and version-1 snapshots) carry it:
+// the API record plus its token hashes, which the API never shows.
 type StoredRecord struct {
 	*keyindex.Record
 	SHA256         keyindex.Hash  `json:"sha256"`

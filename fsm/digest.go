@@ -37,16 +37,19 @@ func (s *setHash) bytes() []byte {
 	return out
 }
 
-// elementHash hashes one element by its snapshot encoding, which carries
-// everything replicated about it (token hashes included).
-func elementHash(v any) [32]byte {
-	b, err := json.Marshal(v)
+// recordHash hashes a record by its binary encoding, which carries
+// everything replicated about it (token hashes included) and is the same
+// bytes on every node.
+func recordHash(r *keyindex.Record) [32]byte {
+	var buf [512]byte // most records fit: no allocation
+	return sha256.Sum256(keyindex.AppendRecord(buf[:0], r))
+}
+
+// auditHash hashes an audit entry by its snapshot encoding (JSON).
+func auditHash(e *AuditEntry) [32]byte {
+	b, err := json.Marshal(e)
 	if err != nil {
-		panic(err) // records and audit entries are plain data: cannot fail
+		panic(err) // audit entries are plain data: cannot fail
 	}
 	return sha256.Sum256(b)
 }
-
-func recordHash(r *keyindex.Record) [32]byte { return elementHash(Store(r)) }
-
-func auditHash(e *AuditEntry) [32]byte { return elementHash(e) }

@@ -490,9 +490,15 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	good := snapshotBytes(t, buildState(t, []byte("\x08\x00\x01\x80\x82\x03\x05\x02\x06\x01\x12\x03\x07\x01")))
+	built := buildState(t, []byte("\x08\x00\x01\x80\x82\x03\x05\x02\x06\x01\x12\x03\x07\x01"))
+	good := snapshotBytes(t, built)
 	restore("valid", good, false, nil)
 	restore("valid-fixsum", good, true, nil)
+	// Version 1 streams, as builds before binary records wrote them.
+	goodV1 := snapshotV1(t, built)
+	restore("valid-v1", goodV1, false, nil)
+	restore("valid-v1-fixsum", goodV1, true, nil)
+	restore("truncated-v1-fixsum", goodV1[:len(goodV1)/2], true, nil)
 	restore("empty-state", snapshotBytes(t, New()), false, nil)
 	restore("truncated", good[:len(good)/2], false, nil)
 	restore("truncated-fixsum", good[:len(good)/2], true, nil)

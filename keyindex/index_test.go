@@ -89,6 +89,22 @@ func TestIndexCRUD(t *testing.T) {
 		t.Fatal("Replace did not take effect")
 	}
 
+	// A token cannot be its own predecessor, by any path: one at a time,
+	// by replacement, or in a batch (as a snapshot restore loads them).
+	selfRotated := other.Clone()
+	selfRotated.Rotation = &Rotation{PreviousExpiresAt: time.Unix(2e9, 0), PreviousHash: other.Hash}
+	if err := ix.Replace(selfRotated); !errors.Is(err, ErrHashInUse) {
+		t.Fatalf("Replace with previous hash = current hash: %v", err)
+	}
+	fresh, _ := newTestRecord(t, TypeSecret, nil)
+	fresh.Rotation = &Rotation{PreviousExpiresAt: time.Unix(2e9, 0), PreviousHash: fresh.Hash}
+	if err := ix.Insert(fresh); !errors.Is(err, ErrHashInUse) {
+		t.Fatalf("Insert with previous hash = current hash: %v", err)
+	}
+	if err := New().InsertAll([]*Record{fresh}); !errors.Is(err, ErrHashInUse) {
+		t.Fatalf("InsertAll with previous hash = current hash: %v", err)
+	}
+
 	// Delete removes every hash.
 	if err := ix.Delete(rot.ID); err != nil {
 		t.Fatal(err)

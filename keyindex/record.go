@@ -1,11 +1,12 @@
 package keyindex
 
 import (
-	"encoding/json"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -139,36 +140,110 @@ var (
 // encodeValidPrefix pre-encodes the part of a VALID verify answer that depends
 // only on the record, so the hot path copies bytes instead of encoding JSON.
 // The answer is completed with the ratelimit object and a closing brace.
+//
+// It writes by hand exactly what encoding/json writes for the struct
+// {valid, code, key_id, workspace_id, owner_id, type, environment, scopes,
+// metadata, expires_at}, with nil scopes and metadata as [] and {}: a
+// snapshot restore builds this for every key, and reflection made it slow.
+// record_test.go checks it against json.Marshal.
 func encodeValidPrefix(r *Record) []byte {
-	body := struct {
-		Valid       bool              `json:"valid"`
-		Code        string            `json:"code"`
-		KeyID       string            `json:"key_id"`
-		WorkspaceID string            `json:"workspace_id"`
-		OwnerID     string            `json:"owner_id"`
-		Type        KeyType           `json:"type"`
-		Environment Environment       `json:"environment"`
-		Scopes      []string          `json:"scopes"`
-		Metadata    map[string]string `json:"metadata"`
-		ExpiresAt   *time.Time        `json:"expires_at"`
-	}{true, CodeValid.String(), r.ID, r.WorkspaceID, r.OwnerID, r.Type, r.Environment, nonNil(r.Scopes), r.Metadata, r.ExpiresAt}
-	if body.Metadata == nil {
-		body.Metadata = map[string]string{}
+	var buf [512]byte
+	b := append(buf[:0], `{"valid":true,"code":`...)
+	b = appendJSONString(b, CodeValid.String())
+	for _, f := range [...]struct{ key, value string }{
+		{`,"key_id":`, r.ID}, {`,"workspace_id":`, r.WorkspaceID}, {`,"owner_id":`, r.OwnerID},
+		{`,"type":`, string(r.Type)}, {`,"environment":`, string(r.Environment)},
+	} {
+		b = appendJSONString(append(b, f.key...), f.value)
 	}
-	b, err := json.Marshal(body)
-	if err != nil {
-		// Only strings, maps of strings and times: cannot fail.
-		panic(err)
+	b = append(b, `,"scopes":[`...)
+	for i, s := range r.Scopes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
 	}
-	// Drop the closing brace and leave room for `,"ratelimit":{…}}`.
-	return append(b[:len(b)-1], `,"ratelimit":`...)
+	b = append(b, `],"metadata":{`...)
+	var kb [8]string
+	for i, k := range sortedKeys(kb[:0], r.Metadata) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendJSONString(b, k), ':')
+		b = appendJSONString(b, r.Metadata[k])
+	}
+	b = append(b, `},"expires_at":`...)
+	if r.ExpiresAt == nil {
+		b = append(b, "null"...)
+	} else {
+		// encoding/json writes a time as RFC 3339 with nanoseconds, in its own zone.
+		b = append(r.ExpiresAt.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
+	}
+	// Leave room for `,"ratelimit":{…}}`. The view keeps the body as long
+	// as the key lives: copy it out of buf at its size.
+	return slices.Clone(append(b, `,"ratelimit":`...))
 }
 
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
+// appendJSONString appends s as a JSON string exactly as encoding/json
+// writes it: <, > and & escaped (\u003c…) for HTML, U+2028 and U+2029
+// escaped for JavaScript, and each byte of invalid UTF-8 as \ufffd (which
+// is RuneError: the three are written as \u and their code point).
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0 // s[start:i] is still to be copied as it is
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			invalid := r == utf8.RuneError && size == 1
+			if !invalid && r != '\u2028' && r != '\u2029' {
+				i += size
+				continue
+			}
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', hex[r>>12], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			i++
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\f':
+			b = append(b, '\\', 'f')
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		i++
+		start = i
 	}
-	return s
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// sortedKeys appends m's keys to dst in ascending order, the order
+// encoding/json writes them in. Callers pass a small array to fill, so
+// that the usual few keys are sorted without allocating.
+func sortedKeys(dst []string, m map[string]string) []string {
+	for k := range m {
+		dst = append(dst, k)
+	}
+	slices.Sort(dst)
+	return dst
 }
 
 // NewID returns a new key id: "key_" and a ULID, so ids sort by creation time.

@@ -1,7 +1,10 @@
 package keyindex
 
 import (
+	"bytes"
 	"crypto/rand"
+	"encoding/json"
+	mrand "math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +201,88 @@ func TestWorkspacePrefix(t *testing.T) {
 		if got := r.WorkspacePrefix(); got != tc.want {
 			t.Errorf("%+v: WorkspacePrefix() = %q, want %q", tc, got, tc.want)
 		}
+	}
+}
+
+// encodeValidPrefixJSON is how encodeValidPrefix was written with
+// encoding/json: the reference its hand-written encoding must match.
+func encodeValidPrefixJSON(t *testing.T, r *Record) []byte {
+	t.Helper()
+	body := struct {
+		Valid       bool              `json:"valid"`
+		Code        string            `json:"code"`
+		KeyID       string            `json:"key_id"`
+		WorkspaceID string            `json:"workspace_id"`
+		OwnerID     string            `json:"owner_id"`
+		Type        KeyType           `json:"type"`
+		Environment Environment       `json:"environment"`
+		Scopes      []string          `json:"scopes"`
+		Metadata    map[string]string `json:"metadata"`
+		ExpiresAt   *time.Time        `json:"expires_at"`
+	}{true, CodeValid.String(), r.ID, r.WorkspaceID, r.OwnerID, r.Type, r.Environment, nonNil(r.Scopes), r.Metadata, r.ExpiresAt}
+	if body.Metadata == nil {
+		body.Metadata = map[string]string{}
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b[:len(b)-1], `,"ratelimit":`...)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// oddStrings are strings whose JSON encoding takes care: quotes and
+// backslashes, control characters, HTML, U+2028/9, invalid UTF-8.
+var oddStrings = []string{
+	"", "plain", `"quoted" \back\slash\`, "<script>a && b</script>", "\x00\x01\x07\x1f\x7f",
+	"\b\f\n\r\t", "héllo wörld ✓ 日本語 😀", "line\u2028para\u2029end", "\ufffd real replacement char",
+	"\xff\xfe bad", "cut \xc3", "\xe2\x80", "surrogate \xed\xa0\x80", "past max \xf4\x90\x80\x80", "overlong \xc0\xaf",
+	"\u007f\u0080\u00a0\u2027\u202a", "'single' `back`", "=+?%/",
+}
+
+// TestEncodeValidPrefixMatchesJSON: the hand-written body is byte for byte
+// what encoding/json writes, for odd strings in every field, nil and empty
+// lists and maps, and expiry times in any zone.
+func TestEncodeValidPrefixMatchesJSON(t *testing.T) {
+	check := func(r *Record) {
+		t.Helper()
+		if got, want := encodeValidPrefix(r), encodeValidPrefixJSON(t, r); !bytes.Equal(got, want) {
+			t.Fatalf("encodeValidPrefix differs from encoding/json:\n got %q\nwant %q", got, want)
+		}
+	}
+	for _, s := range oddStrings {
+		check(&Record{ID: s, WorkspaceID: s, OwnerID: s, Type: KeyType(s), Environment: Environment(s),
+			Scopes: []string{s, "x"}, Metadata: map[string]string{s: s, "k": s, "\xff": "v"}})
+	}
+	times := []*time.Time{nil, tp(baseNow), tp(baseNow.Add(123456789)), tp(time.Time{}),
+		tp(baseNow.In(time.FixedZone("", -8*3600))), tp(baseNow.In(time.FixedZone("IST", 5*3600+30*60))),
+		tp(time.Date(9999, 12, 31, 23, 59, 59, 1, time.UTC)), tp(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC))}
+	for _, exp := range times {
+		check(&Record{ExpiresAt: exp})
+	}
+	check(&Record{Scopes: []string{}, Metadata: map[string]string{}})
+	r, _ := newTestRecord(t, TypeSecret, func(r *Record) {
+		r.Scopes, r.Metadata = []string{"calls:*", "files:read"}, map[string]string{"team": "payments", "b": "1", "a": "2"}
+	})
+	check(r)
+
+	// Random strings over an alphabet of the bytes that matter.
+	const alphabet = "a<>&\"\\\x00\x1f\x7f\x80\xbf\xc3\xa9\xe2\x80\xa8\xa9\xed\xf0\x9f\x98\x80\xff"
+	rnd := mrand.New(mrand.NewPCG(1, 2))
+	str := func() string {
+		b := make([]byte, rnd.IntN(12))
+		for i := range b {
+			b[i] = alphabet[rnd.IntN(len(alphabet))]
+		}
+		return string(b)
+	}
+	for range 2000 {
+		check(&Record{ID: str(), OwnerID: str(), Scopes: []string{str()}, Metadata: map[string]string{str(): str(), str(): str()}})
 	}
 }

@@ -1,0 +1,113 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"hash/crc32"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/keyraft/keyraft/keyindex"
+)
+
+// snapshotV1 writes f's state as a version 1 stream, the format of builds
+// before records went binary: every frame JSON, records as StoredRecords.
+func snapshotV1(t testing.TB, f *FSM) []byte {
+	t.Helper()
+	s := f.capture()
+	b := append([]byte(snapshotMagic), 1)
+	frame := func(v any) {
+		j, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(binary.AppendUvarint(b, uint64(len(j))), j...)
+	}
+	meta := s.meta
+	meta.Records, meta.AuditEntries = s.records.Len(), len(meta.Audit)
+	frame(meta)
+	for i := range meta.Audit {
+		frame(&meta.Audit[i])
+	}
+	s.records.Each(func(r *keyindex.Record) bool { frame(Store(r)); return true })
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// TestRestoreReadsVersion1: snapshots written before version 2 (on disk,
+// or sent by a node not yet upgraded) restore to the same state, digest
+// and token hashes, and are written out again as version 2.
+func TestRestoreReadsVersion1(t *testing.T) {
+	src := populated(t, 50)
+	v1 := snapshotV1(t, src)
+	dst := New()
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(v1))); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := state(t, src), state(t, dst); a != b {
+		t.Fatalf("restored state differs\nsrc %s\ndst %s", a, b)
+	}
+	if _, a := src.Digest(); a != digestOf(t, dst) {
+		t.Fatal("digest differs after restoring version 1")
+	}
+	src.Index().Snapshot().Each(func(r *keyindex.Record) bool {
+		if got := dst.Index().GetByHash(r.Hash); got == nil || got.ID != r.ID {
+			t.Fatalf("record %s not found by its hash", r.ID)
+		}
+		if r.Rotation != nil && dst.Index().Get(r.ID).Rotation.PreviousHash != r.Rotation.PreviousHash {
+			t.Fatalf("record %s lost its previous hash", r.ID)
+		}
+		return true
+	})
+	v2 := snapshotBytes(t, dst)
+	if v2[len(snapshotMagic)] != 2 || !bytes.Equal(v2, snapshotBytes(t, src)) {
+		t.Fatal("a state restored from version 1 is not written as the same version 2 stream")
+	}
+	if len(v2) >= len(v1) {
+		t.Errorf("version 2 (%d bytes) is not smaller than version 1 (%d)", len(v2), len(v1))
+	}
+	damaged := append([]byte(nil), v1...)
+	damaged[len(damaged)/2] ^= 1
+	if err := New().Restore(io.NopCloser(bytes.NewReader(damaged))); !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("a damaged version 1 stream: %v, want ErrBadSnapshot", err)
+	}
+}
+
+func digestOf(t *testing.T, f *FSM) string {
+	t.Helper()
+	_, d := f.Digest()
+	return d
+}
+
+// TestRecordHashCoversTheReplicatedRecord: the digest sees every field of
+// a record, both token hashes included, and nil apart from empty; and it
+// does not see what is not replicated state, such as a zone's name.
+func TestRecordHashCoversTheReplicatedRecord(t *testing.T) {
+	base, _ := newRecord(t, "ws1", 1)
+	base.Rotation = &keyindex.Rotation{PreviousExpiresAt: t0.Add(time.Hour), PreviousHash: keyindex.HashToken([]byte("old"))}
+	want := recordHash(base)
+	for name, change := range map[string]func(*keyindex.Record){
+		"hash":          func(r *keyindex.Record) { r.Hash[0] ^= 1 },
+		"previous hash": func(r *keyindex.Record) { r.Rotation.PreviousHash[31] ^= 1 },
+		"imported":      func(r *keyindex.Record) { r.Imported = true },
+		"usage":         func(r *keyindex.Record) { r.UsageCount++ },
+		"nil origins":   func(r *keyindex.Record) { r.AllowedOrigins = nil },
+		"metadata":      func(r *keyindex.Record) { r.Metadata["n"] += "x" },
+		"zone offset":   func(r *keyindex.Record) { r.CreatedAt = r.CreatedAt.In(time.FixedZone("", 3600)) },
+		"nanosecond":    func(r *keyindex.Record) { r.UpdatedAt = r.UpdatedAt.Add(1) },
+	} {
+		r := base.Clone()
+		change(r)
+		if recordHash(r) == want {
+			t.Errorf("changing the %s does not change the record's hash", name)
+		}
+	}
+	named, unnamed := base.Clone(), base.Clone()
+	named.CreatedAt = t0.In(time.FixedZone("CET", 3600))
+	unnamed.CreatedAt = t0.In(time.FixedZone("", 3600))
+	if recordHash(named) != recordHash(unnamed) {
+		t.Error("a zone's name changes the record's hash")
+	}
+}

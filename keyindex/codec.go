@@ -1,0 +1,342 @@
+package keyindex
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// The binary record encoding carries a Record, token hashes included, in
+// snapshots (where encoding/json's reflection made restoring a million keys
+// take tens of seconds) and in the FSM's state digest. It is deterministic:
+// a record always gives the same bytes (metadata keys are sorted), so equal
+// records hash equally on every node. It has no version of its own; the
+// caller's format (the snapshot header) versions it.
+//
+// Layout, in Record's field order:
+//
+//	flags (1 byte: flag* bits)
+//	ID WorkspaceID OwnerID Name Type Environment KeyPrefix KeySuffix Preview  (strings)
+//	Scopes AllowedOrigins AllowedResources  (lists)
+//	RateLimitPerMin (varint)  Metadata
+//	[ExpiresAt] CreatedAt UpdatedAt CreatedBy [RevokedAt] [LastUsedAt]
+//	UsageCount (varint)  [Rotation.PreviousExpiresAt  Rotation.PreviousHash (32 bytes)]
+//	Hash (32 bytes)
+//
+// A string is a uvarint length and the bytes. A list is a uvarint of its
+// length plus one, 0 for nil, then its strings; Metadata likewise, then key
+// and value of each entry in ascending key order. A time is its Unix
+// seconds (varint), nanoseconds (uvarint) and zone offset in seconds
+// (varint). Fields in brackets are present when their flag is set.
+const (
+	flagActive = 1 << iota
+	flagImported
+	flagExpiresAt
+	flagRevokedAt
+	flagLastUsedAt
+	flagRotation
+	flagsKnown = 1<<iota - 1
+)
+
+// AppendRecord appends the binary encoding of r to dst.
+func AppendRecord(dst []byte, r *Record) []byte {
+	b := append(dst, recordFlags(r))
+	for _, s := range [...]string{r.ID, r.WorkspaceID, r.OwnerID, r.Name, string(r.Type), string(r.Environment), r.KeyPrefix, r.KeySuffix, r.Preview} {
+		b = appendString(b, s)
+	}
+	b = appendList(b, r.Scopes)
+	b = appendList(b, r.AllowedOrigins)
+	b = appendList(b, r.AllowedResources)
+	b = binary.AppendVarint(b, int64(r.RateLimitPerMin))
+	b = appendMetadata(b, r.Metadata)
+	b = appendOptTime(b, r.ExpiresAt)
+	b = appendTime(b, r.CreatedAt)
+	b = appendTime(b, r.UpdatedAt)
+	b = appendString(b, r.CreatedBy)
+	b = appendOptTime(b, r.RevokedAt)
+	b = appendOptTime(b, r.LastUsedAt)
+	b = binary.AppendVarint(b, r.UsageCount)
+	if r.Rotation != nil {
+		b = appendTime(b, r.Rotation.PreviousExpiresAt)
+		b = append(b, r.Rotation.PreviousHash[:]...)
+	}
+	return append(b, r.Hash[:]...)
+}
+
+func recordFlags(r *Record) byte {
+	var f byte
+	set := func(bit byte, on bool) {
+		if on {
+			f |= bit
+		}
+	}
+	set(flagActive, r.Active)
+	set(flagImported, r.Imported)
+	set(flagExpiresAt, r.ExpiresAt != nil)
+	set(flagRevokedAt, r.RevokedAt != nil)
+	set(flagLastUsedAt, r.LastUsedAt != nil)
+	set(flagRotation, r.Rotation != nil)
+	return f
+}
+
+// DecodeRecord decodes what AppendRecord wrote, and nothing else: every
+// accepted input encodes again to the same bytes. Its times must be ones a
+// record's JSON form can carry (as every time in the state, which came in
+// as JSON). Hostile input is refused without panicking, and allocates at
+// most a small multiple of len(b).
+func DecodeRecord(b []byte) (*Record, error) {
+	rd := recordReader{b: b}
+	// The fields are read in order: Go evaluates the calls in a composite
+	// literal, and on the right of an assignment, left to right.
+	flags := rd.byte()
+	if flags&^flagsKnown != 0 {
+		return nil, fmt.Errorf("record: unknown flags %#x", flags)
+	}
+	r := &Record{
+		ID: rd.str(), WorkspaceID: rd.str(), OwnerID: rd.str(), Name: rd.str(),
+		Type: KeyType(rd.str()), Environment: Environment(rd.str()),
+		KeyPrefix: rd.str(), KeySuffix: rd.str(), Preview: rd.str(),
+		Scopes: rd.list(), AllowedOrigins: rd.list(), AllowedResources: rd.list(),
+		RateLimitPerMin: rd.int(), Metadata: rd.metadata(),
+		Active: flags&flagActive != 0, Imported: flags&flagImported != 0,
+	}
+	r.ExpiresAt = rd.optTime(flags&flagExpiresAt != 0)
+	r.CreatedAt, r.UpdatedAt, r.CreatedBy = rd.time(), rd.time(), rd.str()
+	r.RevokedAt = rd.optTime(flags&flagRevokedAt != 0)
+	r.LastUsedAt = rd.optTime(flags&flagLastUsedAt != 0)
+	r.UsageCount = rd.varint()
+	if flags&flagRotation != 0 {
+		r.Rotation = &Rotation{PreviousExpiresAt: rd.time(), PreviousHash: rd.hash()}
+	}
+	r.Hash = rd.hash()
+	if rd.err == nil && len(rd.b) > 0 {
+		rd.fail("%d bytes after the record", len(rd.b))
+	}
+	if rd.err != nil {
+		return nil, fmt.Errorf("record: %w", rd.err)
+	}
+	return r, nil
+}
+
+// The append functions write the parts of the encoding. (They return the
+// slice rather than being methods of a writer: that way dst can stay on
+// the caller's stack, as it does when the digest hashes a record.)
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// appendCount writes the length of a list or map, keeping nil apart from
+// empty: the API answers null for one and [] or {} for the other.
+func appendCount(b []byte, n int, isNil bool) []byte {
+	if isNil {
+		return binary.AppendUvarint(b, 0)
+	}
+	return binary.AppendUvarint(b, uint64(n)+1)
+}
+
+func appendList(b []byte, list []string) []byte {
+	b = appendCount(b, len(list), list == nil)
+	for _, s := range list {
+		b = appendString(b, s)
+	}
+	return b
+}
+
+func appendMetadata(b []byte, m map[string]string) []byte {
+	b = appendCount(b, len(m), m == nil)
+	var kb [8]string
+	for _, k := range sortedKeys(kb[:0], m) {
+		b = appendString(b, k)
+		b = appendString(b, m[k])
+	}
+	return b
+}
+
+// appendTime keeps the instant and the zone offset, which is what a time's
+// JSON (RFC 3339) form carries; the zone's name and location are not kept.
+func appendTime(b []byte, t time.Time) []byte {
+	_, offset := t.Zone()
+	b = binary.AppendVarint(b, t.Unix())
+	b = binary.AppendUvarint(b, uint64(t.Nanosecond()))
+	return binary.AppendVarint(b, int64(offset))
+}
+
+func appendOptTime(b []byte, t *time.Time) []byte {
+	if t == nil {
+		return b
+	}
+	return appendTime(b, *t)
+}
+
+// recordReader reads the encoding from the front of b. Its error is
+// sticky: after the first failure b is emptied, every read returns a zero
+// value, and the caller checks err once at the end.
+type recordReader struct {
+	b   []byte
+	err error
+}
+
+func (r *recordReader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf(format, args...)
+	}
+	r.b = nil
+}
+
+func (r *recordReader) byte() byte {
+	if len(r.b) == 0 {
+		r.fail("record ends early")
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *recordReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if !r.skipVarint(n) {
+		return 0
+	}
+	return v
+}
+
+func (r *recordReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if !r.skipVarint(n) {
+		return 0
+	}
+	return v
+}
+
+// skipVarint consumes a varint of n bytes (as binary.Uvarint reports it).
+// A longer than necessary varint (a zero last byte) is refused: it would
+// not encode again to the same bytes.
+func (r *recordReader) skipVarint(n int) bool {
+	if n <= 0 || (n > 1 && r.b[n-1] == 0) {
+		r.fail("malformed varint")
+		return false
+	}
+	r.b = r.b[n:]
+	return true
+}
+
+// int reads an int, which is narrower than the varint on 32-bit platforms.
+func (r *recordReader) int() int {
+	v := r.varint()
+	if int64(int(v)) != v {
+		r.fail("integer %d out of range", v)
+		return 0
+	}
+	return int(v)
+}
+
+func (r *recordReader) str() string {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail("string of %d bytes past the end", n)
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+// count reads what appendCount wrote. Every element takes at least
+// minBytes more, so a count the remaining bytes cannot hold is refused
+// before anything is allocated for it.
+func (r *recordReader) count(minBytes int) (n int, isNil bool) {
+	c := r.uvarint()
+	if c == 0 {
+		return 0, true
+	}
+	if c-1 > uint64(len(r.b)/minBytes) {
+		r.fail("%d elements past the end", c-1)
+		return 0, true
+	}
+	return int(c - 1), false
+}
+
+func (r *recordReader) list() []string {
+	n, isNil := r.count(1)
+	if isNil {
+		return nil
+	}
+	s := make([]string, n)
+	for i := range s {
+		s[i] = r.str()
+	}
+	return s
+}
+
+func (r *recordReader) metadata() map[string]string {
+	n, isNil := r.count(2)
+	if isNil {
+		return nil
+	}
+	m := make(map[string]string, n)
+	prev := ""
+	for i := range n {
+		k, v := r.str(), r.str()
+		if i > 0 && k <= prev {
+			r.fail("metadata keys not in ascending order")
+			return nil
+		}
+		m[k], prev = v, k
+	}
+	return m
+}
+
+// Bounds of a time: the ones a record's JSON form (RFC 3339) can carry,
+// years 0000 to 9999 in the time's own zone, whose offset is under a day.
+// The seconds are first checked coarsely (a day's margin either side) so
+// that no arithmetic on them overflows.
+const maxOffset = 24*60*60 - 1
+
+var (
+	minUnix = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).Unix() - maxOffset
+	maxUnix = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).Unix() + maxOffset
+)
+
+// time reads what appendTime wrote. A zero offset decodes as UTC, as
+// the time's JSON form ("Z") does; any other as an unnamed fixed zone, as
+// encoding/json decodes "+01:00".
+func (r *recordReader) time() time.Time {
+	sec, nsec, offset := r.varint(), r.uvarint(), r.varint()
+	if r.err != nil {
+		return time.Time{}
+	}
+	if sec < minUnix || sec > maxUnix || nsec >= 1e9 || offset < -maxOffset || offset > maxOffset {
+		r.fail("time out of range")
+		return time.Time{}
+	}
+	t := time.Unix(sec, int64(nsec)).UTC()
+	if offset != 0 {
+		t = t.In(time.FixedZone("", int(offset)))
+	}
+	if y := t.Year(); y < 0 || y > 9999 {
+		r.fail("time out of range")
+		return time.Time{}
+	}
+	return t
+}
+
+func (r *recordReader) optTime(present bool) *time.Time {
+	if !present {
+		return nil
+	}
+	t := r.time()
+	return &t
+}
+
+func (r *recordReader) hash() Hash {
+	var h Hash
+	if len(r.b) < len(h) {
+		r.fail("record ends early")
+		return h
+	}
+	r.b = r.b[copy(h[:], r.b):]
+	return h
+}

@@ -1,0 +1,257 @@
+package keyindex
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/keyraft/keyraft/internal/fuzzseed"
+)
+
+// codecRecords are records that together set every field, each optional
+// part both absent and present, and lists and maps nil, empty and full.
+func codecRecords(t testing.TB) map[string]*Record {
+	full, _ := newTestRecord(t, TypePublishable, func(r *Record) {
+		r.Name = "full \"key\" <é>"
+		r.Scopes = []string{"calls:*", "files:read"}
+		r.AllowedResources = []string{"asst_1"}
+		r.RateLimitPerMin = 600
+		r.Metadata = map[string]string{"team": "payments", "a": "", "": "empty key", "z\x00": "\xff"}
+		r.ExpiresAt = tp(baseNow.Add(24 * time.Hour))
+		r.RevokedAt = tp(baseNow.In(time.FixedZone("", 5*3600+30*60)))
+		r.LastUsedAt = tp(baseNow.Add(time.Nanosecond))
+		r.UsageCount = 1 << 40
+		r.Rotation = &Rotation{PreviousExpiresAt: baseNow.Add(time.Minute), PreviousHash: HashToken([]byte("old"))}
+		r.Imported = true
+	})
+	empties, _ := newTestRecord(t, TypeSecret, func(r *Record) {
+		r.Scopes, r.AllowedOrigins, r.AllowedResources, r.Metadata = []string{}, []string{}, []string{}, map[string]string{}
+		r.Active = false
+		r.RateLimitPerMin = -1
+		r.UsageCount = -5
+	})
+	rotated, _ := newTestRecord(t, TypeAdmin, func(r *Record) {
+		r.WorkspaceID, r.Scopes = RootWorkspace, AdminScopes
+		r.Rotation = &Rotation{PreviousExpiresAt: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), PreviousHash: Hash{1}}
+	})
+	return map[string]*Record{"full": full, "empties": empties, "rotated": rotated, "zero": {}}
+}
+
+// TestRecordRoundTrip: decoding an encoding gives an equal record (nil and
+// empty kept apart, hashes included) that encodes to the same bytes, and
+// reads the same as JSON.
+func TestRecordRoundTrip(t *testing.T) {
+	for name, r := range codecRecords(t) {
+		t.Run(name, func(t *testing.T) {
+			b := AppendRecord(nil, r)
+			got, err := DecodeRecord(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, r) {
+				t.Fatalf("round trip changed the record:\n%+v\n%+v", r, got)
+			}
+			if again := AppendRecord([]byte("prefix"), got); !bytes.Equal(again[len("prefix"):], b) {
+				t.Fatal("the decoded record encodes to other bytes")
+			}
+			if a, b := mustJSON(t, r), mustJSON(t, got); a != b {
+				t.Fatalf("JSON differs:\n%s\n%s", a, b)
+			}
+		})
+	}
+}
+
+// TestRecordTimes: a time comes back as the same instant in the same
+// offset, formatted the same, and equal (DeepEqual) to what encoding/json
+// decodes from the time's JSON form, from year 1 to 9999.
+func TestRecordTimes(t *testing.T) {
+	for _, s := range []string{
+		"2026-01-02T03:04:05Z",
+		"2026-01-02T03:04:05.123456789Z",
+		"2026-01-02T03:04:05+01:00",
+		"2026-01-02T03:04:05.5-08:00",
+		"2026-01-02T03:04:05+05:45",
+		"2026-01-02T03:04:05+23:59",
+		"2026-01-02T03:04:05-23:59",
+		"2300-01-01T00:00:00Z", // past int64 nanoseconds
+		"0001-01-01T00:00:00Z", // the zero time
+		"0001-01-01T00:00:00+01:00",
+		"0000-01-01T00:00:00Z",
+		"9999-12-31T23:59:59.999999999Z",
+		"9999-12-31T20:00:00-05:00", // year 10000 in UTC
+		"1969-12-31T23:59:59.999999999Z",
+	} {
+		var want time.Time
+		if err := json.Unmarshal([]byte(`"`+s+`"`), &want); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		r := &Record{CreatedAt: want, ExpiresAt: &want}
+		dec, err := DecodeRecord(AppendRecord(nil, r))
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		for _, got := range []time.Time{dec.CreatedAt, *dec.ExpiresAt} {
+			if got.Format(time.RFC3339Nano) != want.Format(time.RFC3339Nano) {
+				t.Errorf("%s: came back as %s", s, got.Format(time.RFC3339Nano))
+			}
+			// encoding/json decodes an offset that is the machine's own
+			// as time.Local; the encoding never does.
+			if want.Location() != time.Local && !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: came back as %#v, want %#v", s, got, want)
+			}
+		}
+	}
+}
+
+// TestRecordTimeZeroOffsetIsUTC: any zero offset ("+00:00", a zone like
+// Europe/London in winter) comes back as UTC, the way its JSON form "Z"
+// does; the zone's name is not part of the state.
+func TestRecordTimeZeroOffsetIsUTC(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, loc := range []*time.Location{time.UTC, time.FixedZone("", 0), time.FixedZone("GMT", 0)} {
+		r := &Record{CreatedAt: at.In(loc)}
+		got, err := DecodeRecord(AppendRecord(nil, r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.CreatedAt != at {
+			t.Errorf("%v: came back as %#v", loc, got.CreatedAt)
+		}
+	}
+	named := &Record{CreatedAt: at.In(time.FixedZone("CET", 3600))}
+	unnamed := &Record{CreatedAt: at.In(time.FixedZone("", 3600))}
+	if !bytes.Equal(AppendRecord(nil, named), AppendRecord(nil, unnamed)) {
+		t.Error("the zone's name changes the encoding")
+	}
+}
+
+// TestRecordEncodingIsDeterministic: equal records give equal bytes,
+// whatever the order a map iterates in.
+func TestRecordEncodingIsDeterministic(t *testing.T) {
+	r := &Record{Metadata: map[string]string{}}
+	for i := range 50 {
+		r.Metadata[fmt.Sprint("k", i)] = fmt.Sprint(i)
+	}
+	want := AppendRecord(nil, r)
+	for range 20 {
+		if !bytes.Equal(AppendRecord(nil, r.Clone()), want) {
+			t.Fatal("the same record encoded to other bytes")
+		}
+	}
+}
+
+// TestDecodeRecordRefuses: every cut of a valid encoding, trailing bytes,
+// and encodings no record gives (which would not encode back to the same
+// bytes, or are times JSON cannot carry) are refused.
+func TestDecodeRecordRefuses(t *testing.T) {
+	good := AppendRecord(nil, codecRecords(t)["full"])
+	for n := range len(good) {
+		if _, err := DecodeRecord(good[:n]); err == nil {
+			t.Fatalf("a record cut to %d of %d bytes decoded", n, len(good))
+		}
+	}
+	// rec builds an encoding by hand: flags, 9 empty strings, mid (lists,
+	// rate limit, metadata), times, an empty created_by, usage 0, a hash.
+	tm := func(sec int64, nsec uint64, offset int64) []byte {
+		b := binary.AppendVarint(nil, sec)
+		b = binary.AppendUvarint(b, nsec)
+		return binary.AppendVarint(b, offset)
+	}
+	zeroTime := tm(time.Time{}.Unix(), 0, 0)
+	rec := func(flags byte, mid []byte, times ...[]byte) []byte {
+		b := append([]byte{flags}, make([]byte, 9)...) // 9 empty strings
+		b = append(b, mid...)
+		for _, t := range times {
+			b = append(b, t...)
+		}
+		b = append(b, 0, 0) // created_by, usage
+		return append(b, make([]byte, 32)...)
+	}
+	plain := []byte{0, 0, 0, 0, 0} // nil lists, rate limit, nil metadata
+	if _, err := DecodeRecord(rec(0, plain, zeroTime, zeroTime)); err != nil {
+		t.Fatalf("the hand-built zero record is refused: %v", err)
+	}
+	for name, b := range map[string][]byte{
+		"trailing byte":        append(append([]byte(nil), good...), 0),
+		"unknown flag":         rec(0x80, plain, zeroTime, zeroTime),
+		"overlong varint":      rec(0, []byte{0, 0, 0, 0x80, 0x00, 0}, zeroTime, zeroTime),
+		"varint overflow":      rec(0, []byte{0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0}, zeroTime, zeroTime),
+		"list past the end":    rec(0, []byte{0xff, 0xff, 0x03, 0, 0, 0, 0}, zeroTime, zeroTime),
+		"metadata past end":    rec(0, []byte{0, 0, 0, 0, 0xff, 0xff, 0x03}, zeroTime, zeroTime),
+		"string past the end":  rec(0, []byte{2, 0xff, 0xff, 0x03, 0, 0, 0, 0}, zeroTime, zeroTime),
+		"duplicate meta key":   rec(0, []byte{0, 0, 0, 0, 3, 1, 'a', 0, 1, 'a', 0}, zeroTime, zeroTime),
+		"meta keys unsorted":   rec(0, []byte{0, 0, 0, 0, 3, 1, 'b', 0, 1, 'a', 0}, zeroTime, zeroTime),
+		"nanoseconds":          rec(0, plain, tm(0, 1e9, 0), zeroTime),
+		"offset of a day":      rec(0, plain, tm(0, 0, 86400), zeroTime),
+		"year 10000":           rec(0, plain, tm(253402300800, 0, 0), zeroTime),
+		"year -1":              rec(0, plain, tm(-62167219201, 0, 0), zeroTime),
+		"year 10000 in offset": rec(0, plain, tm(253402300799, 0, 60), zeroTime),
+		"huge seconds":         rec(0, plain, tm(1<<62, 0, 0), zeroTime),
+		"flagged time missing": rec(flagExpiresAt|flagRevokedAt|flagLastUsedAt, plain, zeroTime, zeroTime, zeroTime),
+		"rotation missing":     rec(flagRotation, plain, zeroTime, zeroTime),
+	} {
+		if r, err := DecodeRecord(b); err == nil || r != nil {
+			t.Errorf("%s: decoded (%v)", name, err)
+		}
+	}
+}
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// FuzzDecodeRecord: DecodeRecord never panics, allocates at most a small
+// multiple of its input, and a record it accepts encodes to the same bytes.
+func FuzzDecodeRecord(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		r, err := DecodeRecord(b)
+		runtime.ReadMemStats(&m1)
+		if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 1<<10+64*uint64(len(b)) {
+			t.Fatalf("decoding %d bytes allocated %d", len(b), alloc)
+		}
+		if err != nil {
+			if r != nil {
+				t.Fatalf("DecodeRecord returned a record and an error: %v", err)
+			}
+			return
+		}
+		if again := AppendRecord(nil, r); !bytes.Equal(again, b) {
+			t.Fatalf("decode→encode changed the bytes:\n%q\n%q", b, again)
+		}
+	})
+}
+
+// TestWriteDecodeRecordFuzzSeeds rewrites testdata/fuzz/FuzzDecodeRecord
+// with KEYRAFT_WRITE_SEEDS=1 (docs/testing.md).
+func TestWriteDecodeRecordFuzzSeeds(t *testing.T) {
+	if !fuzzseed.Enabled() {
+		t.Skip("set KEYRAFT_WRITE_SEEDS=1 to rewrite the seed corpus")
+	}
+	const target = "FuzzDecodeRecord"
+	if err := fuzzseed.Reset(target); err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range codecRecords(t) {
+		b := AppendRecord(nil, r)
+		for seed, data := range map[string][]byte{name: b, name + "-cut": b[:len(b)/2], name + "-trailing": append(b, 0)} {
+			if err := fuzzseed.Write(target, seed, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := fuzzseed.Write(target, "empty", []byte{}); err != nil {
+		t.Fatal(err)
+	}
+}
