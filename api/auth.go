@@ -18,7 +18,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "send an admin key in Authorization: Bearer")
 	}
 	d := s.index.Verify(&keyindex.VerifyRequest{Token: tok, NowNs: time.Now().UnixNano()})
-	if d.Record != nil && d.Record.Type != keyindex.TypeAdmin {
+	if d.Matched() && d.KeyType() != keyindex.TypeAdmin {
 		// A secret or publishable key is never an admin credential, whatever
 		// the verify decision says of it: a publishable key sent without an
 		// Origin must not read as "admin key rejected: origin" (401).
@@ -33,10 +33,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex
 	default:
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "admin key rejected: "+d.Code.Message())
 	}
-	caller := d.Record
-	if caller.Type != keyindex.TypeAdmin {
-		return nil, newError(fasthttp.StatusForbidden, codeForbidden, "only admin keys (rk_…) may call the admin API")
-	}
+	caller := d.Record()
 	if !caller.HasScope(scope) {
 		return nil, newError(fasthttp.StatusForbidden, codeForbidden, "this admin key lacks the scope "+scope)
 	}

@@ -168,14 +168,14 @@ func (s *Server) writeVerifyAnswer(ctx *fasthttp.RequestCtx, d *keyindex.Decisio
 	resp.Header.SetContentTypeBytes(jsonType)
 	switch d.Code {
 	case keyindex.CodeValid:
-		r := d.Record
-		resp.Header.Set("Keyraft-Key-Id", r.ID)
-		resp.Header.Set("Keyraft-Workspace-Id", r.WorkspaceID)
-		resp.Header.Set("Keyraft-Owner-Id", r.OwnerID)
+		resp.Header.Set("Keyraft-Key-Id", d.KeyID())
+		resp.Header.Set("Keyraft-Workspace-Id", d.WorkspaceID())
+		resp.Header.Set("Keyraft-Owner-Id", d.OwnerID())
 		if d.Rotated {
 			resp.Header.Set("Keyraft-Key-Rotated", "true")
 		}
-		resp.AppendBody(d.ValidBody)
+		// Written into the response's own (pooled) body buffer: no allocation.
+		resp.SwapBody(d.AppendValidBody(resp.SwapBody(nil)[:0]))
 		appendRateLimit(resp, &d.RateLimit)
 		resp.AppendBodyString("}")
 	case keyindex.CodeRateLimited:

@@ -90,7 +90,7 @@ func TestEveryCommand(t *testing.T) {
 	exp := t0.Add(time.Hour)
 	res := a.mustApply(&Command{Op: OpUpdate, ID: rec.ID, Time: t0.Add(time.Second), Update: &Update{Name: &name, Active: &active, RateLimitPerMin: &limit, ExpiresAt: &exp}})
 	got := a.f.Index().Get(rec.ID)
-	if got.Name != "renamed" || got.Active || got.RateLimitPerMin != 7 || !got.ExpiresAt.Equal(exp) || !got.UpdatedAt.Equal(t0.Add(time.Second)) || res.Record != got {
+	if got.Name != "renamed" || got.Active || got.RateLimitPerMin != 7 || !got.ExpiresAt.Equal(exp) || !got.UpdatedAt.Equal(t0.Add(time.Second)) || !reflect.DeepEqual(res.Record, got) {
 		t.Fatalf("update not applied: %+v", got)
 	}
 	if code := verify(a.f, tok, t0); code != keyindex.CodeKeyDisabled {

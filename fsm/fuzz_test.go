@@ -146,7 +146,7 @@ func checkIndexConsistent(t *testing.T, f *FSM) {
 	n := 0
 	ix.Snapshot().Each(func(r *keyindex.Record) bool {
 		n++
-		if ix.Get(r.ID) != r || ix.GetByHash(r.Hash) != r || !ix.HashInUse(r.Hash) {
+		if !reflect.DeepEqual(ix.Get(r.ID), r) || !reflect.DeepEqual(ix.GetByHash(r.Hash), r) || !ix.HashInUse(r.Hash) {
 			t.Fatalf("record %s is not indexed by id and hash", r.ID)
 		}
 		if r.Rotation != nil && !ix.HashInUse(r.Rotation.PreviousHash) {

@@ -89,9 +89,8 @@ func (s *snapshot) write(w io.Writer) error {
 		}
 	}
 	var err error
-	var rec []byte // reused for every record
-	s.records.Each(func(r *keyindex.Record) bool {
-		rec = keyindex.AppendRecord(rec[:0], r)
+	// The index stores records in the snapshot's own encoding.
+	s.records.EachEncoded(func(rec []byte) bool {
 		err = frame(rec)
 		return err == nil
 	})

@@ -2,7 +2,10 @@ package keyindex
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"hash/maphash"
+	"math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,69 +17,99 @@ import (
 // rotated key's previous one during its grace period), by id, and ordered by
 // (workspace, id) for listing. It is safe for one writer and many readers;
 // the writer is the FSM, readers are verify and admin reads.
+//
+// Records live encoded in an arena (arena.go) and are decoded only for
+// admin reads; verification reads them in place (view.go). Records handed
+// out (Get, List, Decision.Record) are fresh copies the caller may keep.
 type Index struct {
-	mu      sync.RWMutex
-	byHash  map[Hash]*entry
-	byID    map[string]*entry
-	ordered *btree.BTreeG[*Record]
-	// rotating holds the entries that still have a previous hash, so purging
-	// expired ones does not scan every key.
-	rotating map[string]*entry
+	mu sync.RWMutex
+	st *store // replaced whole by ReplaceAll
 	// imported counts imported keys: while there are none, a token that
 	// fails the checksum is refused without a lookup.
 	imported atomic.Int64
-
-	usageMu sync.Mutex
-	used    []*entry // entries verified since the last DrainUsage
 }
 
-// entry is the index's slot for one key id. The view is replaced on every
-// change; the counters live as long as the key, on this node only.
-type entry struct {
-	view    *keyView
-	limiter rateLimiter
-	uses    atomic.Int64
-	lastNs  atomic.Int64
-	dirty   atomic.Bool
+// store is the index's data; every method needs the index lock.
+type store struct {
+	slots slots
+	arena arena
+	// byHash maps token hashes to slot<<1, with the low bit set for a
+	// rotated key's previous hash; byID maps id hashes to slots.
+	byHash, byID hashTable
+	ordered      *btree.BTreeG[orderItem]
+	// rotating holds the slots of keys that still have a previous hash,
+	// so purging expired ones does not scan every key.
+	rotating map[uint32]struct{}
+	count    int
+	scratch  []byte // encoding buffer for writes
 }
 
-// keyView is an immutable record plus what the hot path reads of it, laid
-// out flat so a verification touches this one object, not the record and
-// its fields scattered over the heap.
-type keyView struct {
-	hash          Hash
-	expiresNs     int64 // 0 = never
-	prevExpiresNs int64 // end of the previous token's grace
-	rateLimit     int
-	revoked       bool
-	active        bool
-	publishable   bool
-	imported      bool
-	scopes        []string
-	origins       []string
-	resources     []string
-	validBody     []byte
-	rec           *Record
+// orderItem is a key in the (workspace, id) order: its slot, whose record
+// gives the order, or for searches a pivot.
+type orderItem struct {
+	slot  uint32
+	pivot *pivotKey
 }
 
-func newView(r *Record) *keyView {
-	v := &keyView{
-		hash: r.Hash, expiresNs: unixNanoOrZero(r.ExpiresAt), rateLimit: r.RateLimitPerMin,
-		revoked: r.RevokedAt != nil, active: r.Active, publishable: r.Type == TypePublishable, imported: r.Imported,
-		scopes: r.Scopes, origins: r.AllowedOrigins, resources: r.AllowedResources,
-		validBody: encodeValidPrefix(r), rec: r,
+type pivotKey struct{ workspace, id string }
+
+func newStore() *store {
+	st := &store{arena: newArena(), rotating: map[uint32]struct{}{}}
+	st.ordered = btree.NewG(32, st.orderLess)
+	return st
+}
+
+func (st *store) orderKey(it orderItem) (workspace, id string) {
+	if it.pivot != nil {
+		return it.pivot.workspace, it.pivot.id
 	}
-	if r.Rotation != nil {
-		v.prevExpiresNs = unixNanoOrZero(&r.Rotation.PreviousExpiresAt)
-	}
-	return v
+	v := readView(st.rec(it.slot))
+	return v.workspace, v.id
 }
 
-func orderLess(a, b *Record) bool {
-	if a.WorkspaceID != b.WorkspaceID {
-		return a.WorkspaceID < b.WorkspaceID
+func (st *store) orderLess(a, b orderItem) bool {
+	wa, ia := st.orderKey(a)
+	wb, ib := st.orderKey(b)
+	if wa != wb {
+		return wa < wb
 	}
-	return a.ID < b.ID
+	return ia < ib
+}
+
+// rec is the stored encoding of the key in slot n.
+func (st *store) rec(n uint32) []byte { return st.arena.bytes(st.slots.get(n).ref) }
+
+var idSeed = maphash.MakeSeed()
+
+func idKey(id string) uint64 { return maphash.String(idSeed, id) }
+
+// hashKey: token hashes are SHA-256, already uniform.
+func hashKey(h *Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
+// findID returns the slot of the key with this id.
+func (st *store) findID(id string) (uint32, bool) {
+	var found uint32
+	ok := st.byID.candidates(idKey(id), func(n uint32) bool {
+		found = n
+		return readView(st.rec(n)).id == id
+	})
+	return found, ok
+}
+
+// findHash returns the slot of the key with this token hash, and whether
+// it is the key's previous (rotated) hash.
+func (st *store) findHash(h *Hash) (n uint32, previous bool, ok bool) {
+	var found uint32
+	ok = st.byHash.candidates(hashKey(h), func(v uint32) bool {
+		b := st.rec(v >> 1)
+		stored := b[len(b)-len(h):]
+		if v&1 == 1 {
+			stored = b[len(b)-2*len(h) : len(b)-len(h)]
+		}
+		found = v
+		return string(stored) == string(h[:])
+	})
+	return found >> 1, found&1 == 1, ok
 }
 
 // Errors returned by index mutations. The FSM turns them into API errors.
@@ -87,30 +120,33 @@ var (
 )
 
 // New returns an empty index.
-func New() *Index {
-	return &Index{
-		byHash:   make(map[Hash]*entry),
-		byID:     make(map[string]*entry),
-		ordered:  btree.NewG(32, orderLess),
-		rotating: make(map[string]*entry),
-	}
-}
+func New() *Index { return &Index{st: newStore()} }
 
 // Len is the number of keys.
 func (ix *Index) Len() int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return len(ix.byID)
+	return ix.st.count
 }
 
-// Get returns the record with this id, or nil. The record must not be changed.
+// Get returns the record with this id, or nil.
 func (ix *Index) Get(id string) *Record {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	if e := ix.byID[id]; e != nil {
-		return e.view.rec
+	if n, ok := ix.st.findID(id); ok {
+		return ix.st.decode(n)
 	}
 	return nil
+}
+
+// decode returns a copy of the record in slot n. Stored bytes were encoded
+// by this index, so decoding cannot fail short of memory corruption.
+func (st *store) decode(n uint32) *Record {
+	r, err := DecodeRecord(st.rec(n))
+	if err != nil {
+		panic("keyindex: stored record unreadable: " + err.Error())
+	}
+	return r
 }
 
 // GetByHash returns the record whose current token has this hash, or nil.
@@ -119,8 +155,8 @@ func (ix *Index) Get(id string) *Record {
 func (ix *Index) GetByHash(h Hash) *Record {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	if e := ix.byHash[h]; e != nil && e.view.rec.Hash == h {
-		return e.view.rec
+	if n, previous, ok := ix.st.findHash(&h); ok && !previous {
+		return ix.st.decode(n)
 	}
 	return nil
 }
@@ -129,7 +165,7 @@ func (ix *Index) GetByHash(h Hash) *Record {
 func (ix *Index) HashInUse(h Hash) bool {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	_, ok := ix.byHash[h]
+	_, _, ok := ix.st.findHash(&h)
 	return ok
 }
 
@@ -137,55 +173,89 @@ func (ix *Index) HashInUse(h Hash) bool {
 func (ix *Index) Insert(r *Record) error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if _, ok := ix.byID[r.ID]; ok {
-		return ErrIDExists
-	}
-	if err := ix.hashesFree(r, nil); err != nil {
+	if err := ix.st.add(r); err != nil {
 		return err
 	}
-	ix.link(&entry{}, r)
+	ix.countImported(r, 1)
 	return nil
 }
 
 // InsertAll adds many keys atomically: all of them or, on error, none.
-// Each record is checked against the index as it stands, earlier records of
-// recs included, and linked at once; on error the ones linked are unlinked
-// again (under the lock, so no reader sees them).
 func (ix *Index) InsertAll(recs []*Record) error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	for i, r := range recs {
-		var err error
-		if _, dup := ix.byID[r.ID]; dup {
-			err = ErrIDExists
-		} else {
-			err = ix.hashesFree(r, nil)
-		}
-		if err != nil {
-			for _, done := range recs[:i] {
-				ix.unlink(ix.byID[done.ID])
-				delete(ix.byID, done.ID)
-			}
-			return err
-		}
-		ix.link(&entry{}, r)
+	if err := ix.st.addAll(recs); err != nil {
+		return err
+	}
+	for _, r := range recs {
+		ix.countImported(r, 1)
 	}
 	return nil
 }
 
-// Replace swaps the record of an existing key for r (same id and workspace).
+func (ix *Index) countImported(r *Record, delta int64) {
+	if r.Imported {
+		ix.imported.Add(delta)
+	}
+}
+
+// add stores a new key.
+func (st *store) add(r *Record) error {
+	if _, ok := st.findID(r.ID); ok {
+		return ErrIDExists
+	}
+	if err := st.hashesFree(r, noSlot); err != nil {
+		return err
+	}
+	n := st.slots.alloc()
+	st.put(n, r)
+	st.byID.insert(idKey(r.ID), n)
+	st.link(n, r)
+	st.ordered.ReplaceOrInsert(orderItem{slot: n})
+	st.count++
+	return nil
+}
+
+// addAll adds every record or, on error, none.
+func (st *store) addAll(recs []*Record) error {
+	for i, r := range recs {
+		if err := st.add(r); err != nil {
+			for _, done := range recs[:i] {
+				st.remove(done.ID)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Replace swaps the record of an existing key for r (same id).
 func (ix *Index) Replace(r *Record) error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	e := ix.byID[r.ID]
-	if e == nil {
+	st := ix.st
+	n, ok := st.findID(r.ID)
+	if !ok {
 		return ErrNotFound
 	}
-	if err := ix.hashesFree(r, e); err != nil {
+	if err := st.hashesFree(r, n); err != nil {
 		return err
 	}
-	ix.unlink(e)
-	ix.link(e, r)
+	old := st.decode(n)
+	// The order reads the stored record: take the key out before its
+	// workspace changes.
+	moved := old.WorkspaceID != r.WorkspaceID
+	if moved {
+		st.ordered.Delete(orderItem{slot: n})
+	}
+	st.unlink(n, old)
+	st.put(n, r)
+	st.link(n, r)
+	if moved {
+		st.ordered.ReplaceOrInsert(orderItem{slot: n})
+	}
+	ix.countImported(old, -1)
+	ix.countImported(r, 1)
 	return nil
 }
 
@@ -193,33 +263,57 @@ func (ix *Index) Replace(r *Record) error {
 func (ix *Index) Delete(id string) error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	e := ix.byID[id]
-	if e == nil {
-		return ErrNotFound
+	old, err := ix.st.remove(id)
+	if err != nil {
+		return err
 	}
-	ix.unlink(e)
-	delete(ix.byID, id)
+	ix.countImported(old, -1)
 	return nil
+}
+
+// remove deletes the key with this id and returns its record.
+func (st *store) remove(id string) (*Record, error) {
+	n, ok := st.findID(id)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	old := st.decode(n)
+	st.ordered.Delete(orderItem{slot: n})
+	st.unlink(n, old)
+	st.byID.remove(idKey(id), n)
+	ref := st.slots.get(n).ref
+	st.slots.release(n) // before compacting: the record must not be moved
+	if st.arena.drop(ref) {
+		st.arena.compact(ref.chunk, &st.slots)
+	}
+	st.count--
+	return old, nil
 }
 
 // ReplaceAll drops every key and loads recs instead (snapshot restore). On
 // error the index is unchanged.
 func (ix *Index) ReplaceAll(recs []*Record) error {
-	fresh := New()
-	// Sized for recs at once: a restore loads a million keys.
-	fresh.byHash, fresh.byID = make(map[Hash]*entry, len(recs)), make(map[string]*entry, len(recs))
-	if err := fresh.InsertAll(recs); err != nil {
+	fresh := newStore()
+	fresh.byHash.reserve(len(recs))
+	fresh.byID.reserve(len(recs))
+	if err := fresh.addAll(recs); err != nil {
 		return err
 	}
+	var imported int64
+	for _, r := range recs {
+		if r.Imported {
+			imported++
+		}
+	}
 	ix.mu.Lock()
-	ix.byHash, ix.byID, ix.ordered, ix.rotating = fresh.byHash, fresh.byID, fresh.ordered, fresh.rotating
-	ix.imported.Store(fresh.imported.Load())
+	ix.st = fresh
+	ix.imported.Store(imported)
 	ix.mu.Unlock()
-	ix.usageMu.Lock()
-	ix.used = nil
-	ix.usageMu.Unlock()
 	return nil
 }
+
+// noSlot is no key: hashesFree's self for a new key.
+const noSlot = ^uint32(0)
 
 func hashesOf(r *Record) []Hash {
 	if r.Rotation != nil {
@@ -232,43 +326,45 @@ func hashesOf(r *Record) []Hash {
 // that a rotated key's previous token is not its current one: such a record
 // would be accepted one at a time but refused by a batch (a snapshot
 // restore), so no path accepts it.
-func (ix *Index) hashesFree(r *Record, self *entry) error {
+func (st *store) hashesFree(r *Record, self uint32) error {
 	if r.Rotation != nil && r.Rotation.PreviousHash == r.Hash {
 		return ErrHashInUse
 	}
 	for _, h := range hashesOf(r) {
-		if other, ok := ix.byHash[h]; ok && other != self {
+		if other, _, ok := st.findHash(&h); ok && other != self {
 			return ErrHashInUse
 		}
 	}
 	return nil
 }
 
-func (ix *Index) link(e *entry, r *Record) {
-	e.view = newView(r)
-	ix.byID[r.ID] = e
-	for _, h := range hashesOf(r) {
-		ix.byHash[h] = e
+// put stores r's encoding for slot n, dropping the one it replaces.
+func (st *store) put(n uint32, r *Record) {
+	st.scratch = AppendRecord(st.scratch[:0], r)
+	sl := st.slots.get(n)
+	old := sl.ref
+	sl.ref = st.arena.put(n, st.scratch)
+	if old != (recordRef{}) && st.arena.drop(old) {
+		st.arena.compact(old.chunk, &st.slots)
 	}
-	if r.Rotation != nil {
-		ix.rotating[r.ID] = e
-	}
-	if r.Imported {
-		ix.imported.Add(1)
-	}
-	ix.ordered.ReplaceOrInsert(r)
 }
 
-func (ix *Index) unlink(e *entry) {
-	r := e.view.rec
-	for _, h := range hashesOf(r) {
-		delete(ix.byHash, h)
+// link indexes slot n (holding r) by its hashes.
+func (st *store) link(n uint32, r *Record) {
+	st.byHash.insert(hashKey(&r.Hash), n<<1)
+	if r.Rotation != nil {
+		st.byHash.insert(hashKey(&r.Rotation.PreviousHash), n<<1|1)
+		st.rotating[n] = struct{}{}
 	}
-	delete(ix.rotating, r.ID)
-	if r.Imported {
-		ix.imported.Add(-1)
+}
+
+// unlink removes slot n's hashes (old is its record).
+func (st *store) unlink(n uint32, old *Record) {
+	st.byHash.remove(hashKey(&old.Hash), n<<1)
+	if old.Rotation != nil {
+		st.byHash.remove(hashKey(&old.Rotation.PreviousHash), n<<1|1)
+		delete(st.rotating, n)
 	}
-	ix.ordered.Delete(r)
 }
 
 // ExpiredRotations lists the ids of keys whose previous token's grace period
@@ -277,30 +373,60 @@ func (ix *Index) ExpiredRotations(nowNs int64) []string {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var ids []string
-	for id, e := range ix.rotating {
-		if nowNs >= e.view.prevExpiresNs {
-			ids = append(ids, id)
+	for n := range ix.st.rotating {
+		if v := readView(ix.st.rec(n)); nowNs >= v.prevExpiresNs {
+			ids = append(ids, strings.Clone(v.id))
 		}
 	}
 	return ids
 }
 
-// Snapshot returns a point-in-time, ordered view of every record that stays
-// valid while the index keeps changing (the btree is copy-on-write).
+// Snapshot returns a point-in-time copy of every record that stays valid
+// while the index keeps changing: the arena's chunks never change once
+// written, so the snapshot only copies where each record is.
 func (ix *Index) Snapshot() *Records {
-	ix.mu.Lock() // Clone mutates copy-on-write bookkeeping in both trees.
-	defer ix.mu.Unlock()
-	return &Records{tree: ix.ordered.Clone()}
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	st := ix.st
+	s := &Records{chunks: append([][]byte(nil), st.arena.chunks...), refs: make([]recordRef, 0, st.count)}
+	for n := uint32(0); n < st.slots.next; n++ {
+		if ref := st.slots.get(n).ref; ref != (recordRef{}) {
+			s.refs = append(s.refs, ref)
+		}
+	}
+	return s
 }
 
-// Records is an immutable ordered set of records from Snapshot.
-type Records struct{ tree *btree.BTreeG[*Record] }
+// Records is an immutable set of records from Snapshot, in slot order
+// (which a restore, loading them in that order, reproduces).
+type Records struct {
+	chunks [][]byte
+	refs   []recordRef
+}
 
 // Len is the number of records.
-func (s *Records) Len() int { return s.tree.Len() }
+func (s *Records) Len() int { return len(s.refs) }
 
-// Each calls fn for every record in (workspace, id) order until fn returns false.
-func (s *Records) Each(fn func(*Record) bool) { s.tree.Ascend(fn) }
+// Each calls fn with a copy of every record until fn returns false.
+func (s *Records) Each(fn func(*Record) bool) {
+	s.EachEncoded(func(b []byte) bool {
+		r, err := DecodeRecord(b)
+		if err != nil {
+			panic("keyindex: stored record unreadable: " + err.Error())
+		}
+		return fn(r)
+	})
+}
+
+// EachEncoded calls fn with every record's binary encoding (AppendRecord)
+// until fn returns false. fn must not keep or change the bytes.
+func (s *Records) EachEncoded(fn func([]byte) bool) {
+	for _, ref := range s.refs {
+		if !fn(s.chunks[ref.chunk][ref.off : ref.off+ref.n : ref.off+ref.n]) {
+			return
+		}
+	}
+}
 
 // ListQuery selects a page of records. Empty fields do not filter.
 type ListQuery struct {
@@ -319,16 +445,16 @@ var ErrBadCursor = errors.New("cursor is not valid")
 // cursor of the next page ("" on the last page). Ids are ULIDs, so within a
 // workspace the order is creation order, and stable across pages.
 func (ix *Index) List(q ListQuery) ([]*Record, string, error) {
-	var pivot *Record
+	var pivot *pivotKey
 	if q.Cursor != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(q.Cursor)
 		ws, id, ok := strings.Cut(string(raw), "\x00")
 		if err != nil || !ok || (q.WorkspaceID != "" && ws != q.WorkspaceID) {
 			return nil, "", ErrBadCursor
 		}
-		pivot = &Record{WorkspaceID: ws, ID: id}
+		pivot = &pivotKey{workspace: ws, id: id}
 	} else if q.WorkspaceID != "" {
-		pivot = &Record{WorkspaceID: q.WorkspaceID}
+		pivot = &pivotKey{workspace: q.WorkspaceID}
 	}
 	limit := q.Limit
 	if limit <= 0 {
@@ -336,29 +462,31 @@ func (ix *Index) List(q ListQuery) ([]*Record, string, error) {
 	}
 	var page []*Record
 	more := false
-	visit := func(r *Record) bool {
-		if pivot != nil && q.Cursor != "" && r.WorkspaceID == pivot.WorkspaceID && r.ID == pivot.ID {
+	ix.mu.RLock()
+	st := ix.st
+	visit := func(it orderItem) bool {
+		v := readView(st.rec(it.slot))
+		if pivot != nil && q.Cursor != "" && v.workspace == pivot.workspace && v.id == pivot.id {
 			return true // the cursor names the last record of the previous page
 		}
-		if q.WorkspaceID != "" && r.WorkspaceID != q.WorkspaceID {
+		if q.WorkspaceID != "" && v.workspace != q.WorkspaceID {
 			return false
 		}
-		if (q.OwnerID != "" && r.OwnerID != q.OwnerID) || (q.Type != "" && r.Type != q.Type) ||
-			(q.Active != nil && r.Active != *q.Active) {
+		if (q.OwnerID != "" && v.owner != q.OwnerID) || (q.Type != "" && v.typ != string(q.Type)) ||
+			(q.Active != nil && (v.flags&flagActive != 0) != *q.Active) {
 			return true
 		}
 		if len(page) == limit {
 			more = true
 			return false
 		}
-		page = append(page, r)
+		page = append(page, st.decode(it.slot))
 		return true
 	}
-	ix.mu.RLock()
 	if pivot != nil {
-		ix.ordered.AscendGreaterOrEqual(pivot, visit)
+		st.ordered.AscendGreaterOrEqual(orderItem{pivot: pivot}, visit)
 	} else {
-		ix.ordered.Ascend(visit)
+		st.ordered.Ascend(visit)
 	}
 	ix.mu.RUnlock()
 	next := ""
@@ -376,38 +504,40 @@ type Usage struct {
 	LastUsedNs int64
 }
 
-// recordUse counts a successful verification. The first use of a key since
-// the last drain puts it on the list; later ones only touch atomics.
-func (ix *Index) recordUse(e *entry, nowNs int64) {
-	e.uses.Add(1)
+// recordUse counts a successful verification of the key in slot n (under
+// the read lock): atomics only, and a bit in the slot's chunk.
+func (st *store) recordUse(n uint32, nowNs int64) {
+	sl := st.slots.get(n)
+	sl.uses.Add(1)
 	for {
-		last := e.lastNs.Load()
-		if nowNs <= last || e.lastNs.CompareAndSwap(last, nowNs) {
+		last := sl.lastNs.Load()
+		if nowNs <= last || sl.lastNs.CompareAndSwap(last, nowNs) {
 			break
 		}
 	}
-	if e.dirty.CompareAndSwap(false, true) {
-		ix.usageMu.Lock()
-		ix.used = append(ix.used, e)
-		ix.usageMu.Unlock()
-	}
+	st.slots.markUsed(n)
 }
 
 // DrainUsage returns and resets the usage counted since the last call.
 func (ix *Index) DrainUsage() []Usage {
-	ix.usageMu.Lock()
-	used := ix.used
-	ix.used = make([]*entry, 0, len(used))
-	ix.usageMu.Unlock()
-	out := make([]Usage, 0, len(used))
-	ix.mu.RLock() // e.view is written under the index lock
+	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	for _, e := range used {
-		// Clear the flag before taking the count: a verification racing with
-		// us either lands in this count or re-lists the entry for next time.
-		e.dirty.Store(false)
-		if n := e.uses.Swap(0); n > 0 {
-			out = append(out, Usage{ID: e.view.rec.ID, Count: n, LastUsedNs: e.lastNs.Load()})
+	st := ix.st
+	var out []Usage
+	for c, chunk := range st.slots.chunks {
+		for w := range chunk.dirty {
+			// Clear the bits before taking the counts: a verification racing
+			// with us either lands in this count or sets its bit again.
+			word := chunk.dirty[w].Swap(0)
+			for word != 0 {
+				i := uint32(w*64) + uint32(bits.TrailingZeros64(word))
+				word &= word - 1
+				n := uint32(c)<<slotChunkBits | i
+				sl := st.slots.get(n)
+				if cnt := sl.uses.Swap(0); cnt > 0 && sl.ref != (recordRef{}) {
+					out = append(out, Usage{ID: strings.Clone(readView(st.rec(n)).id), Count: cnt, LastUsedNs: sl.lastNs.Load()})
+				}
+			}
 		}
 	}
 	return out

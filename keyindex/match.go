@@ -3,6 +3,7 @@ package keyindex
 import (
 	"bytes"
 	"fmt"
+	"iter"
 	"net/url"
 	"regexp"
 	"strings"
@@ -16,8 +17,8 @@ var scopeRE = regexp.MustCompile(`^[a-z0-9_.-]+(:[a-z0-9_.*-]+)*$`)
 // ValidScope reports whether s is a well-formed scope (spec §2).
 func ValidScope(s string) bool { return len(s) <= 128 && scopeRE.MatchString(s) }
 
-func scopesAllow(granted []string, want []byte) bool {
-	for _, g := range granted {
+func scopesAllow(granted iter.Seq[string], want []byte) bool {
+	for g := range granted {
 		if scopeMatch(g, want) {
 			return true
 		}
@@ -108,8 +109,8 @@ func NormalizeOrigin(o string) (string, error) {
 // originAllowed matches a browser Origin against normalized allowed origins.
 // The request origin is compared case-insensitively; a default port in it is
 // not stripped, because browsers never send one.
-func originAllowed(allowed []string, origin []byte) bool {
-	for _, a := range allowed {
+func originAllowed(allowed iter.Seq[string], origin []byte) bool {
+	for a := range allowed {
 		if wi := strings.Index(a, "://*."); wi >= 0 {
 			// "https://*.example.com" matches "https://x.example.com" and
 			// "https://x.y.example.com", not "https://example.com".
@@ -151,8 +152,8 @@ func bytesEqualFold(b []byte, s string) bool {
 	return true
 }
 
-func containsBytes(list []string, b []byte) bool {
-	for _, s := range list {
+func containsBytes(list iter.Seq[string], b []byte) bool {
+	for s := range list {
 		if s == string(b) { // the compiler does not allocate for this comparison
 			return true
 		}

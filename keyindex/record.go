@@ -90,7 +90,9 @@ func (r *Record) Clone() *Record {
 }
 
 // HasScope reports whether the record's scopes grant scope (with wildcards).
-func (r *Record) HasScope(scope string) bool { return scopesAllow(r.Scopes, []byte(scope)) }
+func (r *Record) HasScope(scope string) bool {
+	return scopesAllow(slices.Values(r.Scopes), []byte(scope))
+}
 
 // IsRoot reports whether r is a root admin key.
 func (r *Record) IsRoot() bool { return r.Type == TypeAdmin && r.WorkspaceID == RootWorkspace }
@@ -137,51 +139,52 @@ var (
 	minNanoTime = time.Unix(0, math.MinInt64)
 )
 
-// encodeValidPrefix pre-encodes the part of a VALID verify answer that depends
-// only on the record, so the hot path copies bytes instead of encoding JSON.
-// The answer is completed with the ratelimit object and a closing brace.
-//
-// It writes by hand exactly what encoding/json writes for the struct
-// {valid, code, key_id, workspace_id, owner_id, type, environment, scopes,
-// metadata, expires_at}, with nil scopes and metadata as [] and {}: a
-// snapshot restore builds this for every key, and reflection made it slow.
-// record_test.go checks it against json.Marshal.
-func encodeValidPrefix(r *Record) []byte {
-	var buf [512]byte
-	b := append(buf[:0], `{"valid":true,"code":`...)
+// appendValidPrefix appends the part of a VALID verify answer that depends
+// only on the record; the answer is completed with the ratelimit object
+// and a closing brace. It reads the stored record in place and writes by
+// hand exactly what encoding/json writes for the struct {valid, code,
+// key_id, workspace_id, owner_id, type, environment, scopes, metadata,
+// expires_at}, with nil scopes and metadata as [] and {}, so the hot path
+// allocates nothing and the index keeps no pre-encoded answer per key.
+// verify_test.go checks it against json.Marshal.
+func appendValidPrefix(b []byte, v *view) []byte {
+	b = append(b, `{"valid":true,"code":`...)
 	b = appendJSONString(b, CodeValid.String())
 	for _, f := range [...]struct{ key, value string }{
-		{`,"key_id":`, r.ID}, {`,"workspace_id":`, r.WorkspaceID}, {`,"owner_id":`, r.OwnerID},
-		{`,"type":`, string(r.Type)}, {`,"environment":`, string(r.Environment)},
+		{`,"key_id":`, v.id}, {`,"workspace_id":`, v.workspace}, {`,"owner_id":`, v.owner},
+		{`,"type":`, v.typ}, {`,"environment":`, v.environment},
 	} {
 		b = appendJSONString(append(b, f.key...), f.value)
 	}
 	b = append(b, `,"scopes":[`...)
-	for i, s := range r.Scopes {
+	i := 0
+	for s := range v.scopes.All() {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendJSONString(b, s)
+		i++
 	}
 	b = append(b, `],"metadata":{`...)
-	var kb [8]string
-	for i, k := range sortedKeys(kb[:0], r.Metadata) {
-		if i > 0 {
+	// Stored metadata is in ascending key order, as encoding/json writes it.
+	i = 0
+	for s := range v.metadata.All() {
+		switch {
+		case i%2 == 1:
+			b = append(b, ':')
+		case i > 0:
 			b = append(b, ',')
 		}
-		b = append(appendJSONString(b, k), ':')
-		b = appendJSONString(b, r.Metadata[k])
+		b = appendJSONString(b, s)
+		i++
 	}
 	b = append(b, `},"expires_at":`...)
-	if r.ExpiresAt == nil {
+	if v.flags&flagExpiresAt == 0 {
 		b = append(b, "null"...)
 	} else {
-		// encoding/json writes a time as RFC 3339 with nanoseconds, in its own zone.
-		b = append(r.ExpiresAt.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
+		b = v.expires.appendJSON(b)
 	}
-	// Leave room for `,"ratelimit":{…}}`. The view keeps the body as long
-	// as the key lives: copy it out of buf at its size.
-	return slices.Clone(append(b, `,"ratelimit":`...))
+	return append(b, `,"ratelimit":`...)
 }
 
 // appendJSONString appends s as a JSON string exactly as encoding/json

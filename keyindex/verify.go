@@ -59,22 +59,50 @@ type VerifyRequest struct {
 // Decision is the answer to a VerifyRequest.
 type Decision struct {
 	Code Code
-	// Record is set whenever the token matched a key, also for most rejections.
-	Record *Record
 	// Rotated is true when the token is the previous one of a rotated key, in grace.
 	Rotated bool
 	// RateLimit is filled for keys that have a limit.
 	RateLimit RateLimit
-	// ValidBody is the pre-encoded start of a VALID JSON answer; see encodeValidPrefix.
-	ValidBody []byte
+	// matched is set whenever the token matched a key, also for most
+	// rejections: the key's stored bytes (immutable) and a view of them.
+	matched bool
+	rec     []byte
+	v       view
 }
+
+// Matched reports whether the token matched a key.
+func (d *Decision) Matched() bool { return d.matched }
+
+// Record decodes the matched key's record (nil if none). It allocates:
+// for admin authentication, not for the verify answer.
+func (d *Decision) Record() *Record {
+	if !d.matched {
+		return nil
+	}
+	r, err := DecodeRecord(d.rec)
+	if err != nil {
+		panic("keyindex: stored record unreadable: " + err.Error())
+	}
+	return r
+}
+
+// KeyType, KeyID, WorkspaceID and OwnerID describe the matched key without
+// allocating.
+func (d *Decision) KeyType() KeyType    { return KeyType(d.v.typ) }
+func (d *Decision) KeyID() string       { return d.v.id }
+func (d *Decision) WorkspaceID() string { return d.v.workspace }
+func (d *Decision) OwnerID() string     { return d.v.owner }
+
+// AppendValidBody appends the JSON answer of a VALID decision up to its
+// ratelimit object: the caller writes that object and the closing brace.
+func (d *Decision) AppendValidBody(dst []byte) []byte { return appendValidPrefix(dst, &d.v) }
 
 // MaxImportedTokenLen bounds tokens looked up as imported keys.
 const MaxImportedTokenLen = 512
 
 // Verify decides whether a token is good for the request. It allocates
-// nothing and holds the index's read lock only for the lookup. A successful
-// verification is counted for usage and against the key's rate limit.
+// nothing. A successful verification is counted for usage and against the
+// key's rate limit.
 func (ix *Index) Verify(req *VerifyRequest) Decision {
 	if len(req.Token) == 0 {
 		return Decision{Code: CodeBadRequest}
@@ -85,65 +113,65 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	}
 	h := HashToken(req.Token)
 	ix.mu.RLock()
-	e := ix.byHash[h]
-	var v *keyView
-	if e != nil {
-		v = e.view
-	}
-	ix.mu.RUnlock()
-	if err != nil && (e == nil || !v.imported) {
-		return Decision{Code: CodeMalformedKey}
-	}
-	if e == nil {
+	defer ix.mu.RUnlock()
+	st := ix.st
+	n, previous, found := st.findHash(&h)
+	if !found {
+		if err != nil {
+			return Decision{Code: CodeMalformedKey}
+		}
 		return Decision{Code: CodeKeyNotFound}
 	}
-	d := Decision{Record: v.rec}
-	if h != v.hash {
+	d := Decision{matched: true, rec: st.rec(n)}
+	d.v = readView(d.rec)
+	if err != nil && d.v.flags&flagImported == 0 {
+		return Decision{Code: CodeMalformedKey}
+	}
+	if previous {
 		// The previous token of a rotated key: good only until its grace ends.
-		if req.NowNs >= v.prevExpiresNs {
+		if req.NowNs >= d.v.prevExpiresNs {
 			return Decision{Code: CodeKeyNotFound}
 		}
 		d.Rotated = true
 	}
 	switch {
-	case v.revoked:
+	case d.v.flags&flagRevokedAt != 0:
 		d.Code = CodeKeyRevoked
-	case !v.active:
+	case d.v.flags&flagActive == 0:
 		d.Code = CodeKeyDisabled
-	case v.expiresNs != 0 && req.NowNs >= v.expiresNs:
+	case d.v.flags&flagExpiresAt != 0 && req.NowNs >= d.v.expires.unixNano():
 		d.Code = CodeKeyExpired
-	case !v.originOK(req.Origin):
+	case !d.v.originOK(req.Origin):
 		d.Code = CodeOriginNotAllowed
-	case len(req.Scope) > 0 && !scopesAllow(v.scopes, req.Scope):
+	case len(req.Scope) > 0 && !scopesAllow(d.v.scopes.All(), req.Scope):
 		d.Code = CodeInsufficientScope
-	case len(req.Resource) > 0 && len(v.resources) > 0 && !containsBytes(v.resources, req.Resource):
+	case len(req.Resource) > 0 && !d.v.resources.Empty() && !containsBytes(d.v.resources.All(), req.Resource):
 		d.Code = CodeResourceNotAllowed
 	}
 	if d.Code != CodeValid {
 		return d
 	}
-	if v.rateLimit > 0 {
-		ok, rl := e.limiter.allow(req.NowNs, v.rateLimit)
+	if d.v.rateLimit > 0 {
+		ok, rl := st.slots.get(n).limiter.allow(req.NowNs, d.v.rateLimit)
 		d.RateLimit = rl
 		if !ok {
 			d.Code = CodeRateLimited
 			return d
 		}
 	}
-	ix.recordUse(e, req.NowNs)
-	d.ValidBody = v.validBody
+	st.recordUse(n, req.NowNs)
 	return d
 }
 
 // originOK: a publishable key needs an Origin from its list. Any other key
 // with a list checks an Origin when the caller sends one; server-side callers
 // send none and are not held to it.
-func (v *keyView) originOK(origin []byte) bool {
-	if v.publishable {
-		return len(origin) > 0 && originAllowed(v.origins, origin)
+func (v *view) originOK(origin []byte) bool {
+	if KeyType(v.typ) == TypePublishable {
+		return len(origin) > 0 && originAllowed(v.origins.All(), origin)
 	}
-	if len(origin) == 0 || len(v.origins) == 0 {
+	if len(origin) == 0 || v.origins.Empty() {
 		return true
 	}
-	return originAllowed(v.origins, origin)
+	return originAllowed(v.origins.All(), origin)
 }

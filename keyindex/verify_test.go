@@ -3,6 +3,7 @@ package keyindex
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -197,14 +198,11 @@ func TestVerifyCodes(t *testing.T) {
 			if d.Code != tc.want {
 				t.Fatalf("code = %s, want %s", d.Code, tc.want)
 			}
-			if d.Record != tc.rec {
-				t.Fatalf("record = %v, want %v", d.Record, tc.rec)
+			if !reflect.DeepEqual(d.Record(), tc.rec) {
+				t.Fatalf("record = %v, want %v", d.Record(), tc.rec)
 			}
 			if d.Rotated {
 				t.Fatal("Rotated set for a current token")
-			}
-			if (d.Code == CodeValid) != (d.ValidBody != nil) {
-				t.Fatalf("code %s with ValidBody %q", d.Code, d.ValidBody)
 			}
 			if d.Code == CodeRateLimited && d.RateLimit.RetryAfterMs <= 0 {
 				t.Fatalf("RATE_LIMITED without RetryAfterMs: %+v", d.RateLimit)
@@ -257,10 +255,10 @@ func TestVerifyRotationGrace(t *testing.T) {
 			if d.Code != tc.want || d.Rotated != tc.rotated {
 				t.Fatalf("code %s rotated %v, want %s rotated %v", d.Code, d.Rotated, tc.want, tc.rotated)
 			}
-			if d.Code == CodeKeyNotFound && d.Record != nil {
+			if d.Code == CodeKeyNotFound && d.Matched() {
 				t.Fatal("KEY_NOT_FOUND with a record")
 			}
-			if d.Code == CodeValid && d.Record != rotated {
+			if d.Code == CodeValid && !reflect.DeepEqual(d.Record(), rotated) {
 				t.Fatal("valid decision does not carry the current record")
 			}
 		})
@@ -269,7 +267,7 @@ func TestVerifyRotationGrace(t *testing.T) {
 	if ix.GetByHash(old.Hash) != nil {
 		t.Fatal("GetByHash finds the previous token")
 	}
-	if ix.GetByHash(newTok.Hash) != rotated {
+	if !same(ix.GetByHash(newTok.Hash), rotated) {
 		t.Fatal("GetByHash does not find the new token")
 	}
 	if !ix.HashInUse(old.Hash) || !ix.HashInUse(newTok.Hash) {
@@ -340,7 +338,7 @@ func TestValidBodyJSON(t *testing.T) {
 			if d.Code != CodeValid {
 				t.Fatalf("code %s", d.Code)
 			}
-			full := string(d.ValidBody) + `{"limit":0,"remaining":0,"reset_ms":0}}`
+			full := string(d.AppendValidBody(nil)) + `{"limit":0,"remaining":0,"reset_ms":0}}`
 			var got struct {
 				Valid       bool              `json:"valid"`
 				Code        string            `json:"code"`
@@ -438,13 +436,13 @@ func TestVerifySeesReplace(t *testing.T) {
 		t.Fatal(d.Code)
 	}
 	var body struct{ Metadata map[string]string }
-	if err := json.Unmarshal(append(append([]byte{}, d.ValidBody...), `{}}`...), &body); err != nil || body.Metadata["v"] != "2" {
-		t.Fatalf("body not refreshed: %s %v", d.ValidBody, err)
+	if err := json.Unmarshal(append(d.AppendValidBody(nil), `{}}`...), &body); err != nil || body.Metadata["v"] != "2" {
+		t.Fatalf("body not refreshed: %s %v", d.AppendValidBody(nil), err)
 	}
 	if err := ix.Delete(r.ID); err != nil {
 		t.Fatal(err)
 	}
-	if d := ix.Verify(req); d.Code != CodeKeyNotFound || d.Record != nil {
+	if d := ix.Verify(req); d.Code != CodeKeyNotFound || d.Matched() {
 		t.Fatalf("after delete: %s", d.Code)
 	}
 }

@@ -1,0 +1,161 @@
+package keyindex
+
+import (
+	"encoding/binary"
+	"sync/atomic"
+)
+
+// The index keeps every record as its binary encoding (codec.go) in large
+// byte chunks, and per key a fixed-size slot with where that encoding is
+// and the counters verification updates. Neither holds a pointer per key:
+// a million keys are a few hundred chunks to the garbage collector, not
+// tens of millions of pointers to scan, and a key costs its encoding plus
+// a 40-byte slot instead of a graph of Go objects (about 1 KB).
+
+// slot is one key's place in the index. ref is written under the index's
+// write lock and read under its read lock; the counters are atomics that
+// readers update.
+type slot struct {
+	ref     recordRef // zero: the slot is free
+	limiter rateLimiter
+	uses    atomic.Int64
+	lastNs  atomic.Int64
+}
+
+// recordRef locates an encoded record: chunk number and the offset and
+// length of its bytes.
+type recordRef struct{ chunk, off, n uint32 }
+
+const (
+	slotChunkBits = 14
+	slotChunkLen  = 1 << slotChunkBits
+)
+
+// slotChunk is a fixed block of slots, so growing the index never copies
+// (or moves under a reader) the slots already handed out. dirty has a bit
+// per slot: used since the last usage drain.
+type slotChunk struct {
+	slots [slotChunkLen]slot
+	dirty [slotChunkLen / 64]atomic.Uint64
+}
+
+// slots hands out slot numbers, reusing freed ones.
+type slots struct {
+	chunks []*slotChunk
+	next   uint32 // slots below next have been handed out at least once
+	free   []uint32
+}
+
+func (s *slots) get(n uint32) *slot { return &s.chunks[n>>slotChunkBits].slots[n&(slotChunkLen-1)] }
+
+func (s *slots) alloc() uint32 {
+	if k := len(s.free); k > 0 {
+		n := s.free[k-1]
+		s.free = s.free[:k-1]
+		return n
+	}
+	n := s.next
+	if int(n>>slotChunkBits) == len(s.chunks) {
+		s.chunks = append(s.chunks, new(slotChunk))
+	}
+	s.next++
+	return n
+}
+
+// release frees slot n; its counters start from zero for the next key.
+func (s *slots) release(n uint32) {
+	sl := s.get(n)
+	sl.ref = recordRef{}
+	sl.limiter.word.Store(0)
+	sl.uses.Store(0)
+	sl.lastNs.Store(0)
+	c := s.chunks[n>>slotChunkBits]
+	c.dirty[(n&(slotChunkLen-1))/64].And(^(1 << (n % 64)))
+	s.free = append(s.free, n)
+}
+
+// markUsed sets slot n's dirty bit and reports whether it was clear.
+func (s *slots) markUsed(n uint32) bool {
+	w := &s.chunks[n>>slotChunkBits].dirty[(n&(slotChunkLen-1))/64]
+	bit := uint64(1) << (n % 64)
+	return w.Or(bit)&bit == 0
+}
+
+// arena stores encoded records in chunks. A record is appended after a
+// header of its slot number and length (4 bytes each), so a chunk can be
+// walked to find which of its records are still live. Chunk bytes are
+// never changed once written: a record that changes is appended anew, and
+// a chunk whose live bytes fall under half is compacted by copying its
+// live records into the current chunk and dropping it. So a slice of a
+// record stays valid after the lock is released, and a snapshot keeps the
+// chunks it captured alive for as long as it needs them.
+type arena struct {
+	chunks [][]byte
+	live   []int    // live bytes (headers included) per chunk
+	cur    int      // the chunk being filled; -1 before the first
+	spare  []uint32 // numbers of dropped chunks, for reuse
+}
+
+const (
+	arenaChunkLen = 1 << 20
+	recordHeader  = 8
+)
+
+func newArena() arena { return arena{cur: -1} }
+
+// put appends rec for slot n and returns where it is.
+func (a *arena) put(n uint32, rec []byte) recordRef {
+	need := recordHeader + len(rec)
+	if a.cur < 0 || cap(a.chunks[a.cur])-len(a.chunks[a.cur]) < need {
+		a.newChunk(max(arenaChunkLen, need))
+	}
+	c := a.chunks[a.cur]
+	off := len(c) + recordHeader
+	c = binary.LittleEndian.AppendUint32(c, n)
+	c = binary.LittleEndian.AppendUint32(c, uint32(len(rec)))
+	a.chunks[a.cur] = append(c, rec...)
+	a.live[a.cur] += need
+	return recordRef{chunk: uint32(a.cur), off: uint32(off), n: uint32(len(rec))}
+}
+
+func (a *arena) newChunk(size int) {
+	if k := len(a.spare); k > 0 {
+		a.cur = int(a.spare[k-1])
+		a.spare = a.spare[:k-1]
+		a.chunks[a.cur] = make([]byte, 0, size)
+		return
+	}
+	a.chunks = append(a.chunks, make([]byte, 0, size))
+	a.live = append(a.live, 0)
+	a.cur = len(a.chunks) - 1
+}
+
+// bytes returns the record at ref; capped so that appending to it cannot
+// write into the chunk.
+func (a *arena) bytes(ref recordRef) []byte {
+	return a.chunks[ref.chunk][ref.off : ref.off+ref.n : ref.off+ref.n]
+}
+
+// drop forgets the record at ref and reports whether its chunk is now worth
+// compacting: not the chunk being filled, and less than half live.
+func (a *arena) drop(ref recordRef) bool {
+	a.live[ref.chunk] -= recordHeader + int(ref.n)
+	return int(ref.chunk) != a.cur && a.live[ref.chunk]*2 < len(a.chunks[ref.chunk])
+}
+
+// compact moves the live records of chunk c (those whose slot still points
+// at them) to the current chunk and drops c.
+func (a *arena) compact(c uint32, s *slots) {
+	old := a.chunks[c]
+	for off := 0; off < len(old); {
+		n := binary.LittleEndian.Uint32(old[off:])
+		size := int(binary.LittleEndian.Uint32(old[off+4:]))
+		at := recordRef{chunk: c, off: uint32(off + recordHeader), n: uint32(size)}
+		if n < s.next && s.get(n).ref == at {
+			s.get(n).ref = a.put(n, old[off+recordHeader:off+recordHeader+size])
+		}
+		off += recordHeader + size
+	}
+	a.chunks[c], a.live[c] = nil, 0
+	a.spare = append(a.spare, c)
+}

@@ -1,0 +1,112 @@
+package keyindex
+
+// hashTable maps 64-bit key hashes to uint32 values (slot numbers) by open
+// addressing with linear probing over a power-of-two array of words, each
+// (the hash's top 32 bits << 32 | value+1), 0 for an empty word. It holds
+// no pointers, so the garbage collector never scans it, and costs about 11
+// bytes a key at its load factor against ~50 for a Go map of 32-byte keys.
+// The table keeps only 32 bits of each hash: callers confirm a candidate
+// value against the real key, and the position is derived from those same
+// 32 bits so the table can grow without the original keys.
+type hashTable struct {
+	words []uint64
+	n     int
+}
+
+const minTableWords = 64
+
+func fingerprint(h uint64) uint32 { return uint32(h >> 32) }
+
+func (t *hashTable) mask() uint32 { return uint32(len(t.words) - 1) }
+
+// candidates calls yield with every value stored under h's fingerprint, in
+// probe order, until yield returns true; it reports whether one did.
+func (t *hashTable) candidates(h uint64, yield func(v uint32) bool) bool {
+	if len(t.words) == 0 {
+		return false
+	}
+	fp, m := fingerprint(h), t.mask()
+	for i := fp & m; ; i = (i + 1) & m {
+		w := t.words[i]
+		if w == 0 {
+			return false
+		}
+		if uint32(w>>32) == fp && yield(uint32(w)-1) {
+			return true
+		}
+	}
+}
+
+// insert adds v under h; the caller has checked it is not there yet.
+func (t *hashTable) insert(h uint64, v uint32) {
+	if (t.n+1)*4 > len(t.words)*3 {
+		t.grow()
+	}
+	t.place(uint64(fingerprint(h))<<32 | uint64(v+1))
+	t.n++
+}
+
+func (t *hashTable) place(w uint64) {
+	m := t.mask()
+	i := uint32(w>>32) & m
+	for t.words[i] != 0 {
+		i = (i + 1) & m
+	}
+	t.words[i] = w
+}
+
+func (t *hashTable) grow() {
+	old := t.words
+	t.words = make([]uint64, max(minTableWords, 2*len(old)))
+	for _, w := range old {
+		if w != 0 {
+			t.place(w)
+		}
+	}
+}
+
+// reserve sizes the table for n keys at once (a restore).
+func (t *hashTable) reserve(n int) {
+	size := minTableWords
+	for size*3 < n*4 {
+		size *= 2
+	}
+	if size > len(t.words) {
+		old := t.words
+		t.words = make([]uint64, size)
+		for _, w := range old {
+			if w != 0 {
+				t.place(w)
+			}
+		}
+	}
+}
+
+// remove deletes the entry (h, v) if present. Backward-shift deletion:
+// every later entry of the probe run that could sit in the hole moves
+// into it, so lookups never need tombstones.
+func (t *hashTable) remove(h uint64, v uint32) {
+	if len(t.words) == 0 {
+		return
+	}
+	want := uint64(fingerprint(h))<<32 | uint64(v+1)
+	m := t.mask()
+	i := fingerprint(h) & m
+	for t.words[i] != want {
+		if t.words[i] == 0 {
+			return
+		}
+		i = (i + 1) & m
+	}
+	for j := (i + 1) & m; t.words[j] != 0; j = (j + 1) & m {
+		home := uint32(t.words[j]>>32) & m
+		// The entry at j may move to the hole at i unless its home lies
+		// cyclically in (i, j]: then i comes before its home.
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			t.words[i] = t.words[j]
+			i = j
+		}
+	}
+	t.words[i] = 0
+	t.n--
+}

@@ -1,0 +1,182 @@
+package keyindex
+
+import (
+	"encoding/binary"
+	"iter"
+	"math"
+	"time"
+	"unsafe"
+)
+
+// view reads what verification needs of a stored record straight from its
+// encoding (codec.go), without allocating: strings point into the arena,
+// whose bytes never change. Stored bytes were written by AppendRecord in
+// this process, so the reader trusts them and does not check bounds
+// beyond what the slice access does.
+type view struct {
+	flags                                  byte
+	id, workspace, owner, typ, environment string
+	scopes, origins, resources, metadata   encodedList
+	rateLimit                              int
+	expires                                encodedTime // if flags&flagExpiresAt
+	prevExpiresNs                          int64       // if flags&flagRotation
+	hash, prevHash                         []byte      // prevHash if flags&flagRotation
+}
+
+// encodedList is a list (or, for metadata, key-value pairs) as the codec
+// writes it, after its count: n strings (2 per metadata entry); n < 0 for nil.
+type encodedList struct {
+	n int
+	b []byte
+}
+
+// encodedTime is a time as the codec writes it.
+type encodedTime struct{ sec, nsec, offset int64 }
+
+func readView(b []byte) view {
+	r := viewReader{b: b}
+	v := view{flags: r.byte()}
+	v.id, v.workspace, v.owner = r.str(), r.str(), r.str()
+	r.str() // name
+	v.typ, v.environment = r.str(), r.str()
+	r.str() // key_prefix
+	r.str() // key_suffix
+	r.str() // preview
+	v.scopes, v.origins, v.resources = r.list(1), r.list(1), r.list(1)
+	v.rateLimit = int(r.varint())
+	v.metadata = r.list(2)
+	if v.flags&flagExpiresAt != 0 {
+		v.expires = r.time()
+	}
+	v.hash = b[len(b)-len(Hash{}):]
+	if v.flags&flagRotation != 0 {
+		// Rotation.PreviousExpiresAt and PreviousHash end the record, before
+		// the hash; read them from the end rather than past the fields between.
+		v.prevHash = b[len(b)-2*len(Hash{}) : len(b)-len(Hash{})]
+		v.prevExpiresNs = readPrevExpires(b)
+	}
+	return v
+}
+
+// readPrevExpires finds the rotation's previous_expires_at, which sits
+// before the two hashes and follows fields of variable length: it is
+// reached by reading the record from the start.
+func readPrevExpires(b []byte) int64 {
+	r := viewReader{b: b}
+	flags := r.byte()
+	for range 9 {
+		r.str()
+	}
+	r.list(1)
+	r.list(1)
+	r.list(1)
+	r.varint()
+	r.list(2)
+	if flags&flagExpiresAt != 0 {
+		r.time()
+	}
+	r.time()
+	r.time()
+	r.str()
+	if flags&flagRevokedAt != 0 {
+		r.time()
+	}
+	if flags&flagLastUsedAt != 0 {
+		r.time()
+	}
+	r.varint()
+	return r.time().unixNano()
+}
+
+// unixNano is the time in Unix nanoseconds, clamped like unixNanoOrZero
+// (and never 0, which means "no time" on the hot path).
+func (t encodedTime) unixNano() int64 {
+	const maxSec = math.MaxInt64/int64(1e9) - 1
+	switch {
+	case t.sec > maxSec:
+		return math.MaxInt64
+	case t.sec < -maxSec:
+		return math.MinInt64
+	}
+	if ns := t.sec*1e9 + t.nsec; ns != 0 {
+		return ns
+	}
+	return 1
+}
+
+// appendJSON writes the time as encoding/json does (RFC 3339 with
+// nanoseconds, in its own zone) without building a time.Location.
+func (t encodedTime) appendJSON(b []byte) []byte {
+	b = append(b, '"')
+	b = time.Unix(t.sec+t.offset, t.nsec).UTC().AppendFormat(b, "2006-01-02T15:04:05.999999999")
+	if t.offset == 0 {
+		return append(b, 'Z', '"')
+	}
+	zone, sign := t.offset/60, byte('+')
+	if zone < 0 {
+		zone, sign = -zone, '-'
+	}
+	return append(b, sign, byte('0'+zone/600), byte('0'+zone/60%10), ':', byte('0'+zone%60/10), byte('0'+zone%10), '"')
+}
+
+// All yields the strings of a list (for metadata: key, value, key, …).
+func (l encodedList) All() iter.Seq[string] {
+	return func(yield func(string) bool) {
+		r := viewReader{b: l.b}
+		for range l.n {
+			if !yield(r.str()) {
+				return
+			}
+		}
+	}
+}
+
+// Empty reports whether the list is nil or has no element.
+func (l encodedList) Empty() bool { return l.n <= 0 }
+
+type viewReader struct{ b []byte }
+
+func (r *viewReader) byte() byte {
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *viewReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *viewReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *viewReader) str() string {
+	n := r.uvarint()
+	s := r.b[:n]
+	r.b = r.b[n:]
+	if n == 0 {
+		return ""
+	}
+	return unsafe.String(&s[0], len(s))
+}
+
+// list skips a list of n items of per strings each and returns it.
+func (r *viewReader) list(per int) encodedList {
+	c := int(r.uvarint())
+	if c == 0 {
+		return encodedList{n: -1}
+	}
+	start := r.b
+	for range (c - 1) * per {
+		r.str()
+	}
+	return encodedList{n: (c - 1) * per, b: start[:len(start)-len(r.b)]}
+}
+
+func (r *viewReader) time() encodedTime {
+	return encodedTime{sec: r.varint(), nsec: int64(r.uvarint()), offset: r.varint()}
+}
