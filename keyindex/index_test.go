@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -731,3 +732,66 @@ func TestIndexConcurrentReadersAndWriter(t *testing.T) {
 
 // same reports whether two records are equal: the index hands out copies.
 func same(a, b *Record) bool { return reflect.DeepEqual(a, b) }
+
+// TestArenaCompaction: keys replaced over and over (records growing and
+// shrinking) and deleted stay readable and verifiable, and the arena
+// compacts, holding not much more than the live records.
+func TestArenaCompaction(t *testing.T) {
+	ix := New()
+	type key struct {
+		rec *Record
+		tok string
+	}
+	var keys []key
+	for i := 0; i < 2000; i++ {
+		r, tok := newTestRecord(t, TypeSecret, nil)
+		mustInsert(t, ix, r)
+		keys = append(keys, key{r, tok})
+	}
+	for round := 0; round < 30; round++ {
+		for i := range keys {
+			r := keys[i].rec.Clone()
+			r.Name = strings.Repeat("n", (round*7+i)%300)
+			r.Metadata = map[string]string{"round": strings.Repeat("m", round*10)}
+			if err := ix.Replace(r); err != nil {
+				t.Fatal(err)
+			}
+			keys[i].rec = r
+		}
+		if round == 10 { // delete every third key
+			kept := keys[:0]
+			for i, k := range keys {
+				if i%3 == 0 {
+					if err := ix.Delete(k.rec.ID); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				kept = append(kept, k)
+			}
+			keys = kept
+		}
+	}
+	live := 0
+	for _, k := range keys {
+		if got := ix.Get(k.rec.ID); !same(got, k.rec) {
+			t.Fatalf("%s: got %+v, want %+v", k.rec.ID, got, k.rec)
+		}
+		d := ix.Verify(&VerifyRequest{Token: []byte(k.tok), NowNs: baseNow.UnixNano()})
+		if d.Code != CodeValid || d.KeyID() != k.rec.ID {
+			t.Fatalf("%s: verify %s %s", k.rec.ID, d.Code, d.KeyID())
+		}
+		live += recordHeader + len(AppendRecord(nil, k.rec))
+	}
+	held := 0
+	for _, c := range ix.st.arena.chunks {
+		held += len(c)
+	}
+	// Every chunk but the one being filled is at least half live.
+	if held > 2*live+arenaChunkLen {
+		t.Fatalf("arena holds %d bytes for %d live", held, live)
+	}
+	if ix.Len() != len(keys) || countSnapshot(ix) != len(keys) {
+		t.Fatalf("Len %d, want %d", ix.Len(), len(keys))
+	}
+}

@@ -1,0 +1,76 @@
+package keyindex
+
+import (
+	"math/rand"
+	"testing"
+)
+
+// TestHashTableAgainstMap: random inserts and removes, with many colliding
+// fingerprints and positions, agree with a Go map at every step, and the
+// backward-shift deletion never loses an entry behind a hole.
+func TestHashTableAgainstMap(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	var tab hashTable
+	want := map[uint32]uint64{} // value -> key hash
+	// Few distinct hashes so that probe runs are long and wrap around.
+	hashes := make([]uint64, 40)
+	for i := range hashes {
+		hashes[i] = rng.Uint64()
+		if i%4 == 0 && i > 0 {
+			hashes[i] = hashes[i-1] // equal fingerprints
+		}
+	}
+	lookup := func(h uint64, v uint32) bool {
+		return tab.candidates(h, func(got uint32) bool { return got == v })
+	}
+	next := uint32(0)
+	for step := 0; step < 20000; step++ {
+		if len(want) > 0 && rng.Intn(2) == 0 {
+			for v, h := range want { // remove a random one
+				tab.remove(h, v)
+				delete(want, v)
+				if lookup(h, v) {
+					t.Fatalf("step %d: removed value %d still found", step, v)
+				}
+				break
+			}
+		} else {
+			h := hashes[rng.Intn(len(hashes))]
+			tab.insert(h, next)
+			want[next] = h
+			next++
+		}
+		if tab.n != len(want) {
+			t.Fatalf("step %d: table holds %d, want %d", step, tab.n, len(want))
+		}
+		if step%97 == 0 {
+			for v, h := range want {
+				if !lookup(h, v) {
+					t.Fatalf("step %d: value %d lost", step, v)
+				}
+			}
+		}
+	}
+	// Removing what is not there changes nothing.
+	tab.remove(12345, 999999)
+	if tab.n != len(want) {
+		t.Fatal("removing an absent entry changed the count")
+	}
+}
+
+// TestHashTableReserve: reserving keeps what is stored and leaves room.
+func TestHashTableReserve(t *testing.T) {
+	var tab hashTable
+	for v := uint32(0); v < 100; v++ {
+		tab.insert(uint64(v)*0x9E3779B97F4A7C15, v)
+	}
+	tab.reserve(10000)
+	if len(tab.words)*3 < 10000*4 {
+		t.Fatalf("reserve(10000) left %d words", len(tab.words))
+	}
+	for v := uint32(0); v < 100; v++ {
+		if !tab.candidates(uint64(v)*0x9E3779B97F4A7C15, func(got uint32) bool { return got == v }) {
+			t.Fatalf("value %d lost by reserve", v)
+		}
+	}
+}
