@@ -10,16 +10,38 @@ import (
 // and the counters verification updates. Neither holds a pointer per key:
 // a million keys are a few hundred chunks to the garbage collector, not
 // tens of millions of pointers to scan, and a key costs its encoding plus
-// a 40-byte slot instead of a graph of Go objects (about 1 KB).
+// a 56-byte slot instead of a graph of Go objects (about 1 KB).
 
 // slot is one key's place in the index. ref is written under the index's
 // write lock and read under its read lock; the counters are atomics that
 // readers update.
 type slot struct {
 	ref     recordRef // zero: the slot is free
+	hot     hotFields
 	limiter rateLimiter
 	uses    atomic.Int64
 	lastNs  atomic.Int64
+}
+
+// hotFields are what most verifications decide on, copied out of the
+// record when it is stored, so that a decision reads the slot it already
+// touches for the rate limit instead of walking the encoding: 16 bytes a
+// key for about a third of the decision's time.
+type hotFields struct {
+	rateLimit   int32  // clamped to [0, MaxRateLimitPerMin], which the API enforces
+	expiresNs   int64  // 0: no expiry
+	listsAt     uint32 // offset of the scopes, origins and resources lists in the encoding
+	flags       byte   // the encoding's flags byte
+	publishable bool
+}
+
+func hotFieldsOf(r *Record, enc []byte) hotFields {
+	rd := viewReader{b: enc[1:]}
+	for range 9 { // the strings before the lists
+		rd.str()
+	}
+	return hotFields{rateLimit: int32(min(max(r.RateLimitPerMin, 0), MaxRateLimitPerMin)), expiresNs: unixNanoOrZero(r.ExpiresAt),
+		listsAt: uint32(len(enc) - len(rd.b)), flags: enc[0], publishable: r.Type == TypePublishable}
 }
 
 // recordRef locates an encoded record: chunk number and the offset and
@@ -65,7 +87,7 @@ func (s *slots) alloc() uint32 {
 // release frees slot n; its counters start from zero for the next key.
 func (s *slots) release(n uint32) {
 	sl := s.get(n)
-	sl.ref = recordRef{}
+	sl.ref, sl.hot = recordRef{}, hotFields{}
 	sl.limiter.word.Store(0)
 	sl.uses.Store(0)
 	sl.lastNs.Store(0)

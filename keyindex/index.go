@@ -343,7 +343,7 @@ func (st *store) put(n uint32, r *Record) {
 	st.scratch = AppendRecord(st.scratch[:0], r)
 	sl := st.slots.get(n)
 	old := sl.ref
-	sl.ref = st.arena.put(n, st.scratch)
+	sl.ref, sl.hot = st.arena.put(n, st.scratch), hotFieldsOf(r, st.scratch)
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
 	}
@@ -374,8 +374,8 @@ func (ix *Index) ExpiredRotations(nowNs int64) []string {
 	defer ix.mu.RUnlock()
 	var ids []string
 	for n := range ix.st.rotating {
-		if v := readView(ix.st.rec(n)); nowNs >= v.prevExpiresNs {
-			ids = append(ids, strings.Clone(v.id))
+		if b := ix.st.rec(n); nowNs >= readPrevExpires(b) {
+			ids = append(ids, strings.Clone(readView(b).id))
 		}
 	}
 	return ids

@@ -63,20 +63,21 @@ type Decision struct {
 	Rotated bool
 	// RateLimit is filled for keys that have a limit.
 	RateLimit RateLimit
-	// matched is set whenever the token matched a key, also for most
-	// rejections: the key's stored bytes (immutable) and a view of them.
-	matched bool
-	rec     []byte
-	v       view
+	// rec is set whenever the token matched a key, also for most
+	// rejections: the key's stored bytes, which never change; v is read
+	// from them on first use.
+	rec    []byte
+	v      view
+	parsed bool
 }
 
 // Matched reports whether the token matched a key.
-func (d *Decision) Matched() bool { return d.matched }
+func (d *Decision) Matched() bool { return d.rec != nil }
 
 // Record decodes the matched key's record (nil if none). It allocates:
 // for admin authentication, not for the verify answer.
 func (d *Decision) Record() *Record {
-	if !d.matched {
+	if d.rec == nil {
 		return nil
 	}
 	r, err := DecodeRecord(d.rec)
@@ -86,16 +87,23 @@ func (d *Decision) Record() *Record {
 	return r
 }
 
+func (d *Decision) view() *view {
+	if !d.parsed {
+		d.v, d.parsed = readView(d.rec), true
+	}
+	return &d.v
+}
+
 // KeyType, KeyID, WorkspaceID and OwnerID describe the matched key without
 // allocating.
-func (d *Decision) KeyType() KeyType    { return KeyType(d.v.typ) }
-func (d *Decision) KeyID() string       { return d.v.id }
-func (d *Decision) WorkspaceID() string { return d.v.workspace }
-func (d *Decision) OwnerID() string     { return d.v.owner }
+func (d *Decision) KeyType() KeyType    { return KeyType(d.view().typ) }
+func (d *Decision) KeyID() string       { return d.view().id }
+func (d *Decision) WorkspaceID() string { return d.view().workspace }
+func (d *Decision) OwnerID() string     { return d.view().owner }
 
 // AppendValidBody appends the JSON answer of a VALID decision up to its
 // ratelimit object: the caller writes that object and the closing brace.
-func (d *Decision) AppendValidBody(dst []byte) []byte { return appendValidPrefix(dst, &d.v) }
+func (d *Decision) AppendValidBody(dst []byte) []byte { return appendValidPrefix(dst, d.view()) }
 
 // MaxImportedTokenLen bounds tokens looked up as imported keys.
 const MaxImportedTokenLen = 512
@@ -122,37 +130,43 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		}
 		return Decision{Code: CodeKeyNotFound}
 	}
-	d := Decision{matched: true, rec: st.rec(n)}
-	d.v = readView(d.rec)
-	if err != nil && d.v.flags&flagImported == 0 {
+	sl := st.slots.get(n)
+	hot := &sl.hot
+	d := Decision{rec: st.rec(n)}
+	if err != nil && hot.flags&flagImported == 0 {
 		return Decision{Code: CodeMalformedKey}
 	}
 	if previous {
 		// The previous token of a rotated key: good only until its grace ends.
-		if req.NowNs >= d.v.prevExpiresNs {
+		if req.NowNs >= readPrevExpires(d.rec) {
 			return Decision{Code: CodeKeyNotFound}
 		}
 		d.Rotated = true
 	}
+	// The lists are read only when the request or the key needs them.
+	var lists keyLists
+	if len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || hot.publishable {
+		lists = readLists(d.rec[hot.listsAt:])
+	}
 	switch {
-	case d.v.flags&flagRevokedAt != 0:
+	case hot.flags&flagRevokedAt != 0:
 		d.Code = CodeKeyRevoked
-	case d.v.flags&flagActive == 0:
+	case hot.flags&flagActive == 0:
 		d.Code = CodeKeyDisabled
-	case d.v.flags&flagExpiresAt != 0 && req.NowNs >= d.v.expires.unixNano():
+	case hot.expiresNs != 0 && req.NowNs >= hot.expiresNs:
 		d.Code = CodeKeyExpired
-	case !d.v.originOK(req.Origin):
+	case !lists.originOK(hot.publishable, req.Origin):
 		d.Code = CodeOriginNotAllowed
-	case len(req.Scope) > 0 && !scopesAllow(d.v.scopes.All(), req.Scope):
+	case len(req.Scope) > 0 && !scopesAllow(lists.scopes.All(), req.Scope):
 		d.Code = CodeInsufficientScope
-	case len(req.Resource) > 0 && !d.v.resources.Empty() && !containsBytes(d.v.resources.All(), req.Resource):
+	case len(req.Resource) > 0 && !lists.resources.Empty() && !containsBytes(lists.resources.All(), req.Resource):
 		d.Code = CodeResourceNotAllowed
 	}
 	if d.Code != CodeValid {
 		return d
 	}
-	if d.v.rateLimit > 0 {
-		ok, rl := st.slots.get(n).limiter.allow(req.NowNs, d.v.rateLimit)
+	if hot.rateLimit > 0 {
+		ok, rl := sl.limiter.allow(req.NowNs, int(hot.rateLimit))
 		d.RateLimit = rl
 		if !ok {
 			d.Code = CodeRateLimited
@@ -166,12 +180,12 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 // originOK: a publishable key needs an Origin from its list. Any other key
 // with a list checks an Origin when the caller sends one; server-side callers
 // send none and are not held to it.
-func (v *view) originOK(origin []byte) bool {
-	if KeyType(v.typ) == TypePublishable {
-		return len(origin) > 0 && originAllowed(v.origins.All(), origin)
+func (l *keyLists) originOK(publishable bool, origin []byte) bool {
+	if publishable {
+		return len(origin) > 0 && originAllowed(l.origins.All(), origin)
 	}
-	if len(origin) == 0 || v.origins.Empty() {
+	if len(origin) == 0 || l.origins.Empty() {
 		return true
 	}
-	return originAllowed(v.origins.All(), origin)
+	return originAllowed(l.origins.All(), origin)
 }

@@ -16,11 +16,24 @@ import (
 type view struct {
 	flags                                  byte
 	id, workspace, owner, typ, environment string
-	scopes, origins, resources, metadata   encodedList
-	rateLimit                              int
-	expires                                encodedTime // if flags&flagExpiresAt
-	prevExpiresNs                          int64       // if flags&flagRotation
-	hash, prevHash                         []byte      // prevHash if flags&flagRotation
+	keyLists
+	metadata encodedList
+	expires  encodedTime // if flags&flagExpiresAt
+	tail     []byte      // the fields after expires_at
+}
+
+// keyLists are a record's scopes, origins and resources, and the bytes
+// after them.
+type keyLists struct {
+	scopes, origins, resources encodedList
+	rest                       []byte
+}
+
+func readLists(b []byte) keyLists {
+	r := viewReader{b: b}
+	l := keyLists{scopes: r.list(1), origins: r.list(1), resources: r.list(1)}
+	l.rest = r.b
+	return l
 }
 
 // encodedList is a list (or, for metadata, key-value pairs) as the codec
@@ -42,19 +55,14 @@ func readView(b []byte) view {
 	r.str() // key_prefix
 	r.str() // key_suffix
 	r.str() // preview
-	v.scopes, v.origins, v.resources = r.list(1), r.list(1), r.list(1)
-	v.rateLimit = int(r.varint())
+	v.keyLists = readLists(r.b)
+	r.b = v.rest
+	r.varint() // rate_limit_per_min
 	v.metadata = r.list(2)
 	if v.flags&flagExpiresAt != 0 {
 		v.expires = r.time()
 	}
-	v.hash = b[len(b)-len(Hash{}):]
-	if v.flags&flagRotation != 0 {
-		// Rotation.PreviousExpiresAt and PreviousHash end the record, before
-		// the hash; read them from the end rather than past the fields between.
-		v.prevHash = b[len(b)-2*len(Hash{}) : len(b)-len(Hash{})]
-		v.prevExpiresNs = readPrevExpires(b)
-	}
+	v.tail = r.b
 	return v
 }
 
@@ -62,29 +70,18 @@ func readView(b []byte) view {
 // before the two hashes and follows fields of variable length: it is
 // reached by reading the record from the start.
 func readPrevExpires(b []byte) int64 {
-	r := viewReader{b: b}
-	flags := r.byte()
-	for range 9 {
-		r.str()
-	}
-	r.list(1)
-	r.list(1)
-	r.list(1)
-	r.varint()
-	r.list(2)
-	if flags&flagExpiresAt != 0 {
+	v := readView(b)
+	r := viewReader{b: v.tail}
+	r.time() // created_at
+	r.time() // updated_at
+	r.str()  // created_by
+	if v.flags&flagRevokedAt != 0 {
 		r.time()
 	}
-	r.time()
-	r.time()
-	r.str()
-	if flags&flagRevokedAt != 0 {
+	if v.flags&flagLastUsedAt != 0 {
 		r.time()
 	}
-	if flags&flagLastUsedAt != 0 {
-		r.time()
-	}
-	r.varint()
+	r.varint() // usage_count
 	return r.time().unixNano()
 }
 
