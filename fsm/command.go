@@ -69,7 +69,7 @@ type StoredRecord struct {
 // million keys).
 func (s *StoredRecord) MarshalJSON() ([]byte, error) {
 	if s.Record == nil {
-		return []byte("null"), nil
+		return nil, errors.New("record missing")
 	}
 	return json.Marshal(keyindex.AppendRecord(nil, s.Record))
 }
@@ -93,16 +93,19 @@ func (s *StoredRecord) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, (*fields)(s)); err != nil {
 		return err
 	}
+	if s.Record == nil { // {} or only the hashes: nothing to store
+		return errors.New("record missing")
+	}
 	// The hashes travel beside the fields in this form; put them where the
 	// binary form decodes them, so both give the same record.
-	if s.Record != nil {
-		s.Record.Hash = s.SHA256
-		if s.Record.Rotation != nil {
-			if s.PreviousSHA256 == nil {
-				return errors.New("rotation without previous hash")
-			}
-			s.Record.Rotation.PreviousHash = *s.PreviousSHA256
-		}
+	s.Record.Hash = s.SHA256
+	switch {
+	case s.Record.Rotation != nil && s.PreviousSHA256 == nil:
+		return errors.New("rotation without previous hash")
+	case s.Record.Rotation == nil && s.PreviousSHA256 != nil:
+		return errors.New("previous hash without rotation")
+	case s.Record.Rotation != nil:
+		s.Record.Rotation.PreviousHash = *s.PreviousSHA256
 	}
 	return nil
 }
