@@ -207,7 +207,8 @@ func TestNoPlaintextAtRest(t *testing.T) {
 		}
 		sum := sha256.Sum256([]byte(plain))
 		secrets = append(secrets, plain)
-		hashes = append(hashes, hex.EncodeToString(sum[:]))
+		// Snapshots hold records in their binary encoding: the raw hash.
+		hashes = append(hashes, string(sum[:]))
 		items = append(items, map[string]any{"sha256": hex.EncodeToString(sum[:]), "name": "imp", "workspace_id": "ws_pt"})
 	}
 	imp := n.do("POST", "/v1/keys/import", n.rootToken, map[string]any{"keys": items}).want(t, http.StatusCreated)
