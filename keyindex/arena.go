@@ -96,11 +96,13 @@ func (s *slots) release(n uint32) {
 	s.free = append(s.free, n)
 }
 
-// markUsed sets slot n's dirty bit and reports whether it was clear.
-func (s *slots) markUsed(n uint32) bool {
+// markUsed sets slot n's dirty bit. A key verified again and again finds
+// it set: a load, not a write to a line other cores read.
+func (s *slots) markUsed(n uint32) {
 	w := &s.chunks[n>>slotChunkBits].dirty[(n&(slotChunkLen-1))/64]
-	bit := uint64(1) << (n % 64)
-	return w.Or(bit)&bit == 0
+	if bit := uint64(1) << (n % 64); w.Load()&bit == 0 {
+		w.Or(bit)
+	}
 }
 
 // arena stores encoded records in chunks. A record is appended after a

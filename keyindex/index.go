@@ -65,10 +65,8 @@ func (st *store) orderKey(it orderItem) (workspace, id string) {
 	if it.pivot != nil {
 		return it.pivot.workspace, it.pivot.id
 	}
-	// The id and workspace are the encoding's first fields: read only them.
-	r := viewReader{b: st.rec(it.slot)[1:]}
-	id = r.str()
-	return r.str(), id
+	h := readHead(st.rec(it.slot))
+	return h.workspace, h.id
 }
 
 func (st *store) orderLess(a, b orderItem) bool {

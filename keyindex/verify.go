@@ -64,11 +64,10 @@ type Decision struct {
 	// RateLimit is filled for keys that have a limit.
 	RateLimit RateLimit
 	// rec is set whenever the token matched a key, also for most
-	// rejections: the key's stored bytes, which never change; v is read
-	// from them on first use.
-	rec    []byte
-	v      view
-	parsed bool
+	// rejections: the key's stored bytes, which never change. The answer's
+	// fields are read from them when asked for, which keeps the decision
+	// small to return.
+	rec []byte
 }
 
 // Matched reports whether the token matched a key.
@@ -87,23 +86,19 @@ func (d *Decision) Record() *Record {
 	return r
 }
 
-func (d *Decision) view() *view {
-	if !d.parsed {
-		d.v, d.parsed = readView(d.rec), true
-	}
-	return &d.v
-}
-
 // KeyType, KeyID, WorkspaceID and OwnerID describe the matched key without
 // allocating.
-func (d *Decision) KeyType() KeyType    { return KeyType(d.view().typ) }
-func (d *Decision) KeyID() string       { return d.view().id }
-func (d *Decision) WorkspaceID() string { return d.view().workspace }
-func (d *Decision) OwnerID() string     { return d.view().owner }
+func (d *Decision) KeyType() KeyType    { return KeyType(readHead(d.rec).typ) }
+func (d *Decision) KeyID() string       { return readHead(d.rec).id }
+func (d *Decision) WorkspaceID() string { return readHead(d.rec).workspace }
+func (d *Decision) OwnerID() string     { return readHead(d.rec).owner }
 
 // AppendValidBody appends the JSON answer of a VALID decision up to its
 // ratelimit object: the caller writes that object and the closing brace.
-func (d *Decision) AppendValidBody(dst []byte) []byte { return appendValidPrefix(dst, d.view()) }
+func (d *Decision) AppendValidBody(dst []byte) []byte {
+	v := readView(d.rec)
+	return appendValidPrefix(dst, &v)
+}
 
 // MaxImportedTokenLen bounds tokens looked up as imported keys.
 const MaxImportedTokenLen = 512

@@ -46,12 +46,26 @@ type encodedList struct {
 // encodedTime is a time as the codec writes it.
 type encodedTime struct{ sec, nsec, offset int64 }
 
-func readView(b []byte) view {
-	r := viewReader{b: b}
-	v := view{flags: r.byte()}
-	v.id, v.workspace, v.owner = r.str(), r.str(), r.str()
+// head is the strings at the front of the encoding, read for an answer's
+// headers and for the listing order without walking the whole record.
+type head struct {
+	id, workspace, owner, typ string
+	rest                      []byte // from the environment on
+}
+
+func readHead(b []byte) head {
+	r := viewReader{b: b[1:]} // after the flags
+	h := head{id: r.str(), workspace: r.str(), owner: r.str()}
 	r.str() // name
-	v.typ, v.environment = r.str(), r.str()
+	h.typ, h.rest = r.str(), r.b
+	return h
+}
+
+func readView(b []byte) view {
+	h := readHead(b)
+	v := view{flags: b[0], id: h.id, workspace: h.workspace, owner: h.owner, typ: h.typ}
+	r := viewReader{b: h.rest}
+	v.environment = r.str()
 	r.str() // key_prefix
 	r.str() // key_suffix
 	r.str() // preview
