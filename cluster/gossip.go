@@ -279,7 +279,8 @@ func (g *gossip) reconnectLoop(every time.Duration) {
 }
 
 // deadAddrs lists the gossip addresses of members that died without
-// leaving and that memberlist no longer counts as alive.
+// leaving, that memberlist no longer counts as alive, and that have not
+// been dead longer than --reap-after (by then the leader removes them).
 func (g *gossip) deadAddrs() []string {
 	alive := map[string]bool{}
 	for _, n := range g.ml.Members() {
@@ -289,7 +290,8 @@ func (g *gossip) deadAddrs() []string {
 	defer g.mu.RUnlock()
 	var out []string
 	for id, m := range g.members {
-		if m.State == GossipDead && !alive[id] && m.GossipAddr != "" && id != g.node.id {
+		if m.State == GossipDead && !alive[id] && m.GossipAddr != "" && id != g.node.id &&
+			time.Since(m.Since) < g.node.cfg.ReapAfter {
 			out = append(out, m.GossipAddr)
 		}
 	}
