@@ -54,9 +54,13 @@ type Command struct {
 	IDs   []string `json:"ids,omitempty"` // purge_rotations
 }
 
-// StoredRecord is a record as commands (and version-1 snapshots) carry it:
-// the API record plus its token hashes, which the API never shows.
-type StoredRecord struct {
+// StoredRecord is a record as commands and snapshots carry it, token hashes
+// included (the API never shows them).
+type StoredRecord struct{ *keyindex.Record }
+
+// recordV1 is the field-by-field form of version-1 commands and snapshots:
+// the API record with its token hashes beside it.
+type recordV1 struct {
 	*keyindex.Record
 	SHA256         keyindex.Hash  `json:"sha256"`
 	PreviousSHA256 *keyindex.Hash `json:"previous_sha256,omitempty"`
@@ -74,8 +78,7 @@ func (s *StoredRecord) MarshalJSON() ([]byte, error) {
 	return json.Marshal(keyindex.AppendRecord(nil, s.Record))
 }
 
-// UnmarshalJSON reads the binary form, or the field-by-field object of
-// version-1 commands and snapshots.
+// UnmarshalJSON reads the binary form, or the version-1 object.
 func (s *StoredRecord) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		var raw []byte
@@ -86,39 +89,33 @@ func (s *StoredRecord) UnmarshalJSON(b []byte) error {
 		if err != nil {
 			return err
 		}
-		*s = *Store(r)
+		s.Record = r
 		return nil
 	}
-	type fields StoredRecord // without these methods
-	if err := json.Unmarshal(b, (*fields)(s)); err != nil {
+	var v1 recordV1
+	if err := json.Unmarshal(b, &v1); err != nil {
 		return err
 	}
-	if s.Record == nil { // {} or only the hashes: nothing to store
+	if v1.Record == nil { // {} or only the hashes: nothing to store
 		return errors.New("record missing")
 	}
 	// The hashes travel beside the fields in this form; put them where the
 	// binary form decodes them, so both give the same record.
-	s.Record.Hash = s.SHA256
+	v1.Record.Hash = v1.SHA256
 	switch {
-	case s.Record.Rotation != nil && s.PreviousSHA256 == nil:
+	case v1.Record.Rotation != nil && v1.PreviousSHA256 == nil:
 		return errors.New("rotation without previous hash")
-	case s.Record.Rotation == nil && s.PreviousSHA256 != nil:
+	case v1.Record.Rotation == nil && v1.PreviousSHA256 != nil:
 		return errors.New("previous hash without rotation")
-	case s.Record.Rotation != nil:
-		s.Record.Rotation.PreviousHash = *s.PreviousSHA256
+	case v1.Record.Rotation != nil:
+		v1.Record.Rotation.PreviousHash = *v1.PreviousSHA256
 	}
+	s.Record = v1.Record
 	return nil
 }
 
 // Store wraps r for encoding.
-func Store(r *keyindex.Record) *StoredRecord {
-	s := &StoredRecord{Record: r, SHA256: r.Hash}
-	if r.Rotation != nil {
-		h := r.Rotation.PreviousHash
-		s.PreviousSHA256 = &h
-	}
-	return s
-}
+func Store(r *keyindex.Record) *StoredRecord { return &StoredRecord{Record: r} }
 
 // record unwraps a decoded StoredRecord (UnmarshalJSON has put its hashes
 // in place).

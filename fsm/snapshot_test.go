@@ -14,7 +14,7 @@ import (
 )
 
 // snapshotV1 writes f's state as a version 1 stream, the format of builds
-// before records went binary: every frame JSON, records as StoredRecords.
+// before records went binary: every frame JSON, records field by field.
 func snapshotV1(t testing.TB, f *FSM) []byte {
 	t.Helper()
 	s := f.capture()
@@ -32,7 +32,14 @@ func snapshotV1(t testing.TB, f *FSM) []byte {
 	for i := range meta.Audit {
 		frame(&meta.Audit[i])
 	}
-	s.records.Each(func(r *keyindex.Record) bool { frame(Store(r)); return true })
+	s.records.Each(func(r *keyindex.Record) bool {
+		v1 := recordV1{Record: r, SHA256: r.Hash}
+		if r.Rotation != nil {
+			v1.PreviousSHA256 = &r.Rotation.PreviousHash
+		}
+		frame(v1)
+		return true
+	})
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
