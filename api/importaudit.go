@@ -69,7 +69,7 @@ func (s *Server) handleImport(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, aerr)
 			return
 		}
-		if s.index.HashInUse(r.SHA256) {
+		if s.index.HashInUse(r.Hash) {
 			conflicts = append(conflicts, FieldError{fmt.Sprintf("keys[%d].sha256", i), "a key with this hash exists"})
 		}
 	}
