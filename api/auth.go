@@ -18,7 +18,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "send an admin key in Authorization: Bearer")
 	}
 	d := s.index.Verify(&keyindex.VerifyRequest{Token: tok, NowNs: time.Now().UnixNano()})
-	if d.Matched() && d.KeyType() != keyindex.TypeAdmin {
+	if d.Matched() && d.Key().Type != keyindex.TypeAdmin {
 		// A secret or publishable key is never an admin credential, whatever
 		// the verify decision says of it: a publishable key sent without an
 		// Origin must not read as "admin key rejected: origin" (401).

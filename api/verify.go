@@ -168,9 +168,10 @@ func (s *Server) writeVerifyAnswer(ctx *fasthttp.RequestCtx, d *keyindex.Decisio
 	resp.Header.SetContentTypeBytes(jsonType)
 	switch d.Code {
 	case keyindex.CodeValid:
-		resp.Header.Set("Keyraft-Key-Id", d.KeyID())
-		resp.Header.Set("Keyraft-Workspace-Id", d.WorkspaceID())
-		resp.Header.Set("Keyraft-Owner-Id", d.OwnerID())
+		k := d.Key()
+		resp.Header.Set("Keyraft-Key-Id", k.ID)
+		resp.Header.Set("Keyraft-Workspace-Id", k.WorkspaceID)
+		resp.Header.Set("Keyraft-Owner-Id", k.OwnerID)
 		if d.Rotated {
 			resp.Header.Set("Keyraft-Key-Rotated", "true")
 		}

@@ -141,10 +141,13 @@ func (ix *Index) Get(id string) *Record {
 	return nil
 }
 
-// decode returns a copy of the record in slot n. Stored bytes were encoded
-// by this index, so decoding cannot fail short of memory corruption.
-func (st *store) decode(n uint32) *Record {
-	r, err := DecodeRecord(st.rec(n))
+// decode returns a copy of the record in slot n.
+func (st *store) decode(n uint32) *Record { return mustDecode(st.rec(n)) }
+
+// mustDecode decodes stored bytes. The index encoded them itself, so
+// decoding cannot fail short of memory corruption.
+func mustDecode(b []byte) *Record {
+	r, err := DecodeRecord(b)
 	if err != nil {
 		panic("keyindex: stored record unreadable: " + err.Error())
 	}
@@ -436,13 +439,7 @@ func (s *Records) Len() int { return len(s.refs) }
 
 // Each calls fn with a copy of every record until fn returns false.
 func (s *Records) Each(fn func(*Record) bool) {
-	s.EachEncoded(func(b []byte) bool {
-		r, err := DecodeRecord(b)
-		if err != nil {
-			panic("keyindex: stored record unreadable: " + err.Error())
-		}
-		return fn(r)
-	})
+	s.EachEncoded(func(b []byte) bool { return fn(mustDecode(b)) })
 }
 
 // EachEncoded calls fn with every record's binary encoding (AppendRecord)

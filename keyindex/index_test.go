@@ -778,8 +778,8 @@ func TestArenaCompaction(t *testing.T) {
 			t.Fatalf("%s: got %+v, want %+v", k.rec.ID, got, k.rec)
 		}
 		d := ix.Verify(&VerifyRequest{Token: []byte(k.tok), NowNs: baseNow.UnixNano()})
-		if d.Code != CodeValid || d.KeyID() != k.rec.ID {
-			t.Fatalf("%s: verify %s %s", k.rec.ID, d.Code, d.KeyID())
+		if d.Code != CodeValid || d.Key().ID != k.rec.ID {
+			t.Fatalf("%s: verify %s %s", k.rec.ID, d.Code, d.Key().ID)
 		}
 		live += recordHeader + len(AppendRecord(nil, k.rec))
 	}

@@ -79,19 +79,21 @@ func (d *Decision) Record() *Record {
 	if d.rec == nil {
 		return nil
 	}
-	r, err := DecodeRecord(d.rec)
-	if err != nil {
-		panic("keyindex: stored record unreadable: " + err.Error())
-	}
-	return r
+	return mustDecode(d.rec)
 }
 
-// KeyType, KeyID, WorkspaceID and OwnerID describe the matched key without
-// allocating.
-func (d *Decision) KeyType() KeyType    { return KeyType(readHead(d.rec).typ) }
-func (d *Decision) KeyID() string       { return readHead(d.rec).id }
-func (d *Decision) WorkspaceID() string { return readHead(d.rec).workspace }
-func (d *Decision) OwnerID() string     { return readHead(d.rec).owner }
+// KeyRef is whose a matched key is: what an answer's headers say of it.
+type KeyRef struct {
+	ID, WorkspaceID, OwnerID string
+	Type                     KeyType
+}
+
+// Key describes the matched key without allocating (its strings point
+// into the index's stored bytes, which never change).
+func (d *Decision) Key() KeyRef {
+	h := readHead(d.rec)
+	return KeyRef{ID: h.id, WorkspaceID: h.workspace, OwnerID: h.owner, Type: KeyType(h.typ)}
+}
 
 // AppendValidBody appends the JSON answer of a VALID decision up to its
 // ratelimit object: the caller writes that object and the closing brace.
@@ -127,7 +129,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	}
 	sl := st.slots.get(n)
 	hot := &sl.hot
-	d := Decision{rec: st.rec(n)}
+	d := Decision{rec: st.arena.bytes(sl.ref)}
 	if err != nil && hot.flags&flagImported == 0 {
 		return Decision{Code: CodeMalformedKey}
 	}
