@@ -68,14 +68,7 @@ func load(b *testing.B, n int) *fixture {
 	now := time.Now()
 	recs := make([]*keyindex.Record, 0, n)
 	for i := 0; i < n; i++ {
-		tok, err := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
-		if err != nil {
-			b.Fatal(err)
-		}
-		id, _ := keyindex.NewID(now, rand.Reader)
-		r := &keyindex.Record{ID: id, WorkspaceID: "ws", Name: "k", Type: keyindex.TypeSecret, Environment: keyindex.EnvLive,
-			Scopes: []string{"calls:*"}, Active: true, CreatedAt: now, UpdatedAt: now}
-		r.SetToken(tok)
+		r, tok := benchRecord(b, now)
 		recs = append(recs, r)
 		f.tokens = append(f.tokens, []byte(tok.Plaintext))
 		f.hashes = append(f.hashes, tok.Hash)
@@ -205,6 +198,20 @@ func BenchmarkSHA256(b *testing.B) {
 	_ = sink
 }
 
+// benchRecord is a minimal secret key with a fresh token: the record every
+// in-process figure is measured on.
+func benchRecord(tb testing.TB, now time.Time) (*keyindex.Record, keyindex.Token) {
+	tok, err := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, _ := keyindex.NewID(now, rand.Reader)
+	r := &keyindex.Record{ID: id, WorkspaceID: "ws", Name: "k", Type: keyindex.TypeSecret, Environment: keyindex.EnvLive,
+		Scopes: []string{"calls:*"}, Active: true, CreatedAt: now, UpdatedAt: now}
+	r.SetToken(tok)
+	return r, tok
+}
+
 func mustToken(tb testing.TB) []byte {
 	tok, err := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
 	if err != nil {
@@ -218,14 +225,7 @@ func mustToken(tb testing.TB) []byte {
 func TestVerifyDecisionAllocs(t *testing.T) {
 	ix := keyindex.New()
 	now := time.Now()
-	tok, err := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := keyindex.NewID(now, rand.Reader)
-	r := &keyindex.Record{ID: id, WorkspaceID: "ws", Name: "k", Type: keyindex.TypeSecret, Environment: keyindex.EnvLive,
-		Scopes: []string{"calls:*"}, Active: true, CreatedAt: now, UpdatedAt: now}
-	r.SetToken(tok)
+	r, tok := benchRecord(t, now)
 	if err := ix.Insert(r); err != nil {
 		t.Fatal(err)
 	}
@@ -262,15 +262,7 @@ func BenchmarkIndexHeap(b *testing.B) {
 				before := liveHeap()
 				recs := make([]*keyindex.Record, n)
 				for j := range recs {
-					tok, err := keyindex.GenerateToken(rand.Reader, "", keyindex.TypeSecret, keyindex.EnvLive)
-					if err != nil {
-						b.Fatal(err)
-					}
-					id, _ := keyindex.NewID(now, rand.Reader)
-					r := &keyindex.Record{ID: id, WorkspaceID: "ws", Name: "k", Type: keyindex.TypeSecret, Environment: keyindex.EnvLive,
-						Scopes: []string{"calls:*"}, Active: true, CreatedAt: now, UpdatedAt: now}
-					r.SetToken(tok)
-					recs[j] = r
+					recs[j], _ = benchRecord(b, now)
 				}
 				ix := keyindex.New()
 				if err := ix.InsertAll(recs); err != nil {
