@@ -77,6 +77,9 @@ func (s *slots) alloc() uint32 {
 		return n
 	}
 	n := s.next
+	if n >= pivotBit {
+		panic("keyindex: more than 2^31 keys") // slot numbers must stay below the listing pivots'
+	}
 	if int(n>>slotChunkBits) == len(s.chunks) {
 		s.chunks = append(s.chunks, new(slotChunk))
 	}

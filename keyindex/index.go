@@ -42,18 +42,35 @@ type store struct {
 	// rotating holds the slots of keys that still have a previous hash,
 	// so purging expired ones does not scan every key.
 	rotating map[uint32]struct{}
-	count    int
-	scratch  []byte // encoding buffer for writes
+	// pivots holds the search keys of listings in progress, by the
+	// orderItem that stands for them in the tree's comparisons.
+	pivots    sync.Map // orderItem → *pivotKey
+	nextPivot atomic.Uint32
+	count     int
+	scratch   []byte // encoding buffer for writes
 }
 
-// orderItem is a key in the (workspace, id) order: its slot, whose record
-// gives the order, or for searches a pivot.
-type orderItem struct {
-	slot  uint32
-	pivot *pivotKey
-}
+// orderItem is a key in the (workspace, id) order: a slot number, whose
+// record gives the order, or (with pivotBit set) a listing's search key in
+// st.pivots. It holds no pointer, so the tree's millions of items are
+// nothing for the garbage collector to scan (as a struct with a pivot
+// pointer they were most of its marking work), and take 4 bytes.
+type orderItem uint32
+
+// pivotBit marks pivots. Slot numbers stay below it: 2^31 keys would be
+// hundreds of gigabytes.
+const pivotBit = 1 << 31
 
 type pivotKey struct{ workspace, id string }
+
+// addPivot registers p for one search; the caller removes it with
+// st.pivots.Delete when the search is done. Listings run concurrently
+// under the read lock, so each gets its own number.
+func (st *store) addPivot(p *pivotKey) orderItem {
+	it := orderItem(st.nextPivot.Add(1) | pivotBit)
+	st.pivots.Store(it, p)
+	return it
+}
 
 func newStore() *store {
 	st := &store{arena: newArena(), rotating: map[uint32]struct{}{}}
@@ -62,10 +79,11 @@ func newStore() *store {
 }
 
 func (st *store) orderKey(it orderItem) (workspace, id string) {
-	if it.pivot != nil {
-		return it.pivot.workspace, it.pivot.id
+	if it&pivotBit != 0 {
+		p, _ := st.pivots.Load(it)
+		return p.(*pivotKey).workspace, p.(*pivotKey).id
 	}
-	h := readHead(st.rec(it.slot))
+	h := readHead(st.rec(uint32(it)))
 	return h.workspace, h.id
 }
 
@@ -233,7 +251,7 @@ func (st *store) addAll(recs []*Record) error {
 		return cmp.Or(strings.Compare(recs[a].WorkspaceID, recs[b].WorkspaceID), strings.Compare(recs[a].ID, recs[b].ID))
 	})
 	for _, i := range byOrder {
-		st.ordered.ReplaceOrInsert(orderItem{slot: slots[i]})
+		st.ordered.ReplaceOrInsert(orderItem(slots[i]))
 	}
 	st.count += len(recs)
 	return nil
@@ -282,13 +300,13 @@ func (ix *Index) Replace(r *Record) error {
 	// workspace changes.
 	moved := old.WorkspaceID != r.WorkspaceID
 	if moved {
-		st.ordered.Delete(orderItem{slot: n})
+		st.ordered.Delete(orderItem(n))
 	}
 	st.unlink(n, old)
 	st.put(n, r)
 	st.link(n, r)
 	if moved {
-		st.ordered.ReplaceOrInsert(orderItem{slot: n})
+		st.ordered.ReplaceOrInsert(orderItem(n))
 	}
 	ix.countImported(old, -1)
 	ix.countImported(r, 1)
@@ -314,7 +332,7 @@ func (st *store) remove(id string) (*Record, error) {
 		return nil, ErrNotFound
 	}
 	old := st.decode(n)
-	st.ordered.Delete(orderItem{slot: n})
+	st.ordered.Delete(orderItem(n))
 	st.unstore(n, old)
 	st.count--
 	return old, nil
@@ -489,7 +507,7 @@ func (ix *Index) List(q ListQuery) ([]*Record, string, error) {
 	ix.mu.RLock()
 	st := ix.st
 	visit := func(it orderItem) bool {
-		v := readView(st.rec(it.slot))
+		v := readView(st.rec(uint32(it)))
 		if pivot != nil && q.Cursor != "" && v.workspace == pivot.workspace && v.id == pivot.id {
 			return true // the cursor names the last record of the previous page
 		}
@@ -504,11 +522,13 @@ func (ix *Index) List(q ListQuery) ([]*Record, string, error) {
 			more = true
 			return false
 		}
-		page = append(page, st.decode(it.slot))
+		page = append(page, st.decode(uint32(it)))
 		return true
 	}
 	if pivot != nil {
-		st.ordered.AscendGreaterOrEqual(orderItem{pivot: pivot}, visit)
+		it := st.addPivot(pivot)
+		st.ordered.AscendGreaterOrEqual(it, visit)
+		st.pivots.Delete(it)
 	} else {
 		st.ordered.Ascend(visit)
 	}

@@ -26,42 +26,27 @@ func scopesAllow(granted iter.Seq[string], want []byte) bool {
 	return false
 }
 
-// scopeMatch matches one granted scope against a requested one, segment by segment.
+// scopeMatch matches one granted scope against a requested one in one pass.
+// Segments line up by their ":" (a "*" never takes a ":", so the k-th ":" of
+// the grant can only meet the k-th ":" of the request), and within a segment
+// a "*" is a glob for any run of bytes. One backtrack point is enough: a
+// later "*" in the same segment can take whatever an earlier one would have,
+// and once a ":" has matched the earlier segments are settled. Linear in
+// practice and allocation-free; it is on the verify path of every scoped
+// request, where the segment-by-segment form cost twice as much.
 func scopeMatch(granted string, want []byte) bool {
-	for {
-		gi := strings.IndexByte(granted, ':')
-		wi := bytes.IndexByte(want, ':')
-		if (gi < 0) != (wi < 0) {
-			return false
-		}
-		gs, ws := granted, want
-		if gi >= 0 {
-			gs, ws = granted[:gi], want[:wi]
-		}
-		if !globMatch(gs, ws) {
-			return false
-		}
-		if gi < 0 {
-			return true
-		}
-		granted, want = granted[gi+1:], want[wi+1:]
-	}
-}
-
-// globMatch matches pattern (where '*' is any run of bytes) against s,
-// iteratively with one backtrack point: linear in practice, no allocation.
-func globMatch(pattern string, s []byte) bool {
 	p, i := 0, 0
 	star, mark := -1, 0
-	for i < len(s) {
+	for i < len(want) {
 		switch {
-		case p < len(pattern) && pattern[p] == '*':
+		case p < len(granted) && granted[p] == '*':
 			star, mark = p, i
 			p++
-		case p < len(pattern) && pattern[p] == s[i]:
+		case p < len(granted) && granted[p] == want[i]:
 			p++
 			i++
-		case star >= 0:
+		case star >= 0 && want[mark] != ':':
+			// Let the last star take one more byte of its segment.
 			p = star + 1
 			mark++
 			i = mark
@@ -69,10 +54,10 @@ func globMatch(pattern string, s []byte) bool {
 			return false
 		}
 	}
-	for p < len(pattern) && pattern[p] == '*' {
+	for p < len(granted) && granted[p] == '*' {
 		p++
 	}
-	return p == len(pattern)
+	return p == len(granted)
 }
 
 // NormalizeOrigin checks an allowed origin ("scheme://host[:port]", where the

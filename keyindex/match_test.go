@@ -68,16 +68,74 @@ func TestScopeMatching(t *testing.T) {
 	}
 }
 
-func TestGlobMatchPathological(t *testing.T) {
+func TestScopeMatchPathological(t *testing.T) {
 	// Many stars against a long non-matching input must finish quickly.
-	pattern := strings.Repeat("a*", 30) + "b"
-	s := []byte(strings.Repeat("a", 120))
-	if globMatch(pattern, s) {
+	granted := "calls:" + strings.Repeat("a*", 30) + "b"
+	want := []byte("calls:" + strings.Repeat("a", 120))
+	if scopeMatch(granted, want) {
 		t.Fatal("matched")
 	}
-	if !globMatch(pattern, append(s, 'b')) {
+	if !scopeMatch(granted, append(want, 'b')) {
 		t.Fatal("did not match")
 	}
+}
+
+// TestScopeMatchAgainstSegments checks the one-pass scopeMatch against the
+// plain definition (split both at ":", same number of segments, each
+// segment a glob match) on every grant and request of up to 5 bytes over
+// an alphabet that makes segments, stars and near-misses common.
+func TestScopeMatchAgainstSegments(t *testing.T) {
+	alphabet := []byte("ab:*")
+	var all []string
+	var gen func(prefix []byte)
+	gen = func(prefix []byte) {
+		all = append(all, string(prefix))
+		if len(prefix) == 5 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(append(prefix, c))
+		}
+	}
+	gen(nil)
+	for _, g := range all {
+		for _, w := range all {
+			if got, want := scopeMatch(g, []byte(w)), segmentScopeMatch(g, w); got != want {
+				t.Fatalf("scopeMatch(%q, %q) = %v, the segment-wise definition says %v", g, w, got, want)
+			}
+		}
+	}
+}
+
+// segmentScopeMatch is the definition scopeMatch implements, written the
+// obvious way: an oracle for the test, not fast.
+func segmentScopeMatch(granted, want string) bool {
+	gs, ws := strings.Split(granted, ":"), strings.Split(want, ":")
+	if len(gs) != len(ws) {
+		return false
+	}
+	for i := range gs {
+		if !globOracle(gs[i], ws[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// globOracle: pattern, where "*" is any run of bytes, matches s. Recursive.
+func globOracle(pattern, s string) bool {
+	if pattern == "" {
+		return s == ""
+	}
+	if pattern[0] == '*' {
+		for k := 0; k <= len(s); k++ {
+			if globOracle(pattern[1:], s[k:]) {
+				return true
+			}
+		}
+		return false
+	}
+	return s != "" && s[0] == pattern[0] && globOracle(pattern[1:], s[1:])
 }
 
 func TestValidScope(t *testing.T) {

@@ -154,6 +154,13 @@ func (r *viewReader) byte() byte {
 }
 
 func (r *viewReader) uvarint() uint64 {
+	// Nearly every length and count in a record fits one byte: this path
+	// inlines, binary.Uvarint does not.
+	if len(r.b) > 0 && r.b[0] < 0x80 {
+		v := uint64(r.b[0])
+		r.b = r.b[1:]
+		return v
+	}
 	v, n := binary.Uvarint(r.b)
 	r.b = r.b[n:]
 	return v
@@ -183,7 +190,7 @@ func (r *viewReader) list(per int) encodedList {
 	}
 	start := r.b
 	for range (c - 1) * per {
-		r.str()
+		r.b = r.b[r.uvarint():]
 	}
 	return encodedList{n: (c - 1) * per, b: start[:len(start)-len(r.b)]}
 }
