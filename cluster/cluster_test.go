@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -113,5 +114,55 @@ func TestRecoverRejectsBadInput(t *testing.T) {
 		if err := Recover(dir, peers, nil); err == nil {
 			t.Errorf("%s: recovered", name)
 		}
+	}
+}
+
+// Large entries trigger snapshots by their bytes long before raft's count
+// threshold (8192 entries), and the log is truncated to about
+// TrailingLogBytes (here the floor of minTrailingLogs entries) while the
+// configured TrailingLogs comes back for raft's own snapshots.
+func TestSnapshotByLogSize(t *testing.T) {
+	cfg := Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true,
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		SnapshotLogBytes: 256 << 10, TrailingLogBytes: 64 << 10}
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if !n.WaitLeader(5 * time.Second) {
+		t.Fatal("no leader")
+	}
+	ids := make([]string, 250) // about 8 KB a command
+	for i := range ids {
+		ids[i] = fmt.Sprintf("key_%026d", i)
+	}
+	const entries = 200
+	var last uint64
+	for range entries {
+		if _, last, err = n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations, IDs: ids}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		first, err := n.store.FirstIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bytes, _ := n.fsm.Unsnapshotted()
+		if kept := last - first + 1; first > 1 && bytes < cfg.SnapshotLogBytes {
+			if kept < minTrailingLogs || kept > minTrailingLogs+entries/2 {
+				t.Fatalf("log keeps %d entries (%d..%d), want about %d", kept, first, last, minTrailingLogs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot by size: log %d..%d, %d bytes unsnapshotted", first, last, bytes)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := n.raft.ReloadableConfig().TrailingLogs; got != 10240 {
+		t.Fatalf("TrailingLogs left at %d, want the configured 10240", got)
 	}
 }

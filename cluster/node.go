@@ -37,7 +37,11 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
-	ApplyTimeout      time.Duration
+	// SnapshotLogBytes of applied commands also trigger a snapshot, which
+	// keeps about TrailingLogBytes of log (see logsize.go).
+	SnapshotLogBytes uint64
+	TrailingLogBytes uint64
+	ApplyTimeout     time.Duration
 	// NoSync turns off fsync of the Raft log: only for throwaway benchmarks.
 	NoSync bool
 
@@ -80,6 +84,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = 10240
+	}
+	if c.SnapshotLogBytes == 0 {
+		c.SnapshotLogBytes = 64 << 20
+	}
+	if c.TrailingLogBytes == 0 {
+		c.TrailingLogBytes = 16 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -190,6 +200,8 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("starting raft: %w", err))
 	}
+	n.wg.Add(1)
+	go n.snapshotBySize(time.Second)
 	if cfg.GossipAddr != "" {
 		if err := n.startGossip(); err != nil {
 			n.Shutdown()

@@ -41,9 +41,12 @@ type FSM struct {
 	// changed with it under stateMu.
 	records, audits setHash
 
-	applied   atomic.Uint64
-	waitMu    sync.Mutex
-	advancedC chan struct{} // closed and replaced whenever applied grows
+	applied atomic.Uint64
+	// unsnapshotted counts the log applied since the last snapshot (bytes
+	// of command data, and entries), so the node can snapshot by size.
+	unsnapshotted logVolume
+	waitMu        sync.Mutex
+	advancedC     chan struct{} // closed and replaced whenever applied grows
 }
 
 // New returns an empty state machine.
@@ -105,6 +108,7 @@ func (f *FSM) apply(l *raft.Log) *Result {
 	if l.Type != raft.LogCommand {
 		return &Result{}
 	}
+	f.unsnapshotted.add(len(l.Data))
 	c, err := Decode(l.Data)
 	if err != nil {
 		// A command this build cannot read must not be skipped silently on
@@ -312,6 +316,8 @@ func (f *FSM) Digest() (uint64, string) {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) { return f.capture(), nil }
 
 func (f *FSM) capture() *snapshot {
+	// raft calls Snapshot between applies: everything applied so far is in it.
+	f.unsnapshotted.reset()
 	applied := f.applied.Load()
 	return &snapshot{
 		applied: applied,
@@ -346,6 +352,26 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.audits.add(auditHash(&meta.Audit[i]))
 	}
 	f.initialized.Store(meta.Initialized)
+	f.unsnapshotted.reset()
 	f.setApplied(meta.AppliedIndex)
 	return nil
 }
+
+// Unsnapshotted is how much log (bytes of command data, and entries) was
+// applied since the last snapshot or restore.
+func (f *FSM) Unsnapshotted() (bytes, entries uint64) { return f.unsnapshotted.load() }
+
+// logVolume is a running count of applied log entries and their bytes.
+type logVolume struct{ bytes, entries atomic.Uint64 }
+
+func (v *logVolume) add(n int) {
+	v.bytes.Add(uint64(n))
+	v.entries.Add(1)
+}
+
+func (v *logVolume) reset() {
+	v.bytes.Store(0)
+	v.entries.Store(0)
+}
+
+func (v *logVolume) load() (bytes, entries uint64) { return v.bytes.Load(), v.entries.Load() }

@@ -23,14 +23,14 @@ import (
 
 // serveConfig is every flag of `keyraft serve`.
 type serveConfig struct {
-	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel string
-	gossipAddr, join, gossipKey, gossipProfile                 string
-	bootstrapExpect, maxConnsPerIP, gcPercent                  int
-	nonvoter, leaveOnTerminate                                 bool
-	reapAfter, maxStale                                        time.Duration
-	usageFlush, readTimeout, writeTimeout, idleTimeout         time.Duration
-	heartbeat, election, commit, snapshotInterval              time.Duration
-	snapshotThreshold, trailingLogs                            uint64
+	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel      string
+	gossipAddr, join, gossipKey, gossipProfile                      string
+	bootstrapExpect, maxConnsPerIP, gcPercent                       int
+	nonvoter, leaveOnTerminate                                      bool
+	reapAfter, maxStale                                             time.Duration
+	usageFlush, readTimeout, writeTimeout, idleTimeout              time.Duration
+	heartbeat, election, commit, snapshotInterval                   time.Duration
+	snapshotThreshold, trailingLogs, snapshotLogMiB, trailingLogMiB uint64
 }
 
 // serveFlags defines the flags; each also reads KEYRAFT_<NAME> from the
@@ -63,6 +63,8 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 2*time.Minute, "how often Raft checks whether to snapshot")
 	fs.Uint64Var(&c.snapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that trigger a new one")
 	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
+	fs.Uint64Var(&c.snapshotLogMiB, "snapshot-log-mib", 64, "MiB of log since the last snapshot that trigger a new one (large imports reach it long before --snapshot-threshold)")
+	fs.Uint64Var(&c.trailingLogMiB, "trailing-log-mib", 16, "after a snapshot by log size, keep about this many MiB of log (at most --trailing-logs entries)")
 	fs.IntVar(&c.gcPercent, "gc-percent", 25, "the Go garbage collector's target (GOGC); -1 keeps the runtime's (GOGC from the environment)")
 	return c
 }
@@ -179,6 +181,7 @@ func serve(cfg *serveConfig) error {
 		Version:          version,
 		HeartbeatTimeout: cfg.heartbeat, ElectionTimeout: cfg.election, CommitTimeout: cfg.commit,
 		SnapshotInterval: cfg.snapshotInterval, SnapshotThreshold: cfg.snapshotThreshold, TrailingLogs: cfg.trailingLogs,
+		SnapshotLogBytes: cfg.snapshotLogMiB << 20, TrailingLogBytes: cfg.trailingLogMiB << 20,
 		Logger: log,
 	})
 	if err != nil {

@@ -1,0 +1,66 @@
+package cluster
+
+import (
+	"errors"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Raft snapshots when the log holds SnapshotThreshold entries and keeps
+// TrailingLogs entries after it: counts, which suit the small entries of
+// key-at-a-time writes. An import of 10,000 keys is one entry of about
+// 2 MB, so by count a node could gather gigabytes of log before its first
+// snapshot, replay all of it on restart, send all of it to a new node
+// instead of a snapshot, and keep much of it mapped in memory (bolt reads
+// the log through mmap). snapshotBySize bounds the log by bytes as well:
+// once SnapshotLogBytes of commands were applied since the last snapshot,
+// it takes one, keeping about TrailingLogBytes of entries (never more than
+// TrailingLogs, never fewer than minTrailingLogs) for followers that lag.
+const minTrailingLogs = 64
+
+func (n *Node) snapshotBySize(every time.Duration) {
+	defer n.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		bytes, entries := n.fsm.Unsnapshotted()
+		if bytes < n.cfg.SnapshotLogBytes || entries == 0 {
+			continue
+		}
+		if err := n.snapshotKeeping(trailingFor(n.cfg, bytes/entries)); err != nil {
+			n.log.Warn("snapshot by log size failed", "error", err, "log_bytes", bytes)
+		}
+	}
+}
+
+// trailingFor is how many entries of avgSize bytes make TrailingLogBytes.
+func trailingFor(cfg Config, avgSize uint64) uint64 {
+	return min(cfg.TrailingLogs, max(minTrailingLogs, cfg.TrailingLogBytes/max(avgSize, 1)))
+}
+
+// snapshotKeeping takes a snapshot that truncates the log to its last
+// trailing entries, then restores the configured count for raft's own
+// snapshots (the trailing count is read when a snapshot truncates).
+func (n *Node) snapshotKeeping(trailing uint64) error {
+	rc := n.raft.ReloadableConfig()
+	configured := rc.TrailingLogs
+	rc.TrailingLogs = trailing
+	if err := n.raft.ReloadConfig(rc); err != nil {
+		return err
+	}
+	err := n.raft.Snapshot().Error()
+	rc.TrailingLogs = configured
+	if rerr := n.raft.ReloadConfig(rc); rerr != nil && err == nil {
+		err = rerr
+	}
+	if errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return nil
+	}
+	return err
+}
