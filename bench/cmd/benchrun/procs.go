@@ -105,16 +105,21 @@ func stopAll() {
 }
 
 // rssBytes is the resident set size of a process (VmRSS).
-func rssBytes(pid int) float64 {
+func rssBytes(pid int) float64 { return procStatus(pid, "VmRSS") }
+
+// procStatus reads one memory figure (kB) of /proc/PID/status in bytes:
+// VmRSS is RssAnon (the Go heap and runtime) plus RssFile (mapped files,
+// such as the raft log's bolt database) plus RssShmem.
+func procStatus(pid int, field string) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	must(err)
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
+		if strings.HasPrefix(l, field+":") {
 			kb, _ := strconv.Atoi(strings.Fields(l)[1])
 			return float64(kb) * 1024
 		}
 	}
-	panic("no VmRSS")
+	panic("no " + field + " in /proc/PID/status")
 }
 
 func freePort() int {

@@ -43,6 +43,8 @@ func stepScale() {
 		rss := rssBytes(big.p.pid())
 		fig(fmt.Sprintf("scale.rss_mib.%d", target), round(rss/(1<<20), 1))
 		fig(fmt.Sprintf("scale.rss_bytes_per_key.%d", target), math.Round((rss-rss0)/float64(target)))
+		fig(fmt.Sprintf("scale.rss_anon_mib.%d", target), round(procStatus(big.p.pid(), "RssAnon")/(1<<20), 1))
+		fig(fmt.Sprintf("scale.rss_file_mib.%d", target), round(procStatus(big.p.pid(), "RssFile")/(1<<20), 1))
 		if live := lastLiveHeap(big); live > 0 {
 			fig(fmt.Sprintf("scale.gc_live_heap_mib.%d", target), live)
 		}
