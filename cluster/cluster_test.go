@@ -166,3 +166,30 @@ func TestSnapshotByLogSize(t *testing.T) {
 		t.Fatalf("TrailingLogs left at %d, want the configured 10240", got)
 	}
 }
+
+func TestSnapshotTriggerGrowsWithState(t *testing.T) {
+	cfg := Config{SnapshotLogBytes: 64 << 20, TrailingLogBytes: 16 << 20, TrailingLogs: 10240}
+	for _, tc := range []struct {
+		logBytes, lastSnapshot uint64
+		due                    bool
+	}{
+		{63 << 20, 0, false},
+		{64 << 20, 0, true},
+		{64 << 20, 10 << 20, true},
+		{64 << 20, 200 << 20, false}, // a large state is not rewritten for every 64 MiB
+		{200 << 20, 200 << 20, true},
+	} {
+		if got := snapshotDue(cfg, tc.logBytes, tc.lastSnapshot); got != tc.due {
+			t.Errorf("snapshotDue(log %d MiB, last snapshot %d MiB) = %v", tc.logBytes>>20, tc.lastSnapshot>>20, got)
+		}
+	}
+	for _, tc := range []struct{ avg, want uint64 }{
+		{2 << 20, minTrailingLogs}, // imports of 2 MB: the floor
+		{1 << 20, 16},
+		{500, 10240}, // single-key writes: the configured count
+	} {
+		if got := trailingFor(cfg, tc.avg); got != tc.want {
+			t.Errorf("trailingFor(avg %d B) = %d, want %d", tc.avg, got, tc.want)
+		}
+	}
+}

@@ -14,12 +14,15 @@ import (
 // snapshot, replay all of it on restart, send all of it to a new node
 // instead of a snapshot, and keep much of it mapped in memory (bolt reads
 // the log through mmap). snapshotBySize bounds the log by bytes as well:
-// once SnapshotLogBytes of commands were applied since the last snapshot,
-// it takes one, keeping about TrailingLogBytes of entries (never more than
-// TrailingLogs, never fewer than minTrailingLogs) for followers that lag.
-const minTrailingLogs = 64
+// once the commands applied since the last snapshot reach SnapshotLogBytes,
+// or the last snapshot's size if that is larger, it takes one, keeping
+// about TrailingLogBytes of entries (never more than TrailingLogs, never
+// fewer than minTrailingLogs) for followers that lag. Growing the trigger
+// with the snapshot keeps a bulk load's snapshots geometric: loading 10M
+// keys writes a few snapshots, not one per 64 MiB of an ever larger state.
+const minTrailingLogs = 8
 
-func (n *Node) snapshotBySize(every time.Duration) {
+func (n *Node) snapshotBySize(snaps raft.SnapshotStore, every time.Duration) {
 	defer n.wg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -30,13 +33,28 @@ func (n *Node) snapshotBySize(every time.Duration) {
 		case <-t.C:
 		}
 		bytes, entries := n.fsm.Unsnapshotted()
-		if bytes < n.cfg.SnapshotLogBytes || entries == 0 {
+		if entries == 0 || !snapshotDue(n.cfg, bytes, lastSnapshotSize(snaps)) {
 			continue
 		}
 		if err := n.snapshotKeeping(trailingFor(n.cfg, bytes/entries)); err != nil {
 			n.log.Warn("snapshot by log size failed", "error", err, "log_bytes", bytes)
 		}
 	}
+}
+
+// snapshotDue: logBytes since the last snapshot reached the trigger, which
+// is SnapshotLogBytes or the last snapshot's size, whichever is larger.
+func snapshotDue(cfg Config, logBytes, lastSnapshot uint64) bool {
+	return logBytes >= max(cfg.SnapshotLogBytes, lastSnapshot)
+}
+
+// lastSnapshotSize is the size in bytes of the newest snapshot, 0 if none.
+func lastSnapshotSize(snaps raft.SnapshotStore) uint64 {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return 0
+	}
+	return uint64(list[0].Size)
 }
 
 // trailingFor is how many entries of avgSize bytes make TrailingLogBytes.

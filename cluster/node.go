@@ -201,7 +201,7 @@ func Open(cfg Config) (*Node, error) {
 		return fail(fmt.Errorf("starting raft: %w", err))
 	}
 	n.wg.Add(1)
-	go n.snapshotBySize(time.Second)
+	go n.snapshotBySize(snaps, time.Second)
 	if cfg.GossipAddr != "" {
 		if err := n.startGossip(); err != nil {
 			n.Shutdown()
