@@ -2,6 +2,7 @@ package keyindex
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -99,70 +100,138 @@ var ErrMalformedToken = errors.New("malformed key")
 
 // ParseToken checks shape and checksum without allocating. It never looks
 // anything up: a token it accepts may still be unknown.
+//
+// A refused token gets the zero TokenInfo. ParseToken is on the path of
+// every verification, so it reads words rather than bytes where it can and
+// computes the CRC with its own tables (crc.go); parseTokenReference in
+// token_test.go is the plain version it must agree with on every input.
 func ParseToken(tok []byte) (TokenInfo, error) {
-	var info TokenInfo
 	n := len(tok)
 	if n < len("sk_live_")+bodyChars || n > MaxTokenLen {
-		return info, ErrMalformedToken
+		return TokenInfo{}, ErrMalformedToken
 	}
-	body := tok[n-bodyChars:]
-	head := tok[:n-bodyChars] // "[ws_]kind_env_"
-	if head[len(head)-1] != '_' {
-		return info, ErrMalformedToken
+	headLen := n - bodyChars // "[ws_]kind_env_"
+	// The head ends in "kind_env_"; in front of it is nothing or "ws_".
+	ke := parseKindEnv(binary.LittleEndian.Uint64(tok[headLen-8 : headLen]))
+	if ke == nil {
+		return TokenInfo{}, ErrMalformedToken
 	}
-	start := 0
-	// head is either "kind_env_" or "ws_kind_env_".
-	switch {
-	case len(head) == len("sk_live_"):
-	case len(head) >= len("a_sk_live_"):
-		ws := head[:len(head)-len("sk_live_")]
+	if headLen > len("sk_live_") {
+		// "ws_". A 9-byte head leaves "_" alone here, an empty prefix that
+		// validWSPrefix refuses; MaxTokenLen keeps the prefix to 12.
+		ws := tok[:headLen-len("sk_live_")]
 		if ws[len(ws)-1] != '_' || !validWSPrefix(ws[:len(ws)-1]) {
-			return info, ErrMalformedToken
-		}
-		start = len(ws)
-	default:
-		return info, ErrMalformedToken
-	}
-	kind, env := head[start:start+2], head[start+3:start+7]
-	if head[start+2] != '_' {
-		return info, ErrMalformedToken
-	}
-	switch string(kind) {
-	case "sk":
-		info.Type = TypeSecret
-	case "pk":
-		info.Type = TypePublishable
-	case "rk":
-		info.Type = TypeAdmin
-	default:
-		return info, ErrMalformedToken
-	}
-	switch string(env) {
-	case "live":
-		info.Environment = EnvLive
-	case "test":
-		info.Environment = EnvTest
-	default:
-		return info, ErrMalformedToken
-	}
-	for _, c := range body[:randomChars] {
-		if base62Digits[c] < 0 {
-			return info, ErrMalformedToken
+			return TokenInfo{}, ErrMalformedToken
 		}
 	}
-	var want uint64
-	for _, c := range body[randomChars:] {
-		d := base62Digits[c]
-		if d < 0 {
-			return info, ErrMalformedToken
+	body := (*[bodyChars]byte)(tok[headLen:])
+	if !allBase62(body) {
+		return TokenInfo{}, ErrMalformedToken
+	}
+	if decodeChecksum((*[checksumChars]byte)(body[randomChars:])) != uint64(tokenCRC(tok, headLen, ke)) {
+		return TokenInfo{}, ErrMalformedToken
+	}
+	return TokenInfo{Type: ke.typ, Environment: ke.env, prefixLen: headLen}, nil
+}
+
+// kindEnv is one of the six "kind_env_" strings a head ends in.
+type kindEnv struct {
+	word uint64 // the 8 bytes, loaded little-endian
+	typ  KeyType
+	env  Environment
+	// The CRC-32 register after "kind_env_" (see crc.go), from the initial
+	// register (reg: the whole head, when there is no workspace prefix) and
+	// from zero (raw: to add to what the workspace prefix leaves).
+	reg, raw uint32
+}
+
+// kindEnvs holds the six kindEnvs at kindEnvSlot(word). The two spare
+// slots hold word 0, which kindEnvSlot sends elsewhere (checked below), so
+// no word is ever found in them.
+var kindEnvs = func() (t [8]kindEnv) {
+	for _, typ := range []KeyType{TypeSecret, TypePublishable, TypeAdmin} {
+		for _, env := range []Environment{EnvLive, EnvTest} {
+			head := []byte(typ.kindCode() + "_" + string(env) + "_")
+			w := binary.LittleEndian.Uint64(head)
+			if t[kindEnvSlot(w)].typ != "" {
+				panic("keyindex: kindEnvSlot is not one-to-one")
+			}
+			t[kindEnvSlot(w)] = kindEnv{w, typ, env, crcReg(^uint32(0), head), crcReg(0, head)}
 		}
-		want = want*62 + uint64(d)
 	}
-	if want != uint64(crc32.ChecksumIEEE(tok[:n-checksumChars])) {
-		return info, ErrMalformedToken
+	for i := range t {
+		if t[i].typ == "" && kindEnvSlot(0) == uint(i) {
+			panic("keyindex: an empty kindEnvs slot would match a zero word")
+		}
 	}
-	info.prefixLen = len(head)
-	return info, nil
+	return t
+}()
+
+// kindEnvSlot is a perfect hash of the six "kind_env_" words into 0..7:
+// the low two bits of the kind letter (s=3, p=0, r=2) and bit 3 of the
+// environment's first letter (l=1, t=0).
+func kindEnvSlot(w uint64) uint {
+	return uint(w&3)<<1 | uint(w>>27)&1
+}
+
+// parseKindEnv looks "kind_env_" (8 bytes, loaded little-endian) up by
+// kindEnvSlot and one word compare, instead of two string switches; nil
+// if it is none of the six.
+func parseKindEnv(w uint64) *kindEnv {
+	ke := &kindEnvs[kindEnvSlot(w)]
+	if ke.word != w {
+		return nil
+	}
+	return ke
+}
+
+// SWAR ("SIMD within a register") constants: a byte's worth repeated in all
+// eight bytes of a word.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// inRange returns a word whose byte i has its high bit set iff lo <= x's
+// byte i <= hi, for words whose bytes are all < 0x80 (other bits are
+// noise). Adding 0x80-lo sets a byte's high bit iff the byte is >= lo,
+// adding 0x7f-hi iff it is > hi, and neither addition can carry into the
+// next byte; in range is the one case where the two differ.
+func inRange(x uint64, lo, hi byte) uint64 {
+	return (x + (0x80-uint64(lo))*ones) ^ (x + (0x7f-uint64(hi))*ones)
+}
+
+// allBase62 reports whether the 36 body characters are all in [0-9A-Za-z],
+// eight at a time (the last load overlaps the one before it) with no
+// branches or lookups: random characters would defeat a branch predictor,
+// and this is cheaper than 36 table lookups.
+func allBase62(b *[bodyChars]byte) bool {
+	le := binary.LittleEndian
+	w0, w1, w2, w3, w4 := le.Uint64(b[0:]), le.Uint64(b[8:]), le.Uint64(b[16:]), le.Uint64(b[24:]), le.Uint64(b[bodyChars-8:])
+	// Bytes >= 0x80 are never base62, and they are the only ones that make
+	// inRange's additions carry, so they are caught here whatever
+	// inRange says about them or their neighbours.
+	if (w0|w1|w2|w3|w4)&highs != 0 {
+		return false
+	}
+	return base62Bytes(w0)&base62Bytes(w1)&base62Bytes(w2)&base62Bytes(w3)&base62Bytes(w4)&highs == highs
+}
+
+// base62Bytes sets the high bit of each byte of x (all < 0x80) that is in
+// [0-9A-Za-z]. OR-ing 0x20 folds A-Z onto a-z and leaves a-z alone; no other
+// byte lands in a-z.
+func base62Bytes(x uint64) uint64 {
+	return inRange(x, '0', '9') | inRange(x|0x20*ones, 'a', 'z')
+}
+
+// decodeChecksum reads six base62 digits (already checked: an invalid one
+// would add garbage), most significant first. A sum of independent products
+// rather than Horner's rule, so that the multiplications need not wait for
+// each other.
+func decodeChecksum(c *[checksumChars]byte) uint64 {
+	d := &base62Digits
+	return uint64(d[c[0]])*(62*62*62*62*62) + uint64(d[c[1]])*(62*62*62*62) + uint64(d[c[2]])*(62*62*62) +
+		uint64(d[c[3]])*(62*62) + uint64(d[c[4]])*62 + uint64(d[c[5]])
 }
 
 func validWSPrefix(b []byte) bool {

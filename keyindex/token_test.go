@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"io"
+	mrand "math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -494,4 +496,361 @@ func hexString(b []byte) string {
 		out = append(out, digits[c>>4], digits[c&15])
 	}
 	return string(out)
+}
+
+// parseTokenReference is ParseToken as it was before it was tuned
+// (straightforward loops, string switches, hash/crc32): the oracle the
+// differential tests hold the fast version to. It shares no table or helper
+// with the code under test: it searches base62Alphabet rather than using
+// base62Digits, and has its own copy of validWSPrefix. On refusal it may
+// leave fields of its TokenInfo set; only ParseToken's is checked to be
+// zero then. Keep it simple, not fast.
+func parseTokenReference(tok []byte) (TokenInfo, error) {
+	var info TokenInfo
+	n := len(tok)
+	if n < len("sk_live_")+bodyChars || n > MaxTokenLen {
+		return info, ErrMalformedToken
+	}
+	body := tok[n-bodyChars:]
+	head := tok[:n-bodyChars] // "[ws_]kind_env_"
+	if head[len(head)-1] != '_' {
+		return info, ErrMalformedToken
+	}
+	start := 0
+	// head is either "kind_env_" or "ws_kind_env_".
+	switch {
+	case len(head) == len("sk_live_"):
+	case len(head) >= len("a_sk_live_"):
+		ws := head[:len(head)-len("sk_live_")]
+		if ws[len(ws)-1] != '_' || !referenceWSPrefix(ws[:len(ws)-1]) {
+			return info, ErrMalformedToken
+		}
+		start = len(ws)
+	default:
+		return info, ErrMalformedToken
+	}
+	kind, env := head[start:start+2], head[start+3:start+7]
+	if head[start+2] != '_' {
+		return info, ErrMalformedToken
+	}
+	switch string(kind) {
+	case "sk":
+		info.Type = TypeSecret
+	case "pk":
+		info.Type = TypePublishable
+	case "rk":
+		info.Type = TypeAdmin
+	default:
+		return info, ErrMalformedToken
+	}
+	switch string(env) {
+	case "live":
+		info.Environment = EnvLive
+	case "test":
+		info.Environment = EnvTest
+	default:
+		return info, ErrMalformedToken
+	}
+	for _, c := range body {
+		if strings.IndexByte(base62Alphabet, c) < 0 {
+			return info, ErrMalformedToken
+		}
+	}
+	var want uint64
+	for _, c := range body[randomChars:] {
+		want = want*62 + uint64(strings.IndexByte(base62Alphabet, c))
+	}
+	if want != uint64(crc32.ChecksumIEEE(tok[:n-checksumChars])) {
+		return info, ErrMalformedToken
+	}
+	info.prefixLen = len(head)
+	return info, nil
+}
+
+func referenceWSPrefix(b []byte) bool {
+	if len(b) == 0 || len(b) > maxWSPrefix {
+		return false
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkAgainstReference fails unless ParseToken and parseTokenReference
+// give the same answer for tok, and reports whether tok was accepted.
+func checkAgainstReference(t testing.TB, tok []byte) bool {
+	t.Helper()
+	want, wantErr := parseTokenReference(tok)
+	got, err := ParseToken(tok)
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("ParseToken(%q) error %v, reference %v", tok, err, wantErr)
+	}
+	if err != nil {
+		if err != ErrMalformedToken {
+			t.Fatalf("ParseToken(%q): error %v, want ErrMalformedToken", tok, err)
+		}
+		if got != (TokenInfo{}) {
+			t.Fatalf("ParseToken(%q) rejected it but returned %+v", tok, got)
+		}
+		return false
+	}
+	if got != want {
+		t.Fatalf("ParseToken(%q) = %+v, reference %+v", tok, got, want)
+	}
+	return true
+}
+
+// checkAgainstReferenceFixed also checks tok with its last 6 bytes replaced
+// by the right checksum, so that the checks behind the checksum are reached.
+func checkAgainstReferenceFixed(t testing.TB, tok []byte) (accepted int) {
+	t.Helper()
+	if checkAgainstReference(t, tok) {
+		accepted++
+	}
+	if len(tok) >= checksumChars {
+		if checkAgainstReference(t, []byte(reChecksum(string(tok[:len(tok)-checksumChars])))) {
+			accepted++
+		}
+	}
+	return accepted
+}
+
+const wsAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+func randString(r *mrand.Rand, alphabet string, n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return string(b)
+}
+
+// differentialTokens are well-formed tokens of every shape: workspace
+// prefixes of 0..12 characters (and 13, one too many), every kind and
+// environment.
+func differentialTokens(r *mrand.Rand) []string {
+	var toks []string
+	for wsLen := 0; wsLen <= maxWSPrefix+1; wsLen++ {
+		for _, tt := range allTypes {
+			for _, env := range allEnvs {
+				head := tt.kind + "_" + string(env) + "_"
+				if wsLen > 0 {
+					head = randString(r, wsAlphabet, wsLen) + "_" + head
+				}
+				toks = append(toks, reChecksum(head+randString(r, base62Alphabet, randomChars)))
+			}
+		}
+	}
+	return toks
+}
+
+// Every well-formed shape, and every change of one byte to any of the 256
+// values (with the checksum as is, and recomputed), every truncation and
+// extension, every deleted and inserted byte: ParseToken answers as the
+// reference does.
+func TestParseTokenMatchesReferenceOnMutations(t *testing.T) {
+	r := mrand.New(mrand.NewPCG(3, 4))
+	accepted := 0
+	for _, s := range differentialTokens(r) {
+		tok := []byte(s)
+		wsLen := len(tok) - len("sk_live_") - bodyChars - 1
+		if ok := checkAgainstReference(t, tok); ok != (wsLen <= maxWSPrefix) {
+			t.Fatalf("%q accepted: %v", tok, ok)
+		}
+		mut := make([]byte, len(tok))
+		for i := range tok {
+			for c := range 256 {
+				copy(mut, tok)
+				mut[i] = byte(c)
+				accepted += checkAgainstReferenceFixed(t, mut)
+			}
+		}
+		for n := 0; n <= len(tok)+3; n++ {
+			short := append([]byte{}, tok[:min(n, len(tok))]...)
+			for len(short) < n {
+				short = append(short, base62Alphabet[r.IntN(62)])
+			}
+			accepted += checkAgainstReferenceFixed(t, short)
+		}
+		for i := 0; i <= len(tok); i++ {
+			if i < len(tok) {
+				accepted += checkAgainstReferenceFixed(t, append(append([]byte{}, tok[:i]...), tok[i+1:]...))
+			}
+			for _, c := range []byte{'a', 'Z', '0', '_', '-', 0x80, 0xff} {
+				accepted += checkAgainstReferenceFixed(t, append(append(append([]byte{}, tok[:i]...), c), tok[i:]...))
+			}
+		}
+	}
+	if accepted < 1000 {
+		t.Fatalf("only %d mutated tokens were accepted: the shape checks behind the checksum are hardly reached", accepted)
+	}
+}
+
+// tokenPieces are, for each part of a token, the well-formed values and
+// near misses, for TestParseTokenMatchesReferenceOnRandomTokens to put
+// together.
+var tokenPieces = struct {
+	ws, sep, kind, env [2][]string // [0]: well-formed, [1]: near misses
+}{
+	ws: [2][]string{
+		{"", "", "a", "acme", "abcdefghijkl", "0", "9z"},
+		{"abcdefghijklm", "A", "ac-me", "ac_me", "é", "\x00", "\xff", "_", "ACME", "a b", "\xe1cme"},
+	},
+	sep: [2][]string{{"_"}, {"", "-", "__", " ", "\x00", "\xdf", "_\x00"}},
+	kind: [2][]string{
+		{"sk", "pk", "rk"},
+		{"xk", "SK", "Sk", "sK", "s", "skk", "ok", "qk", "tk", "k", "", "_k", "s\x00", "\xf3k", "sk_live"},
+	},
+	env: [2][]string{
+		{"live", "test"},
+		{"Live", "TEST", "prod", "liv", "lives", "tes", "tests", "live_", "liv3", "lIve", "\xecive", "tesu", "lve_", ""},
+	},
+}
+
+// Random tokens put together from well-formed parts and near misses, random
+// bytes and random base62 bodies of random lengths, each with its checksum
+// as is and recomputed: ParseToken answers as the reference does.
+func TestParseTokenMatchesReferenceOnRandomTokens(t *testing.T) {
+	r := mrand.New(mrand.NewPCG(5, 6))
+	// pick is well-formed four times out of five.
+	pick := func(s [2][]string) string {
+		if r.IntN(5) == 0 {
+			return s[1][r.IntN(len(s[1]))]
+		}
+		return s[0][r.IntN(len(s[0]))]
+	}
+	n := 200_000
+	if testing.Short() {
+		n = 20_000
+	}
+	accepted := 0
+	for range n {
+		var tok string
+		switch r.IntN(5) {
+		case 0: // random bytes of any length, mostly from the token alphabets
+			alphabet := []string{base62Alphabet + "_", wsAlphabet + "_skpliveest", "\x00\x7f\x80\xff_0aA"}[r.IntN(3)]
+			tok = randString(r, alphabet, r.IntN(MaxTokenLen+8))
+		default:
+			ws := pick(tokenPieces.ws)
+			if r.IntN(4) == 0 {
+				ws = randString(r, wsAlphabet, r.IntN(maxWSPrefix+3))
+			}
+			if ws != "" {
+				ws += pick(tokenPieces.sep)
+			}
+			bodyLen := bodyChars
+			if r.IntN(5) == 0 {
+				bodyLen += r.IntN(5) - 2
+			}
+			body := []byte(randString(r, base62Alphabet, bodyLen))
+			if r.IntN(5) == 0 && len(body) > 0 {
+				body[r.IntN(len(body))] = byte(r.Uint32())
+			}
+			tok = ws + pick(tokenPieces.kind) + pick(tokenPieces.sep) + pick(tokenPieces.env) + pick(tokenPieces.sep) + string(body)
+		}
+		accepted += checkAgainstReferenceFixed(t, []byte(tok))
+	}
+	if accepted < n/20 {
+		t.Fatalf("only %d of %d random tokens were accepted", accepted, 2*n)
+	}
+}
+
+// Each of the 256 byte values at each body position, and each pair of
+// values in neighbouring positions (the word-at-a-time check must not let a
+// byte >= 0x80 carry into its neighbour's verdict): allBase62 agrees with
+// the alphabet.
+func TestAllBase62(t *testing.T) {
+	isBase62 := func(c byte) bool { return strings.IndexByte(base62Alphabet, c) >= 0 }
+	var body [bodyChars]byte
+	fill := func() {
+		for i := range body {
+			body[i] = base62Alphabet[(i*7)%62]
+		}
+	}
+	fill()
+	if !allBase62(&body) {
+		t.Fatalf("%q refused", body)
+	}
+	for i := range body {
+		for c := range 256 {
+			fill()
+			body[i] = byte(c)
+			if got := allBase62(&body); got != isBase62(byte(c)) {
+				t.Fatalf("allBase62(%q) = %v", body, got)
+			}
+		}
+	}
+	for _, i := range []int{0, 3, 6, 7, 8, 15, 23, 27, 28, 31, bodyChars - 2} {
+		for c := range 256 {
+			for d := range 256 {
+				fill()
+				body[i], body[i+1] = byte(c), byte(d)
+				if got := allBase62(&body); got != (isBase62(byte(c)) && isBase62(byte(d))) {
+					t.Fatalf("allBase62(%q) = %v", body, got)
+				}
+			}
+		}
+	}
+}
+
+// parseKindEnv finds the six "kind_env_" words, and nothing else among
+// their one-byte changes or random words.
+func TestParseKindEnv(t *testing.T) {
+	found := 0
+	for _, tt := range allTypes {
+		for _, env := range allEnvs {
+			s := tt.kind + "_" + string(env) + "_"
+			w := binary.LittleEndian.Uint64([]byte(s))
+			ke := parseKindEnv(w)
+			if ke == nil || ke.typ != tt.typ || ke.env != env {
+				t.Fatalf("parseKindEnv(%q) = %+v", s, ke)
+			}
+			found++
+			for i := 0; i < 64; i++ {
+				// s, r and p are one bit apart: some flips make another head.
+				flipped := make([]byte, 8)
+				binary.LittleEndian.PutUint64(flipped, w^1<<i)
+				want := strings.Contains("sk_live_ pk_live_ rk_live_ sk_test_ pk_test_ rk_test_", string(flipped))
+				if ke := parseKindEnv(w ^ 1<<i); (ke != nil) != want || ke != nil && ke.word != w^1<<i {
+					t.Fatalf("parseKindEnv(%q) = %+v", flipped, ke)
+				}
+			}
+		}
+	}
+	if found != 6 {
+		t.Fatal(found)
+	}
+	r := mrand.New(mrand.NewPCG(7, 8))
+	for range 100_000 {
+		if ke := parseKindEnv(r.Uint64()); ke != nil {
+			t.Fatalf("random word parsed as %+v", ke)
+		}
+	}
+	if parseKindEnv(0) != nil {
+		t.Fatal("zero word parsed")
+	}
+}
+
+// FuzzTokenDifferential: ParseToken agrees with parseTokenReference on any
+// input (with fixSum, its last 6 bytes are first replaced by the right
+// checksum, so that the checks behind the checksum are explored too). Its
+// name does not contain "FuzzParseToken" on purpose: "go test -fuzz
+// FuzzParseToken" must keep matching one target.
+func FuzzTokenDifferential(f *testing.F) {
+	r := mrand.New(mrand.NewPCG(9, 10))
+	for _, s := range differentialTokens(r) {
+		f.Add([]byte(s), false)
+	}
+	f.Add([]byte("sk_live_"+strings.Repeat("\xff", bodyChars)), true)
+	f.Add([]byte("acme__sk_live_"+strings.Repeat("a", bodyChars)), true)
+	f.Add([]byte(""), false)
+	f.Fuzz(func(t *testing.T, tok []byte, fixSum bool) {
+		if fixSum && len(tok) >= checksumChars {
+			tok = []byte(reChecksum(string(tok[:len(tok)-checksumChars])))
+		}
+		checkAgainstReference(t, tok)
+	})
 }
