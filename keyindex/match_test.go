@@ -338,7 +338,7 @@ func TestOriginOK(t *testing.T) {
 		{TypeAdmin, allowed, "", true},
 	} {
 		r := &Record{Type: tc.typ, AllowedOrigins: tc.allowed}
-		if got := viewOf(r).originOK(tc.typ == TypePublishable, []byte(tc.origin)); got != tc.ok {
+		if got := originOK(viewOf(r).origins, tc.typ == TypePublishable, []byte(tc.origin)); got != tc.ok {
 			t.Errorf("originOK(%s, %q, %q) = %v, want %v", tc.typ, tc.allowed, tc.origin, got, tc.ok)
 		}
 	}

@@ -140,11 +140,6 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		}
 		d.Rotated = true
 	}
-	// The lists are read only when the request or the key needs them.
-	var lists keyLists
-	if len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || hot.publishable {
-		lists = readLists(d.rec[hot.listsAt:])
-	}
 	switch {
 	case hot.flags&flagRevokedAt != 0:
 		d.Code = CodeKeyRevoked
@@ -152,12 +147,8 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		d.Code = CodeKeyDisabled
 	case hot.expiresNs != 0 && req.NowNs >= hot.expiresNs:
 		d.Code = CodeKeyExpired
-	case !lists.originOK(hot.publishable, req.Origin):
-		d.Code = CodeOriginNotAllowed
-	case len(req.Scope) > 0 && !scopesAllow(lists.scopes.All(), req.Scope):
-		d.Code = CodeInsufficientScope
-	case len(req.Resource) > 0 && !lists.resources.Empty() && !containsBytes(lists.resources.All(), req.Resource):
-		d.Code = CodeResourceNotAllowed
+	case len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || hot.publishable:
+		d.Code = listsCode(d.rec[hot.listsAt:], hot.publishable, req)
 	}
 	if d.Code != CodeValid {
 		return d
@@ -174,15 +165,38 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	return d
 }
 
+// listsCode checks the request against the key's scopes, origins and
+// resources, encoded in that order from b on. It reads only as far as the
+// request needs (a scope check never walks the origins), and answers in
+// the order of spec §3: origin, then scope, then resource.
+func listsCode(b []byte, publishable bool, req *VerifyRequest) Code {
+	r := viewReader{b: b}
+	scopes := r.list(1)
+	if publishable || len(req.Origin) > 0 || len(req.Resource) > 0 {
+		if !originOK(r.list(1), publishable, req.Origin) {
+			return CodeOriginNotAllowed
+		}
+	}
+	if len(req.Scope) > 0 && !scopesAllow(scopes.All(), req.Scope) {
+		return CodeInsufficientScope
+	}
+	if len(req.Resource) > 0 {
+		if resources := r.list(1); !resources.Empty() && !containsBytes(resources.All(), req.Resource) {
+			return CodeResourceNotAllowed
+		}
+	}
+	return CodeValid
+}
+
 // originOK: a publishable key needs an Origin from its list. Any other key
 // with a list checks an Origin when the caller sends one; server-side callers
 // send none and are not held to it.
-func (l *keyLists) originOK(publishable bool, origin []byte) bool {
+func originOK(origins encodedList, publishable bool, origin []byte) bool {
 	if publishable {
-		return len(origin) > 0 && originAllowed(l.origins.All(), origin)
+		return len(origin) > 0 && originAllowed(origins.All(), origin)
 	}
-	if len(origin) == 0 || l.origins.Empty() {
+	if len(origin) == 0 || origins.Empty() {
 		return true
 	}
-	return originAllowed(l.origins.All(), origin)
+	return originAllowed(origins.All(), origin)
 }
