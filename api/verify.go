@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
@@ -169,11 +170,14 @@ func (s *Server) writeVerifyAnswer(ctx *fasthttp.RequestCtx, d *keyindex.Decisio
 	switch d.Code {
 	case keyindex.CodeValid:
 		k := d.Key()
-		resp.Header.Set("Keyraft-Key-Id", k.ID)
-		resp.Header.Set("Keyraft-Workspace-Id", k.WorkspaceID)
-		resp.Header.Set("Keyraft-Owner-Id", k.OwnerID)
+		// SetCanonical: the names are written canonical already, and Set
+		// would normalize them again on every answer (a tenth of the
+		// handler's time). The values are copied into the header.
+		resp.Header.SetCanonical(headerKeyID, unsafeBytes(k.ID))
+		resp.Header.SetCanonical(headerWorkspaceID, unsafeBytes(k.WorkspaceID))
+		resp.Header.SetCanonical(headerOwnerID, unsafeBytes(k.OwnerID))
 		if d.Rotated {
-			resp.Header.Set("Keyraft-Key-Rotated", "true")
+			resp.Header.SetCanonical(headerKeyRotated, []byte("true"))
 		}
 		// Written into the response's own (pooled) body buffer: no allocation.
 		resp.SwapBody(d.AppendValidBody(resp.SwapBody(nil)[:0]))
@@ -191,6 +195,17 @@ func (s *Server) writeVerifyAnswer(ctx *fasthttp.RequestCtx, d *keyindex.Decisio
 		resp.SetBodyRaw(failBodies[d.Code])
 	}
 }
+
+var (
+	headerKeyID       = []byte("Keyraft-Key-Id")
+	headerWorkspaceID = []byte("Keyraft-Workspace-Id")
+	headerOwnerID     = []byte("Keyraft-Owner-Id")
+	headerKeyRotated  = []byte("Keyraft-Key-Rotated")
+)
+
+// unsafeBytes views s as bytes without copying, for fasthttp calls that
+// take []byte and copy it; the result must never be written to.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 func appendRateLimit(resp *fasthttp.Response, rl *keyindex.RateLimit) {
 	var num [20]byte

@@ -187,6 +187,17 @@ func appendValidPrefix(b []byte, v *view) []byte {
 	return append(b, `,"ratelimit":`...)
 }
 
+// jsonPlainASCII marks the ASCII bytes a JSON string carries as they are:
+// all but control characters, '"', '\\' and (as encoding/json does) '<',
+// '>' and '&'. One lookup a byte instead of six comparisons: every VALID
+// answer writes a record's strings through here.
+var jsonPlainASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendJSONString appends s as a JSON string exactly as encoding/json
 // writes it: <, > and & escaped (\u003c…) for HTML, U+2028 and U+2029
 // escaped for JavaScript, and each byte of invalid UTF-8 as \ufffd (which
@@ -197,6 +208,10 @@ func appendJSONString(b []byte, s string) []byte {
 	start := 0 // s[start:i] is still to be copied as it is
 	for i := 0; i < len(s); {
 		c := s[i]
+		if c < utf8.RuneSelf && jsonPlainASCII[c] {
+			i++
+			continue
+		}
 		if c >= utf8.RuneSelf {
 			r, size := utf8.DecodeRuneInString(s[i:])
 			invalid := r == utf8.RuneError && size == 1
@@ -208,10 +223,6 @@ func appendJSONString(b []byte, s string) []byte {
 			b = append(b, '\\', 'u', hex[r>>12], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
 			i += size
 			start = i
-			continue
-		}
-		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-			i++
 			continue
 		}
 		b = append(b, s[start:i]...)

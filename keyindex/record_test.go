@@ -287,3 +287,19 @@ func TestValidPrefixMatchesJSON(t *testing.T) {
 		check(&Record{ID: str(), OwnerID: str(), Scopes: []string{str()}, Metadata: map[string]string{str(): str(), str(): str()}})
 	}
 }
+
+// TestAppendJSONStringEveryByte: each byte value, alone and between
+// others, is written as encoding/json writes it.
+func TestAppendJSONStringEveryByte(t *testing.T) {
+	for c := range 256 {
+		for _, s := range []string{string([]byte{byte(c)}), "a" + string([]byte{byte(c)}) + "b"} {
+			want, err := json.Marshal(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
+				t.Fatalf("byte %#x: got %s, want %s", c, got, want)
+			}
+		}
+	}
+}
