@@ -24,7 +24,7 @@ import (
 // serveConfig is every flag of `keyraft serve`.
 type serveConfig struct {
 	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel      string
-	gossipAddr, join, gossipKey, gossipProfile                      string
+	gossipAddr, join, gossipKey, gossipProfile, debugAddr           string
 	bootstrapExpect, maxConnsPerIP, gcPercent                       int
 	nonvoter, leaveOnTerminate                                      bool
 	reapAfter, maxStale                                             time.Duration
@@ -65,6 +65,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot, for followers to catch up from")
 	fs.Uint64Var(&c.snapshotLogMiB, "snapshot-log-mib", 64, "MiB of log since the last snapshot that trigger a new one (large imports reach it long before --snapshot-threshold)")
 	fs.Uint64Var(&c.trailingLogMiB, "trailing-log-mib", 16, "after a snapshot by log size, keep about this many MiB of log (at most --trailing-logs entries)")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, apart from the API; unauthenticated: keep it on loopback (default off)")
 	fs.IntVar(&c.gcPercent, "gc-percent", 25, "the Go garbage collector's target (GOGC); -1 keeps the runtime's (GOGC from the environment)")
 	return c
 }
@@ -165,6 +166,13 @@ func serve(cfg *serveConfig) error {
 		if j = strings.TrimSpace(j); j != "" {
 			join = append(join, j)
 		}
+	}
+	if cfg.debugAddr != "" {
+		dl, err := serveDebug(cfg.debugAddr, log)
+		if err != nil {
+			return err
+		}
+		defer dl.Close()
 	}
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {

@@ -445,3 +445,28 @@ func envInt(name string, def int) int {
 	}
 	return v
 }
+
+// TestDebugAddrServesProfilesApartFromTheAPI: --debug-addr answers Go's
+// profiling endpoints on its own address; the API address never does.
+func TestDebugAddrServesProfilesApartFromTheAPI(t *testing.T) {
+	debugAddr := freePort(t)
+	n := startNode(t, t.TempDir(), freePort(t), nil, "--debug-addr", debugAddr)
+	resp, err := http.Get("http://" + debugAddr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "heap profile") {
+		t.Fatalf("debug address: %d %.200q", resp.StatusCode, body)
+	}
+	resp, err = http.Get(n.url("/debug/pprof/heap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("the API address answers /debug/pprof/heap with %d, want 404", resp.StatusCode)
+	}
+	n.stop()
+}
