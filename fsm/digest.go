@@ -42,8 +42,11 @@ func (s *setHash) bytes() []byte {
 // bytes on every node.
 func recordHash(r *keyindex.Record) [32]byte {
 	var buf [512]byte // most records fit: no allocation
-	return sha256.Sum256(keyindex.AppendRecord(buf[:0], r))
+	return encodedRecordHash(keyindex.AppendRecord(buf[:0], r))
 }
+
+// encodedRecordHash is recordHash of a record already in its encoding.
+func encodedRecordHash(enc []byte) [32]byte { return sha256.Sum256(enc) }
 
 // auditHash hashes an audit entry by its snapshot encoding (JSON).
 func auditHash(e *AuditEntry) [32]byte {

@@ -182,14 +182,10 @@ func (f *FSM) applyCommand(c *Command) *Result {
 	case OpUsage:
 		for _, u := range c.Usage {
 			// Keys deleted since the node counted them are skipped.
-			f.change(u.ID, func(r *keyindex.Record) error {
-				if r.LastUsedAt == nil || u.LastUsedAt.After(*r.LastUsedAt) {
-					t := u.LastUsedAt
-					r.LastUsedAt = &t
-				}
-				r.UsageCount += u.Count
-				return nil
-			})
+			if before, after, ok := f.index.AddUsage(u.ID, u.Count, u.LastUsedAt); ok {
+				f.records.sub(encodedRecordHash(before))
+				f.records.add(encodedRecordHash(after))
+			}
 		}
 		return &Result{}
 	case OpPurgeRotations:

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/btree"
 )
@@ -389,12 +390,50 @@ func (st *store) hashesFree(r *Record, self uint32) error {
 // put stores r's encoding for slot n, dropping the one it replaces.
 func (st *store) put(n uint32, r *Record) {
 	st.scratch = AppendRecord(st.scratch[:0], r)
+	st.putEncoded(n, st.scratch, hotFieldsOf(r, st.scratch))
+}
+
+// putEncoded stores enc, the encoding of slot n's record, with its hot fields.
+func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
 	sl := st.slots.get(n)
 	old := sl.ref
-	sl.ref, sl.hot = st.arena.put(n, st.scratch), hotFieldsOf(r, st.scratch)
+	sl.ref, sl.hot = st.arena.put(n, enc), hot
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
 	}
+}
+
+// AddUsage adds count verifications to key id, the last at lastUsed (a
+// stored last_used_at that is later stays), and returns the record's
+// encoding before and after (for the FSM's state digest); ok is false for
+// an unknown id. It rewrites only the two fields in the encoding, without
+// decoding the record: every usage flush of a busy node changes thousands
+// of keys, and decoding, cloning and re-encoding each of them made the
+// flushes a visible share of the verify p99. The result is byte for byte
+// what AppendRecord writes for the changed record.
+func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time) (before, after []byte, ok bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	st := ix.st
+	n, ok := st.findID(id)
+	if !ok {
+		return nil, nil, false
+	}
+	before = st.rec(n)
+	u := readUsage(before)
+	b := append(st.scratch[:0], before[:u.start]...)
+	if before[0]&flagLastUsedAt != 0 && !lastUsed.After(u.lastUsed.time()) {
+		b = append(b, before[u.start:u.countAt]...)
+	} else {
+		b[0] |= flagLastUsedAt
+		b = appendTime(b, lastUsed)
+	}
+	b = binary.AppendVarint(b, u.count+count)
+	st.scratch = append(b, before[u.end:]...)
+	hot := st.slots.get(n).hot
+	hot.flags = st.scratch[0]
+	st.putEncoded(n, st.scratch, hot)
+	return before, st.rec(n), true
 }
 
 // link indexes slot n (holding r) by its hashes.

@@ -1,6 +1,7 @@
 package keyindex
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -838,5 +839,62 @@ func TestArenaCompaction(t *testing.T) {
 	}
 	if ix.Len() != len(keys) || countSnapshot(ix) != len(keys) {
 		t.Fatalf("Len %d, want %d", ix.Len(), len(keys))
+	}
+}
+
+// TestAddUsage: rewriting usage in the encoding gives exactly the bytes of
+// the record changed the plain way (decode, change, encode), for records
+// with and without a last_used_at, with every optional field, and for
+// usage times before, equal to and after the stored one in other zones.
+func TestAddUsage(t *testing.T) {
+	east := time.FixedZone("", 9*3600)
+	for name, r := range codecRecords(t) {
+		if name == "zero" {
+			continue
+		}
+		for _, withLast := range []bool{false, true} {
+			rec := r.Clone()
+			rec.LastUsedAt = nil
+			if withLast {
+				rec.LastUsedAt = tp(baseNow.Add(time.Hour))
+			}
+			ix := New()
+			if err := ix.Insert(rec); err != nil {
+				t.Fatal(err)
+			}
+			want := rec.Clone()
+			for i, u := range []struct {
+				count int64
+				at    time.Time
+			}{
+				{3, baseNow},
+				{1, baseNow.Add(time.Hour).In(east)},
+				{2, baseNow.Add(time.Hour + time.Nanosecond).In(east)},
+				{1 << 40, baseNow.Add(2 * time.Hour)},
+				{5, baseNow.Add(90 * time.Minute)},
+			} {
+				if want.LastUsedAt == nil || u.at.After(*want.LastUsedAt) {
+					want.LastUsedAt = tp(u.at)
+				}
+				want.UsageCount += u.count
+				wantBefore := AppendRecord(nil, ix.Get(rec.ID))
+				before, after, ok := ix.AddUsage(rec.ID, u.count, u.at)
+				if !ok {
+					t.Fatalf("%s: usage %d: key not found", name, i)
+				}
+				if !bytes.Equal(before, wantBefore) {
+					t.Fatalf("%s: usage %d: before is not the stored encoding", name, i)
+				}
+				if wantAfter := AppendRecord(nil, want); !bytes.Equal(after, wantAfter) {
+					t.Fatalf("%s (last used %v): usage %d:\n got %q\nwant %q", name, withLast, i, after, wantAfter)
+				}
+				if got := ix.Get(rec.ID); !same(got, want) {
+					t.Fatalf("%s: usage %d: Get = %+v, want %+v", name, i, got, want)
+				}
+			}
+		}
+	}
+	if _, _, ok := New().AddUsage("key_unknown", 1, baseNow); ok {
+		t.Fatal("usage of an unknown key was applied")
 	}
 }

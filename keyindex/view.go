@@ -84,6 +84,21 @@ func readView(b []byte) view {
 // before the two hashes and follows fields of variable length: it is
 // reached by reading the record from the start.
 func readPrevExpires(b []byte) int64 {
+	u := readUsage(b)
+	r := viewReader{b: b[u.end:]}
+	return r.time().unixNano()
+}
+
+// usageFields is where a record's [last_used_at] and usage_count are in
+// its encoding: last_used_at (when flagged) from start, usage_count from
+// countAt to end.
+type usageFields struct {
+	start, countAt, end int
+	lastUsed            encodedTime
+	count               int64
+}
+
+func readUsage(b []byte) usageFields {
 	v := readView(b)
 	r := viewReader{b: v.tail}
 	r.time() // created_at
@@ -92,12 +107,19 @@ func readPrevExpires(b []byte) int64 {
 	if v.flags&flagRevokedAt != 0 {
 		r.time()
 	}
+	var u usageFields
+	u.start = len(b) - len(r.b)
 	if v.flags&flagLastUsedAt != 0 {
-		r.time()
+		u.lastUsed = r.time()
 	}
-	r.varint() // usage_count
-	return r.time().unixNano()
+	u.countAt = len(b) - len(r.b)
+	u.count = r.varint()
+	u.end = len(b) - len(r.b)
+	return u
 }
+
+// time is the instant (in UTC: only comparisons use it).
+func (t encodedTime) time() time.Time { return time.Unix(t.sec, t.nsec) }
 
 // unixNano is the time in Unix nanoseconds, clamped like unixNanoOrZero
 // (and never 0, which means "no time" on the hot path).
