@@ -193,3 +193,49 @@ func TestSnapshotTriggerGrowsWithState(t *testing.T) {
 		}
 	}
 }
+
+// Before a member is added, a leader with more than TrailingLogBytes of
+// log since its last snapshot takes one, so the new node installs current
+// state; with less it leaves the log alone.
+func TestSnapshotForNewMember(t *testing.T) {
+	cfg := Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true,
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		SnapshotLogBytes: 1 << 30, TrailingLogBytes: 64 << 10}
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if !n.WaitLeader(5 * time.Second) {
+		t.Fatal("no leader")
+	}
+	ids := make([]string, 250) // about 8 KB a command
+	for i := range ids {
+		ids[i] = fmt.Sprintf("key_%026d", i)
+	}
+	apply := func(count int) (last uint64) {
+		for range count {
+			if _, last, err = n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations, IDs: ids}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return last
+	}
+	apply(4) // 32 KB: under TrailingLogBytes
+	n.snapshotForNewMember()
+	if first, _ := n.store.FirstIndex(); first != 1 {
+		t.Fatalf("a small log was compacted (first index %d)", first)
+	}
+	last := apply(40) // 320 KB
+	n.snapshotForNewMember()
+	first, err := n.store.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept := last - first + 1; kept != minTrailingLogs {
+		t.Fatalf("log keeps %d entries (%d..%d) after the snapshot, want %d", kept, first, last, minTrailingLogs)
+	}
+	if bytes, _ := n.fsm.Unsnapshotted(); bytes != 0 {
+		t.Fatalf("%d bytes still unsnapshotted", bytes)
+	}
+}

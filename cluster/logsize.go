@@ -62,10 +62,29 @@ func trailingFor(cfg Config, avgSize uint64) uint64 {
 	return min(cfg.TrailingLogs, max(minTrailingLogs, cfg.TrailingLogBytes/max(avgSize, 1)))
 }
 
+// snapshotForNewMember runs on the leader before it adds a member. When
+// more than TrailingLogBytes of log came since the last snapshot, it takes
+// one: the new node then installs a current snapshot and replays a few
+// entries, instead of an older snapshot and up to a snapshot's worth of
+// log after it (after a bulk import, most of a 1M-key catch-up).
+func (n *Node) snapshotForNewMember() {
+	bytes, entries := n.fsm.Unsnapshotted()
+	if entries == 0 || bytes < n.cfg.TrailingLogBytes {
+		return
+	}
+	if err := n.snapshotKeeping(trailingFor(n.cfg, bytes/entries)); err != nil {
+		n.log.Warn("snapshot before adding a member failed", "error", err)
+	}
+}
+
 // snapshotKeeping takes a snapshot that truncates the log to its last
 // trailing entries, then restores the configured count for raft's own
-// snapshots (the trailing count is read when a snapshot truncates).
+// snapshots (the trailing count is read when a snapshot truncates). Calls
+// are serialised: one must not take the other's lowered count for the
+// configured one.
 func (n *Node) snapshotKeeping(trailing uint64) error {
+	n.snapshotMu.Lock()
+	defer n.snapshotMu.Unlock()
 	rc := n.raft.ReloadableConfig()
 	configured := rc.TrailingLogs
 	rc.TrailingLogs = trailing

@@ -172,6 +172,7 @@ func (n *Node) reconcile(rc *reconciler) {
 }
 
 func (n *Node) addServer(m Member) {
+	n.snapshotForNewMember()
 	var f raft.IndexFuture
 	if m.Role == RoleNonvoter {
 		f = n.raft.AddNonvoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second)

@@ -114,6 +114,8 @@ type Node struct {
 	tombMu     sync.Mutex
 	tombstones map[string]time.Time
 
+	snapshotMu sync.Mutex // serialises snapshotKeeping
+
 	shutdownOnce sync.Once
 	stop         chan struct{}
 	wg           sync.WaitGroup
