@@ -452,7 +452,7 @@ func TestClusterTerminateHandsOverAndLeaves(t *testing.T) {
 	leader := c.leader()
 	leaderID := leader.id()
 	leader.stop()
-	if !strings.Contains(leader.stderr.String(), "leadership transfer") {
+	if !strings.Contains(leader.stderr.String(), "leadership transferred") {
 		t.Fatalf("the leader did not hand over leadership:\n%s", leader.stderr.String())
 	}
 	c.waitUntil(10*time.Second, "the departed leader out of the configuration", func() bool {
@@ -495,6 +495,37 @@ func TestClusterTerminateHandsOverAndLeaves(t *testing.T) {
 	if err != nil || countSuffrage(st, "voter") != 1 {
 		t.Fatalf("after leave: %+v %v", st, err)
 	}
+}
+
+// Plain SIGTERM (no --leave-on-terminate) on the leader: it hands
+// leadership over before it stops, so the others have a leader at once
+// rather than after an election timeout, and it stays a voter: a restart,
+// not a departure.
+func TestClusterTerminateHandsOverAndStays(t *testing.T) {
+	c := startCluster(t, 3, nil, 0)
+	leader := c.leader()
+	leaderID := leader.id()
+	leader.stop()
+	logs := leader.stderr.String()
+	if !strings.Contains(logs, "leadership transferred") || strings.Contains(logs, "leadership transfer failed") {
+		t.Fatalf("the leader did not hand over leadership:\n%s", logs)
+	}
+	// The successor was elected before the old leader stopped: it answers
+	// as leader as soon as it is asked.
+	st, err := c.status(c.alive()[0])
+	if err != nil || st.LeaderID == "" || st.LeaderID == leaderID {
+		t.Fatalf("right after the handover: leader %q (the old one was %q), %v", st.LeaderID, leaderID, err)
+	}
+	var suffrage string
+	for _, n := range st.Nodes {
+		if n.ID == leaderID {
+			suffrage = n.Suffrage
+		}
+	}
+	if suffrage != "voter" || countSuffrage(st, "voter") != 3 {
+		t.Fatalf("the stopped leader is %q in the configuration (%d voters), want still a voter of 3", suffrage, countSuffrage(st, "voter"))
+	}
+	c.write(c.alive()[0].node, "POST", "/v1/keys", `{"name":"after handover","workspace_id":"w"}`, 201)
 }
 
 func TestClusterScript(t *testing.T) {

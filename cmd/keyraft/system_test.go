@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -337,10 +338,12 @@ func TestServeWithRootKeyFileAndEnvironment(t *testing.T) {
 
 func TestServeRejectsBadConfiguration(t *testing.T) {
 	cases := map[string][]string{
-		"unknown flag":        {"serve", "--no-such-flag"},
-		"bad duration in env": {"serve"},
-		"bad root key file":   {"serve", "--root-key-file", "/nonexistent/root.key"},
-		"unspecified raft ip": {"serve", "--raft-addr", "0.0.0.0:0"},
+		"unknown flag":           {"serve", "--no-such-flag"},
+		"bad duration in env":    {"serve"},
+		"bad root key file":      {"serve", "--root-key-file", "/nonexistent/root.key"},
+		"unspecified raft ip":    {"serve", "--raft-addr", "0.0.0.0:0"},
+		"gossip key not base64":  {"serve", "--gossip-key", "not base64!"},
+		"gossip key of 15 bytes": {"serve", "--gossip-key", base64.StdEncoding.EncodeToString(make([]byte, 15))},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -356,6 +359,9 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 			}
 			if len(out) == 0 {
 				t.Fatal("no error message")
+			}
+			if strings.HasPrefix(name, "gossip key") && !strings.Contains(string(out), "gossip") {
+				t.Fatalf("the error does not name the gossip key:\n%s", out)
 			}
 		})
 	}
