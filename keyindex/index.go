@@ -117,20 +117,27 @@ func (st *store) findID(id string) (uint32, bool) {
 	return found, ok
 }
 
-// findHash returns the slot of the key with this token hash, and whether
-// it is the key's previous (rotated) hash.
-func (st *store) findHash(h *Hash) (n uint32, previous bool, ok bool) {
-	var found uint32
+// hashMatch is the key a token hash belongs to: its slot, its stored
+// record (read to compare the hash, and kept so the verify path does not
+// look it up again), and whether the hash is its previous (rotated) one.
+type hashMatch struct {
+	n        uint32
+	rec      []byte
+	previous bool
+}
+
+// findHash finds the key with this token hash.
+func (st *store) findHash(h *Hash) (m hashMatch, ok bool) {
 	ok = st.byHash.candidates(hashKey(h), func(v uint32) bool {
 		b := st.rec(v >> 1)
 		stored := b[len(b)-len(h):]
 		if v&1 == 1 {
 			stored = b[len(b)-2*len(h) : len(b)-len(h)]
 		}
-		found = v
+		m = hashMatch{n: v >> 1, rec: b, previous: v&1 == 1}
 		return string(stored) == string(h[:])
 	})
-	return found >> 1, found&1 == 1, ok
+	return m, ok
 }
 
 // Errors returned by index mutations. The FSM turns them into API errors.
@@ -179,8 +186,8 @@ func mustDecode(b []byte) *Record {
 func (ix *Index) GetByHash(h Hash) *Record {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	if n, previous, ok := ix.st.findHash(&h); ok && !previous {
-		return ix.st.decode(n)
+	if m, ok := ix.st.findHash(&h); ok && !m.previous {
+		return mustDecode(m.rec)
 	}
 	return nil
 }
@@ -189,7 +196,7 @@ func (ix *Index) GetByHash(h Hash) *Record {
 func (ix *Index) HashInUse(h Hash) bool {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	_, _, ok := ix.st.findHash(&h)
+	_, ok := ix.st.findHash(&h)
 	return ok
 }
 
@@ -380,7 +387,7 @@ func (st *store) hashesFree(r *Record, self uint32) error {
 		return ErrHashInUse
 	}
 	for _, h := range hashesOf(r) {
-		if other, _, ok := st.findHash(&h); ok && other != self {
+		if other, ok := st.findHash(&h); ok && other.n != self {
 			return ErrHashInUse
 		}
 	}

@@ -120,20 +120,20 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	st := ix.st
-	n, previous, found := st.findHash(&h)
+	m, found := st.findHash(&h)
 	if !found {
 		if err != nil {
 			return Decision{Code: CodeMalformedKey}
 		}
 		return Decision{Code: CodeKeyNotFound}
 	}
-	sl := st.slots.get(n)
+	sl := st.slots.get(m.n)
 	hot := &sl.hot
-	d := Decision{rec: st.arena.bytes(sl.ref)}
+	d := Decision{rec: m.rec}
 	if err != nil && hot.flags&flagImported == 0 {
 		return Decision{Code: CodeMalformedKey}
 	}
-	if previous {
+	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
 		if req.NowNs >= readPrevExpires(d.rec) {
 			return Decision{Code: CodeKeyNotFound}
@@ -161,7 +161,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 			return d
 		}
 	}
-	st.recordUse(n, req.NowNs)
+	st.recordUse(m.n, req.NowNs)
 	return d
 }
 
