@@ -117,33 +117,46 @@ func TestRecoverRejectsBadInput(t *testing.T) {
 	}
 }
 
+// largeEntryNode opens a one-node cluster with the given log-size settings
+// and returns it with a function that applies count commands of about
+// 8 KB each (a purge naming 250 ids) and returns the last one's index.
+func largeEntryNode(t *testing.T, snapshotLogBytes, trailingLogBytes uint64) (*Node, func(count int) uint64) {
+	t.Helper()
+	n, err := Open(Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true,
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		SnapshotLogBytes: snapshotLogBytes, TrailingLogBytes: trailingLogBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	if !n.WaitLeader(5 * time.Second) {
+		t.Fatal("no leader")
+	}
+	ids := make([]string, 250)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("key_%026d", i)
+	}
+	return n, func(count int) (last uint64) {
+		t.Helper()
+		for range count {
+			var err error
+			if _, last, err = n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations, IDs: ids}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return last
+	}
+}
+
 // Large entries trigger snapshots by their bytes long before raft's count
 // threshold (8192 entries), and the log is truncated to about
 // TrailingLogBytes (here the floor of minTrailingLogs entries) while the
 // configured TrailingLogs comes back for raft's own snapshots.
 func TestSnapshotByLogSize(t *testing.T) {
-	cfg := Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		SnapshotLogBytes: 256 << 10, TrailingLogBytes: 64 << 10}
-	n, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	if !n.WaitLeader(5 * time.Second) {
-		t.Fatal("no leader")
-	}
-	ids := make([]string, 250) // about 8 KB a command
-	for i := range ids {
-		ids[i] = fmt.Sprintf("key_%026d", i)
-	}
+	n, applyLarge := largeEntryNode(t, 256<<10, 64<<10)
+	cfg := n.cfg
 	const entries = 200
-	var last uint64
-	for range entries {
-		if _, last, err = n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations, IDs: ids}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	last := applyLarge(entries)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		first, err := n.store.FirstIndex()
@@ -179,8 +192,8 @@ func TestSnapshotTriggerGrowsWithState(t *testing.T) {
 		{64 << 20, 200 << 20, false}, // a large state is not rewritten for every 64 MiB
 		{200 << 20, 200 << 20, true},
 	} {
-		if got := snapshotDue(cfg, tc.logBytes, tc.lastSnapshot); got != tc.due {
-			t.Errorf("snapshotDue(log %d MiB, last snapshot %d MiB) = %v", tc.logBytes>>20, tc.lastSnapshot>>20, got)
+		if got := tc.logBytes >= snapshotTrigger(cfg, tc.lastSnapshot); got != tc.due {
+			t.Errorf("snapshot due at log %d MiB, last snapshot %d MiB) = %v", tc.logBytes>>20, tc.lastSnapshot>>20, got)
 		}
 	}
 	for _, tc := range []struct{ avg, want uint64 }{
@@ -198,29 +211,7 @@ func TestSnapshotTriggerGrowsWithState(t *testing.T) {
 // log since its last snapshot takes one, so the new node installs current
 // state; with less it leaves the log alone.
 func TestSnapshotForNewMember(t *testing.T) {
-	cfg := Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		SnapshotLogBytes: 1 << 30, TrailingLogBytes: 64 << 10}
-	n, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	if !n.WaitLeader(5 * time.Second) {
-		t.Fatal("no leader")
-	}
-	ids := make([]string, 250) // about 8 KB a command
-	for i := range ids {
-		ids[i] = fmt.Sprintf("key_%026d", i)
-	}
-	apply := func(count int) (last uint64) {
-		for range count {
-			if _, last, err = n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations, IDs: ids}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return last
-	}
+	n, apply := largeEntryNode(t, 1<<30, 64<<10)
 	apply(4) // 32 KB: under TrailingLogBytes
 	n.snapshotForNewMember()
 	if first, _ := n.store.FirstIndex(); first != 1 {

@@ -257,15 +257,7 @@ func (g *gossip) joinLoop(peers []string) {
 // merge again once the network heals, and the leader would go on to reap
 // healthy nodes after --reap-after (Serf reconnects for the same reason).
 func (g *gossip) reconnectLoop(every time.Duration) {
-	defer g.node.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-g.node.stop:
-			return
-		case <-t.C:
-		}
+	g.node.every(every, func() bool {
 		for _, addr := range g.deadAddrs() {
 			// Not waited for on shutdown: a join to an address that drops
 			// packets blocks for memberlist's TCPTimeout.
@@ -275,7 +267,8 @@ func (g *gossip) reconnectLoop(every time.Duration) {
 				}
 			}()
 		}
-	}
+		return true
+	})
 }
 
 // deadAddrs lists the gossip addresses of members that died without

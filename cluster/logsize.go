@@ -23,29 +23,18 @@ import (
 const minTrailingLogs = 8
 
 func (n *Node) snapshotBySize(snaps raft.SnapshotStore, every time.Duration) {
-	defer n.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
+	n.every(every, func() bool {
+		if err := n.snapshotLogOver(snapshotTrigger(n.cfg, lastSnapshotSize(snaps))); err != nil {
+			n.log.Warn("snapshot by log size failed", "error", err)
 		}
-		bytes, entries := n.fsm.Unsnapshotted()
-		if entries == 0 || !snapshotDue(n.cfg, bytes, lastSnapshotSize(snaps)) {
-			continue
-		}
-		if err := n.snapshotKeeping(trailingFor(n.cfg, bytes/entries)); err != nil {
-			n.log.Warn("snapshot by log size failed", "error", err, "log_bytes", bytes)
-		}
-	}
+		return true
+	})
 }
 
-// snapshotDue: logBytes since the last snapshot reached the trigger, which
-// is SnapshotLogBytes or the last snapshot's size, whichever is larger.
-func snapshotDue(cfg Config, logBytes, lastSnapshot uint64) bool {
-	return logBytes >= max(cfg.SnapshotLogBytes, lastSnapshot)
+// snapshotTrigger is how many bytes of log since the last snapshot call for
+// a new one: SnapshotLogBytes or the last snapshot's size, whichever is larger.
+func snapshotTrigger(cfg Config, lastSnapshot uint64) uint64 {
+	return max(cfg.SnapshotLogBytes, lastSnapshot)
 }
 
 // lastSnapshotSize is the size in bytes of the newest snapshot, 0 if none.
@@ -68,13 +57,19 @@ func trailingFor(cfg Config, avgSize uint64) uint64 {
 // entries, instead of an older snapshot and up to a snapshot's worth of
 // log after it (after a bulk import, most of a 1M-key catch-up).
 func (n *Node) snapshotForNewMember() {
-	bytes, entries := n.fsm.Unsnapshotted()
-	if entries == 0 || bytes < n.cfg.TrailingLogBytes {
-		return
-	}
-	if err := n.snapshotKeeping(trailingFor(n.cfg, bytes/entries)); err != nil {
+	if err := n.snapshotLogOver(n.cfg.TrailingLogBytes); err != nil {
 		n.log.Warn("snapshot before adding a member failed", "error", err)
 	}
+}
+
+// snapshotLogOver takes a snapshot keeping about TrailingLogBytes of log
+// when at least threshold bytes of commands were applied since the last one.
+func (n *Node) snapshotLogOver(threshold uint64) error {
+	bytes, entries := n.fsm.Unsnapshotted()
+	if entries == 0 || bytes < threshold {
+		return nil
+	}
+	return n.snapshotKeeping(trailingFor(n.cfg, bytes/entries))
 }
 
 // snapshotKeeping takes a snapshot that truncates the log to its last

@@ -23,32 +23,24 @@ import (
 // id), which Raft accepts as one cluster. A node that sees a member that
 // already has Raft state never bootstraps: it waits to be added.
 func (n *Node) bootstrapLoop() {
-	defer n.wg.Done()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
+	n.every(200*time.Millisecond, func() bool {
 		if n.hasState() {
-			return
+			return false
 		}
 		servers, ready, why := n.bootstrapServers()
 		if !ready {
 			n.log.Trace("waiting to bootstrap", "reason", why)
-			continue
+			return true
 		}
 		err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
 		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			n.log.Error("bootstrapping the cluster failed", "error", err)
-			continue
+			return true
 		}
 		n.log.Info("bootstrapped a new cluster", "servers", len(servers))
 		n.gossip.announce()
-		return
-	}
+		return false
+	})
 }
 
 // bootstrapServers decides whether the expected voters are all here.

@@ -224,6 +224,24 @@ func Open(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// every calls f every d until the node stops or f returns false. The
+// caller has added the goroutine to n.wg.
+func (n *Node) every(d time.Duration, f func() (again bool)) {
+	defer n.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if !f() {
+			return
+		}
+	}
+}
+
 // hasState reports whether this node belongs to a Raft cluster yet.
 func (n *Node) hasState() bool { return n.raft.LastIndex() > 0 }
 
