@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	mrand "math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -502,7 +503,7 @@ func hexString(b []byte) string {
 // (straightforward loops, string switches, hash/crc32): the oracle the
 // differential tests hold the fast version to. It shares no table or helper
 // with the code under test: it searches base62Alphabet rather than using
-// base62Digits, and has its own copy of validWSPrefix. On refusal it may
+// base62Digits, and checks a workspace prefix with a regular expression. On refusal it may
 // leave fields of its TokenInfo set; only ParseToken's is checked to be
 // zero then. Keep it simple, not fast.
 func parseTokenReference(tok []byte) (TokenInfo, error) {
@@ -522,7 +523,7 @@ func parseTokenReference(tok []byte) (TokenInfo, error) {
 	case len(head) == len("sk_live_"):
 	case len(head) >= len("a_sk_live_"):
 		ws := head[:len(head)-len("sk_live_")]
-		if ws[len(ws)-1] != '_' || !referenceWSPrefix(ws[:len(ws)-1]) {
+		if ws[len(ws)-1] != '_' || !referenceWSPrefix.Match(ws[:len(ws)-1]) {
 			return info, ErrMalformedToken
 		}
 		start = len(ws)
@@ -533,22 +534,10 @@ func parseTokenReference(tok []byte) (TokenInfo, error) {
 	if head[start+2] != '_' {
 		return info, ErrMalformedToken
 	}
-	switch string(kind) {
-	case "sk":
-		info.Type = TypeSecret
-	case "pk":
-		info.Type = TypePublishable
-	case "rk":
-		info.Type = TypeAdmin
-	default:
-		return info, ErrMalformedToken
-	}
-	switch string(env) {
-	case "live":
-		info.Environment = EnvLive
-	case "test":
-		info.Environment = EnvTest
-	default:
+	var kindOK, envOK bool
+	info.Type, kindOK = referenceKinds[string(kind)]
+	info.Environment, envOK = referenceEnvs[string(env)]
+	if !kindOK || !envOK {
 		return info, ErrMalformedToken
 	}
 	for _, c := range body {
@@ -567,17 +556,11 @@ func parseTokenReference(tok []byte) (TokenInfo, error) {
 	return info, nil
 }
 
-func referenceWSPrefix(b []byte) bool {
-	if len(b) == 0 || len(b) > maxWSPrefix {
-		return false
-	}
-	for _, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
+var (
+	referenceWSPrefix = regexp.MustCompile(`^[a-z0-9]{1,12}$`)
+	referenceKinds    = map[string]KeyType{"sk": TypeSecret, "pk": TypePublishable, "rk": TypeAdmin}
+	referenceEnvs     = map[string]Environment{"live": EnvLive, "test": EnvTest}
+)
 
 // checkAgainstReference fails unless ParseToken and parseTokenReference
 // give the same answer for tok, and reports whether tok was accepted.
