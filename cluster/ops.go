@@ -153,11 +153,11 @@ func (n *Node) RestoreBackup(r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	meta, _, err := fsm.ReadSnapshot(bytes.NewReader(data))
+	applied, err := fsm.CheckSnapshot(bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadBackup, err)
 	}
-	sm := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: meta.AppliedIndex, Size: int64(len(data))}
+	sm := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: applied, Size: int64(len(data))}
 	if err := n.raft.Restore(sm, bytes.NewReader(data), time.Minute); err != nil {
 		return fmt.Errorf("restoring: %w", err)
 	}

@@ -330,20 +330,16 @@ func (f *FSM) capture() *snapshot {
 // from a newer version is refused and the current state is kept.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	meta, recs, err := ReadSnapshot(rc)
+	res, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
+	meta := res.meta
 	f.stateMu.Lock()
 	defer f.stateMu.Unlock()
-	if err := f.index.ReplaceAll(recs); err != nil {
-		return fmt.Errorf("restoring snapshot: %w", err)
-	}
+	f.index.Install(res.keys)
 	f.audit.reset(meta.Audit)
-	f.records, f.audits = setHash{}, setHash{}
-	for _, r := range recs {
-		f.records.add(recordHash(r))
-	}
+	f.records, f.audits = res.records, setHash{}
 	for i := range meta.Audit {
 		f.audits.add(auditHash(&meta.Audit[i]))
 	}

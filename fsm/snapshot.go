@@ -124,15 +124,32 @@ func (b Backup) Write(w io.Writer) error { return b.s.write(w) }
 // ErrBadSnapshot wraps every reason a snapshot stream is refused.
 var ErrBadSnapshot = errors.New("bad snapshot")
 
-// ReadSnapshot decodes and checks a whole snapshot stream without changing
+// CheckSnapshot reads a whole snapshot stream as Restore does, without
+// changing any state, and returns the Raft index its state reflects.
+func CheckSnapshot(r io.Reader) (appliedIndex uint64, err error) {
+	res, err := readSnapshot(r)
+	if err != nil {
+		return 0, err
+	}
+	return res.meta.AppliedIndex, nil
+}
+
+// restored is a snapshot read and checked, ready to become the state.
+type restored struct {
+	meta    snapshotMeta
+	keys    *keyindex.Loader
+	records setHash // the digest of the records
+}
+
+// readSnapshot decodes and checks a whole snapshot stream without changing
 // any state.
-func ReadSnapshot(r io.Reader) (snapshotMeta, []*keyindex.Record, error) {
+func readSnapshot(r io.Reader) (*restored, error) {
 	var meta snapshotMeta
 	crc := crc32.New(castagnoli)
 	br := bufio.NewReaderSize(r, 256<<10)
 	tr := &teeByteReader{r: br, h: crc}
-	fail := func(format string, a ...any) (snapshotMeta, []*keyindex.Record, error) {
-		return snapshotMeta{}, nil, fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, a...))
+	fail := func(format string, a ...any) (*restored, error) {
+		return nil, fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, a...))
 	}
 	head := make([]byte, len(snapshotMagic)+1)
 	if _, err := io.ReadFull(tr, head); err != nil {
@@ -187,18 +204,20 @@ func ReadSnapshot(r io.Reader) (snapshotMeta, []*keyindex.Record, error) {
 		}
 		meta.Audit = append(meta.Audit, e)
 	}
-	// Grow as records arrive rather than trusting the count for the allocation.
-	recs := make([]*keyindex.Record, 0, min(meta.Records, 1<<16))
+	// The loader trusts the count only so far for what it reserves.
+	res := &restored{meta: meta, keys: keyindex.NewLoader(meta.Records)}
 	for i := 0; i < meta.Records; i++ {
 		b, err := frame()
+		if err == nil && version == 1 {
+			b, err = reencodeV1(b)
+		}
+		if err == nil {
+			err = res.keys.Add(b)
+		}
 		if err != nil {
 			return fail("record %d: %v", i, err)
 		}
-		rec, err := decodeRecord(version, b)
-		if err != nil {
-			return fail("record %d: %v", i, err)
-		}
-		recs = append(recs, rec)
+		res.records.add(encodedRecordHash(b))
 	}
 	want := crc.Sum32()
 	var sum [4]byte
@@ -211,26 +230,21 @@ func ReadSnapshot(r io.Reader) (snapshotMeta, []*keyindex.Record, error) {
 	if _, err := br.ReadByte(); err != io.EOF {
 		return fail("trailing data after checksum")
 	}
-	return meta, recs, nil
+	return res, nil
 }
 
-// decodeRecord decodes a record frame of a stream of the given version.
-func decodeRecord(version byte, b []byte) (*keyindex.Record, error) {
-	if version == 1 {
-		var s StoredRecord
-		if err := json.Unmarshal(b, &s); err != nil {
-			return nil, err
-		}
-		return s.record()
+// reencodeV1 turns a version 1 record frame (a JSON StoredRecord) into
+// the binary encoding of version 2.
+func reencodeV1(b []byte) ([]byte, error) {
+	var s StoredRecord
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, err
 	}
-	r, err := keyindex.DecodeRecord(b)
+	r, err := s.record()
 	if err != nil {
 		return nil, err
 	}
-	if r.ID == "" { // refused in version 1 too (StoredRecord.record)
-		return nil, errors.New("record missing")
-	}
-	return r, nil
+	return keyindex.AppendRecord(nil, r), nil
 }
 
 // teeByteReader feeds every byte read into a hash; ReadUvarint needs a ByteReader.

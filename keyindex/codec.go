@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+	"unsafe"
 )
 
 // The binary record encoding carries a Record, token hashes included, in
@@ -85,14 +86,24 @@ func recordFlags(r *Record) byte {
 // as JSON). Hostile input is refused without panicking, and allocates at
 // most a small multiple of len(b).
 func DecodeRecord(b []byte) (*Record, error) {
-	rd := recordReader{b: b}
+	r := new(Record)
+	if err := decodeRecord(r, b, false); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// decodeRecord decodes b into r. With alias, r's strings point into b
+// rather than being copied: r is then only valid while b is.
+func decodeRecord(r *Record, b []byte, alias bool) error {
+	rd := recordReader{b: b, alias: alias}
 	// The fields are read in order: Go evaluates the calls in a composite
 	// literal, and on the right of an assignment, left to right.
 	flags := rd.byte()
 	if flags&^flagsKnown != 0 {
-		return nil, fmt.Errorf("record: unknown flags %#x", flags)
+		return fmt.Errorf("record: unknown flags %#x", flags)
 	}
-	r := &Record{
+	*r = Record{
 		ID: rd.str(), WorkspaceID: rd.str(), OwnerID: rd.str(), Name: rd.str(),
 		Type: KeyType(rd.str()), Environment: Environment(rd.str()),
 		KeyPrefix: rd.str(), KeySuffix: rd.str(), Preview: rd.str(),
@@ -113,9 +124,9 @@ func DecodeRecord(b []byte) (*Record, error) {
 		rd.fail("%d bytes after the record", len(rd.b))
 	}
 	if rd.err != nil {
-		return nil, fmt.Errorf("record: %w", rd.err)
+		return fmt.Errorf("record: %w", rd.err)
 	}
-	return r, nil
+	return nil
 }
 
 // The append functions write the parts of the encoding. (They return the
@@ -174,8 +185,9 @@ func appendOptTime(b []byte, t *time.Time) []byte {
 // sticky: after the first failure b is emptied, every read returns a zero
 // value, and the caller checks err once at the end.
 type recordReader struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	alias bool // strings point into b instead of being copies
 }
 
 func (r *recordReader) fail(format string, args ...any) {
@@ -239,9 +251,12 @@ func (r *recordReader) str() string {
 		r.fail("string of %d bytes past the end", n)
 		return ""
 	}
-	s := string(r.b[:n])
+	s := r.b[:n]
 	r.b = r.b[n:]
-	return s
+	if r.alias {
+		return unsafe.String(unsafe.SliceData(s), len(s))
+	}
+	return string(s)
 }
 
 // count reads what appendCount wrote. Every element takes at least

@@ -26,7 +26,7 @@ import (
 // out (Get, List, Decision.Record) are fresh copies the caller may keep.
 type Index struct {
 	mu sync.RWMutex
-	st *store // replaced whole by ReplaceAll
+	st *store // replaced whole by Install
 	// imported counts imported keys: while there are none, a token that
 	// fails the checksum is refused without a lookup.
 	imported atomic.Int64
@@ -84,8 +84,7 @@ func (st *store) orderKey(it orderItem) (workspace, id string) {
 		p, _ := st.pivots.Load(it)
 		return p.(*pivotKey).workspace, p.(*pivotKey).id
 	}
-	h := readHead(st.rec(uint32(it)))
-	return h.workspace, h.id
+	return readOrderKey(st.rec(uint32(it)))
 }
 
 func (st *store) orderLess(a, b orderItem) bool {
@@ -267,6 +266,12 @@ func (st *store) addAll(recs []*Record) error {
 
 // store puts a new key in a slot, the arena and the tables (not the order).
 func (st *store) store(r *Record) (uint32, error) {
+	st.scratch = AppendRecord(st.scratch[:0], r)
+	return st.storeEncoded(r, st.scratch)
+}
+
+// storeEncoded is store for a record whose encoding enc is at hand.
+func (st *store) storeEncoded(r *Record, enc []byte) (uint32, error) {
 	if _, ok := st.findID(r.ID); ok {
 		return 0, ErrIDExists
 	}
@@ -274,7 +279,7 @@ func (st *store) store(r *Record) (uint32, error) {
 		return 0, err
 	}
 	n := st.slots.alloc()
-	st.put(n, r)
+	st.putEncoded(n, enc, hotFieldsOf(r, enc))
 	st.byID.insert(idKey(r.ID), n)
 	st.link(n, r)
 	return n, nil
@@ -344,28 +349,6 @@ func (st *store) remove(id string) (*Record, error) {
 	st.unstore(n, old)
 	st.count--
 	return old, nil
-}
-
-// ReplaceAll drops every key and loads recs instead (snapshot restore). On
-// error the index is unchanged.
-func (ix *Index) ReplaceAll(recs []*Record) error {
-	fresh := newStore()
-	fresh.byHash.reserve(len(recs))
-	fresh.byID.reserve(len(recs))
-	if err := fresh.addAll(recs); err != nil {
-		return err
-	}
-	var imported int64
-	for _, r := range recs {
-		if r.Imported {
-			imported++
-		}
-	}
-	ix.mu.Lock()
-	ix.st = fresh
-	ix.imported.Store(imported)
-	ix.mu.Unlock()
-	return nil
 }
 
 // noSlot is no key: hashesFree's self for a new key.
@@ -483,16 +466,17 @@ func (ix *Index) Snapshot() *Records {
 	defer ix.mu.RUnlock()
 	st := ix.st
 	s := &Records{chunks: append([][]byte(nil), st.arena.chunks...), refs: make([]recordRef, 0, st.count)}
-	for n := uint32(0); n < st.slots.next; n++ {
-		if ref := st.slots.get(n).ref; ref != (recordRef{}) {
-			s.refs = append(s.refs, ref)
-		}
-	}
+	st.ordered.Ascend(func(it orderItem) bool {
+		s.refs = append(s.refs, st.slots.get(uint32(it)).ref)
+		return true
+	})
 	return s
 }
 
-// Records is an immutable set of records from Snapshot, in slot order
-// (which a restore, loading them in that order, reproduces).
+// Records is an immutable set of records from Snapshot, in (workspace, id)
+// order: equal states give equal snapshots whatever their history, and a
+// restore inserts into the order's tree ascending, each insert next to the
+// last (addAll).
 type Records struct {
 	chunks [][]byte
 	refs   []recordRef

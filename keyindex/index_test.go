@@ -2,9 +2,11 @@ package keyindex
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"sort"
@@ -206,7 +208,24 @@ func TestInsertAllAtomic(t *testing.T) {
 	}
 }
 
-func TestReplaceAll(t *testing.T) {
+// load installs recs in ix through a Loader, each from one reused buffer
+// (Add must copy what it keeps), and returns the first Add error without
+// installing anything.
+func load(ix *Index, recs ...*Record) error {
+	l := NewLoader(len(recs))
+	var buf []byte
+	for _, r := range recs {
+		buf = AppendRecord(buf[:0], r)
+		if err := l.Add(buf); err != nil {
+			return err
+		}
+		clear(buf)
+	}
+	ix.Install(l)
+	return nil
+}
+
+func TestLoaderInstall(t *testing.T) {
 	ix := New()
 	oldRec, oldTok := newTestRecord(t, TypeSecret, nil)
 	mustInsert(t, ix, oldRec)
@@ -215,42 +234,81 @@ func TestReplaceAll(t *testing.T) {
 	a, aTok := newTestRecord(t, TypeSecret, nil)
 	b, _ := newTestRecord(t, TypeSecret, func(r *Record) {
 		r.Rotation = &Rotation{PreviousHash: HashToken([]byte("prev")), PreviousExpiresAt: baseNow}
+		r.Metadata = map[string]string{"team": "x"}
+		r.Scopes = []string{"read:*"}
 	})
-	// A failing restore leaves the index as it was.
-	dup := a.Clone()
-	dup.ID = "key_dup"
-	if err := ix.ReplaceAll([]*Record{a, b, dup}); !errors.Is(err, ErrHashInUse) {
-		t.Fatalf("ReplaceAll: %v", err)
+	// Refused records; a caller that stops at the error installs nothing.
+	dupHash := a.Clone()
+	dupHash.ID = "key_dup"
+	dupID := b.Clone()
+	dupID.Hash = HashToken([]byte("other"))
+	noID := b.Clone()
+	noID.ID = ""
+	for name, recs := range map[string][]*Record{"same hash": {a, b, dupHash}, "same id": {b, dupID}, "no id": {noID}} {
+		if err := load(ix, recs...); err == nil {
+			t.Fatalf("%s: loaded", name)
+		}
+	}
+	if err := NewLoader(1).Add(AppendRecord(nil, a)[:20]); err == nil {
+		t.Fatal("a truncated encoding was added")
 	}
 	if ix.Len() != 1 || !same(ix.Get(oldRec.ID), oldRec) || ix.Get(a.ID) != nil || ix.HashInUse(a.Hash) {
-		t.Fatal("failed ReplaceAll changed the index")
+		t.Fatal("a refused load changed the index")
 	}
 	if d := ix.Verify(&VerifyRequest{Token: []byte(oldTok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid {
-		t.Fatalf("old key after failed ReplaceAll: %s", d.Code)
+		t.Fatalf("old key after a refused load: %s", d.Code)
 	}
-	// A good one swaps everything.
-	if err := ix.ReplaceAll([]*Record{b, a}); err != nil {
+	// A good one swaps everything; records come in any order.
+	if err := load(ix, b, a); err != nil {
 		t.Fatal(err)
 	}
 	if ix.Len() != 2 || ix.Get(oldRec.ID) != nil || ix.HashInUse(oldRec.Hash) || !same(ix.Get(a.ID), a) || !same(ix.Get(b.ID), b) {
-		t.Fatal("ReplaceAll did not swap the index")
+		t.Fatal("Install did not swap the index")
 	}
 	if d := ix.Verify(&VerifyRequest{Token: []byte(oldTok), NowNs: baseNow.UnixNano()}); d.Code != CodeKeyNotFound {
-		t.Fatalf("old key after ReplaceAll: %s", d.Code)
+		t.Fatalf("old key after Install: %s", d.Code)
 	}
 	if d := ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid {
-		t.Fatalf("new key after ReplaceAll: %s", d.Code)
+		t.Fatalf("new key after Install: %s", d.Code)
 	}
 	if ids := ix.ExpiredRotations(baseNow.UnixNano()); !slices.Equal(ids, []string{b.ID}) {
-		t.Fatalf("ExpiredRotations after ReplaceAll: %v", ids)
+		t.Fatalf("ExpiredRotations after Install: %v", ids)
 	}
 	// Usage from before the restore is dropped with it.
 	u := ix.DrainUsage()
 	if len(u) != 1 || u[0].ID != a.ID || u[0].Count != 1 {
-		t.Fatalf("usage after ReplaceAll: %+v", u)
+		t.Fatalf("usage after Install: %+v", u)
 	}
-	if err := ix.ReplaceAll(nil); err != nil || ix.Len() != 0 || countSnapshot(ix) != 0 {
-		t.Fatal("ReplaceAll(nil) did not empty the index")
+	if err := load(ix); err != nil || ix.Len() != 0 || countSnapshot(ix) != 0 {
+		t.Fatal("an empty load did not empty the index")
+	}
+}
+
+// A snapshot lists records in (workspace, id) order, whatever order they
+// were written in, and a load of them in any order lists the same.
+func TestSnapshotOrder(t *testing.T) {
+	ix, _ := buildListIndex(t)
+	var recs []*Record
+	ix.Snapshot().Each(func(r *Record) bool { recs = append(recs, r); return true })
+	if len(recs) != ix.Len() || !slices.IsSortedFunc(recs, func(a, b *Record) int {
+		return cmp.Or(strings.Compare(a.WorkspaceID, b.WorkspaceID), strings.Compare(a.ID, b.ID))
+	}) {
+		t.Fatalf("snapshot of %d keys: %d records, not in (workspace, id) order", ix.Len(), len(recs))
+	}
+	shuffled := slices.Clone(recs)
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	re := New()
+	if err := load(re, shuffled...); err != nil {
+		t.Fatal(err)
+	}
+	page, _, err := re.List(ListQuery{Limit: len(recs) + 1})
+	if err != nil || len(page) != len(recs) {
+		t.Fatalf("list after load: %d records, %v", len(page), err)
+	}
+	for i := range page {
+		if !same(page[i], recs[i]) {
+			t.Fatalf("list after load, record %d: %s, want %s", i, page[i].ID, recs[i].ID)
+		}
 	}
 }
 

@@ -168,18 +168,18 @@ func TestVerifyImported(t *testing.T) {
 	if d := verify(legacyTok); d.Code != CodeMalformedKey {
 		t.Fatalf("after delete: %s", d.Code)
 	}
-	// ReplaceAll carries the imported count with it.
-	if err := ix.ReplaceAll([]*Record{native, imp}); err != nil {
+	// A load carries the imported count with it.
+	if err := load(ix, native, imp); err != nil {
 		t.Fatal(err)
 	}
 	if d := verify(legacyTok); d.Code != CodeValid {
-		t.Fatalf("after ReplaceAll: %s", d.Code)
+		t.Fatalf("after a load: %s", d.Code)
 	}
-	if err := ix.ReplaceAll([]*Record{native}); err != nil {
+	if err := load(ix, native); err != nil {
 		t.Fatal(err)
 	}
 	if d := verify(legacyTok); d.Code != CodeMalformedKey {
-		t.Fatalf("after ReplaceAll without imports: %s", d.Code)
+		t.Fatalf("after a load without imports: %s", d.Code)
 	}
 }
 
