@@ -18,7 +18,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/keyraft/keyraft/fsm"
 )
@@ -103,7 +102,7 @@ type Node struct {
 	id        string
 	fsm       *fsm.FSM
 	raft      *raft.Raft
-	store     *raftboltdb.BoltStore
+	store     *logStore
 	transport *raft.NetworkTransport
 	log       hclog.Logger
 
@@ -153,7 +152,7 @@ func Open(cfg Config) (*Node, error) {
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
 
-	n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.NoSync})
+	n.store, err = openLogStore(filepath.Join(cfg.DataDir, "raft.db"), cfg.NoSync)
 	if err != nil {
 		return nil, fmt.Errorf("opening raft log: %w", err)
 	}
@@ -202,8 +201,12 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("starting raft: %w", err))
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.snapshotBySize(snaps, time.Second)
+	go n.every(dropMappedEvery, func() bool {
+		n.store.dropMapped()
+		return true
+	})
 	if cfg.GossipAddr != "" {
 		if err := n.startGossip(); err != nil {
 			n.Shutdown()

@@ -1,0 +1,111 @@
+package cluster
+
+import (
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// logStore is the raft-boltdb store (log and stable store in raft.db) that
+// also lets go of the file's pages it no longer needs in memory.
+//
+// Bolt reads its file through a read-only shared mmap, and its writes read
+// the pages they rewrite through it: deleting a range of entries (log
+// compaction after a snapshot) touched most of the deleted bytes. Every
+// page touched stays mapped, and counts in the node's resident memory, until
+// the file is closed: after a bulk import of a million keys, about 110 MB
+// of log that snapshots had already truncated (700 MB at ten million).
+// Appends touch too: each rewrites the last leaf, copying the entry before
+// it. dropMapped tells the kernel the mapping's pages are not needed
+// (MADV_DONTNEED): they leave the process but stay in the page cache,
+// clean, and a later read faults them back in with the same bytes. It runs
+// after every compaction, after every dropMappedAfter bytes of entries
+// stored, and every dropMappedEvery (for pages that reads fault in: a
+// follower far behind is sent entries from bolt).
+type logStore struct {
+	*raftboltdb.BoltStore
+	path string // absolute, symlinks resolved: as /proc/self/maps names it
+
+	// Only a write transaction grows the file and remaps it (and Close
+	// unmaps it). Writes share mapMu; dropMapped holds it alone, so the
+	// ranges it advises are bolt's mapping and nothing that took its place.
+	mapMu sync.RWMutex
+
+	stored    atomic.Uint64 // bytes of entries stored since the last dropMapped
+	dropAfter uint64        // dropMappedAfter (tests lower it)
+}
+
+const (
+	dropMappedAfter = 16 << 20
+	dropMappedEvery = 30 * time.Second
+)
+
+func openLogStore(path string, noSync bool) (*logStore, error) {
+	bs, err := raftboltdb.New(raftboltdb.Options{Path: path, NoSync: noSync})
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		bs.Close()
+		return nil, err
+	}
+	return &logStore{BoltStore: bs, path: abs, dropAfter: dropMappedAfter}, nil
+}
+
+func (s *logStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+
+func (s *logStore) StoreLogs(logs []*raft.Log) error {
+	s.mapMu.RLock()
+	err := s.BoltStore.StoreLogs(logs)
+	s.mapMu.RUnlock()
+	var n uint64
+	for _, l := range logs {
+		n += uint64(len(l.Data))
+	}
+	if s.stored.Add(n) >= s.dropAfter {
+		s.dropMapped()
+	}
+	return err
+}
+
+func (s *logStore) DeleteRange(min, max uint64) error {
+	s.mapMu.RLock()
+	err := s.BoltStore.DeleteRange(min, max)
+	s.mapMu.RUnlock()
+	s.dropMapped()
+	return err
+}
+
+func (s *logStore) Set(k, v []byte) error {
+	s.mapMu.RLock()
+	defer s.mapMu.RUnlock()
+	return s.BoltStore.Set(k, v)
+}
+
+func (s *logStore) SetUint64(k []byte, v uint64) error {
+	s.mapMu.RLock()
+	defer s.mapMu.RUnlock()
+	return s.BoltStore.SetUint64(k, v)
+}
+
+func (s *logStore) Close() error {
+	s.mapMu.Lock()
+	defer s.mapMu.Unlock()
+	return s.BoltStore.Close()
+}
+
+// dropMapped releases every page of raft.db's mapping from the process.
+func (s *logStore) dropMapped() {
+	s.mapMu.Lock()
+	defer s.mapMu.Unlock()
+	s.stored.Store(0)
+	dropFileMappings(s.path)
+}
