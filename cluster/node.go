@@ -163,15 +163,7 @@ func Open(cfg Config) (*Node, error) {
 		n.store.Close()
 		return nil, err
 	}
-	// The cache serves replication of recent entries from memory. Entries
-	// can be large (an import carries 10,000 keys, 2.4 MB), so it is kept
-	// small: at 512 entries it held hundreds of MB after bulk imports, at
-	// 64 still 150 bytes per key of a million imported. A follower further
-	// behind reads from bolt, whose pages are memory-mapped.
-	logs, err := raft.NewLogCache(16, n.store)
-	if err != nil {
-		return fail(err)
-	}
+	logs := newLogCache(n.store)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, cfg.Logger.Named("snapshot"))
 	if err != nil {
 		return fail(fmt.Errorf("opening snapshot store: %w", err))

@@ -1,0 +1,73 @@
+package cluster
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+// countingStore counts the reads that reach the store under the cache.
+type countingStore struct {
+	*raft.InmemStore
+	reads int
+}
+
+func (s *countingStore) GetLog(idx uint64, l *raft.Log) error {
+	s.reads++
+	return s.InmemStore.GetLog(idx, l)
+}
+
+func TestLogCacheKeepsSmallEntriesOnly(t *testing.T) {
+	store := &countingStore{InmemStore: raft.NewInmemStore()}
+	c := newLogCache(store)
+	small := func(i uint64) *raft.Log {
+		return &raft.Log{Index: i, Term: 1, Data: bytes.Repeat([]byte{byte(i)}, 100)}
+	}
+	big := &raft.Log{Index: 3, Term: 1, Data: make([]byte, maxCachedEntry+1)}
+	if err := c.StoreLogs([]*raft.Log{small(1), small(2), big}); err != nil {
+		t.Fatal(err)
+	}
+	read := func(i uint64, fromStore int) {
+		t.Helper()
+		before := store.reads
+		var l raft.Log
+		if err := c.GetLog(i, &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Index != i || (i != 3 && !bytes.Equal(l.Data, small(i).Data)) || (i == 3 && len(l.Data) != len(big.Data)) {
+			t.Fatalf("entry %d read back as %d (%d bytes)", i, l.Index, len(l.Data))
+		}
+		if got := store.reads - before; got != fromStore {
+			t.Fatalf("entry %d: %d reads of the store, want %d", i, got, fromStore)
+		}
+	}
+	read(1, 0)
+	read(2, 0)
+	read(3, 1) // too large to keep
+
+	// An entry one ring further on takes the slot; the older one is read
+	// from the store, not answered with the newer one.
+	if err := c.StoreLog(small(1 + logCacheEntries)); err != nil {
+		t.Fatal(err)
+	}
+	read(1, 1)
+	read(1+logCacheEntries, 0)
+
+	// A large entry empties its slot rather than leaving an older entry.
+	if err := c.StoreLog(&raft.Log{Index: 2 + logCacheEntries, Term: 1, Data: make([]byte, maxCachedEntry+1)}); err != nil {
+		t.Fatal(err)
+	}
+	if c.ring[2%logCacheEntries] != nil {
+		t.Fatal("a large entry left an older one cached in its slot")
+	}
+
+	// Compaction empties the cache, and the entries are gone from both.
+	if err := c.DeleteRange(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.GetLog(1, new(raft.Log)); err != raft.ErrLogNotFound {
+		t.Fatalf("entry 1 after DeleteRange: %v", err)
+	}
+	read(1+logCacheEntries, 1)
+}
