@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +24,8 @@ import (
 type serveConfig struct {
 	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel      string
 	gossipAddr, join, gossipKey, gossipProfile, debugAddr           string
-	bootstrapExpect, maxConnsPerIP, gcPercent                       int
+	bootstrapExpect, maxConnsPerIP                                  int
+	gcPercent                                                       gcPercentFlag
 	nonvoter, leaveOnTerminate                                      bool
 	reapAfter, maxStale                                             time.Duration
 	usageFlush, readTimeout, writeTimeout, idleTimeout              time.Duration
@@ -66,7 +66,8 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.Uint64Var(&c.snapshotLogMiB, "snapshot-log-mib", 64, "MiB of log since the last snapshot that trigger a new one (large imports reach it long before --snapshot-threshold)")
 	fs.Uint64Var(&c.trailingLogMiB, "trailing-log-mib", 16, "after a snapshot by log size, keep about this many MiB of log (at most --trailing-logs entries)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, apart from the API; unauthenticated: keep it on loopback (default off)")
-	fs.IntVar(&c.gcPercent, "gc-percent", 25, "the Go garbage collector's target (GOGC); -1 keeps the runtime's (GOGC from the environment)")
+	c.gcPercent = gcPercentFlag{auto: true}
+	fs.Var(&c.gcPercent, "gc-percent", "the Go garbage collector's target (GOGC): auto follows the live heap (about 32 MiB of allocation between collections, 10 to 100%), a number fixes it, -1 keeps the runtime's (GOGC from the environment)")
 	return c
 }
 
@@ -133,13 +134,9 @@ func runServe(args []string) int {
 		fmt.Fprintln(os.Stderr, "keyraft serve:", err)
 		return 2
 	}
-	// The index is nearly pointer-free (keyindex/arena.go), so a collection
-	// has little to scan and a low target costs little CPU while keeping
-	// the heap near the live index: at a million keys, 556 bytes of RSS a
-	// key at 25 against 764 at Go's default of 100 (docs/design-notes.md).
-	if cfg.gcPercent >= 0 {
-		debug.SetGCPercent(cfg.gcPercent)
-	}
+	stopGCTuning := make(chan struct{})
+	defer close(stopGCTuning)
+	cfg.gcPercent.apply(stopGCTuning)
 	if err := serve(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "keyraft serve:", err)
 		return 1
