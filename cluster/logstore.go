@@ -21,13 +21,16 @@ import (
 // of log that snapshots had already truncated (700 MB at ten million).
 // Appends touch too: each rewrites the last leaf, copying the entry before
 // it. dropMapped tells the kernel the mapping's pages are not needed
-// (MADV_DONTNEED): they leave the process but stay in the page cache,
-// clean, and a later read faults them back in with the same bytes. It runs
+// (MADV_DONTNEED): they leave the process but stay in the page cache
+// (bolt writes with pwrite, never through the mapping), and a later read
+// faults them back in with the same bytes. It runs
 // after every compaction, after every dropMappedAfter bytes of entries
 // stored, and every dropMappedEvery (for pages that reads fault in: a
 // follower far behind is sent entries from bolt).
 type logStore struct {
-	*raftboltdb.BoltStore
+	// Not embedded: every method raft calls is forwarded below, so a write
+	// a later raft-boltdb adds cannot bypass mapMu unnoticed.
+	bolt *raftboltdb.BoltStore
 	path string // absolute, symlinks resolved: as /proc/self/maps names it
 
 	// Only a write transaction grows the file and remaps it (and Close
@@ -37,6 +40,8 @@ type logStore struct {
 
 	stored    atomic.Uint64 // bytes of entries stored since the last dropMapped
 	dropAfter uint64        // dropMappedAfter (tests lower it)
+	// dropPages is dropFileMappings; tests wrap it to check mapMu is held.
+	dropPages func(path string) (covered uint64)
 }
 
 const (
@@ -57,14 +62,21 @@ func openLogStore(path string, noSync bool) (*logStore, error) {
 		bs.Close()
 		return nil, err
 	}
-	return &logStore{BoltStore: bs, path: abs, dropAfter: dropMappedAfter}, nil
+	return &logStore{bolt: bs, path: abs, dropAfter: dropMappedAfter, dropPages: dropFileMappings}, nil
 }
 
-func (s *logStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+// Reads never remap the file, and a page dropped under them comes back.
+
+func (s *logStore) FirstIndex() (uint64, error)          { return s.bolt.FirstIndex() }
+func (s *logStore) LastIndex() (uint64, error)           { return s.bolt.LastIndex() }
+func (s *logStore) GetLog(idx uint64, l *raft.Log) error { return s.bolt.GetLog(idx, l) }
+func (s *logStore) Get(k []byte) ([]byte, error)         { return s.bolt.Get(k) }
+func (s *logStore) GetUint64(k []byte) (uint64, error)   { return s.bolt.GetUint64(k) }
+func (s *logStore) StoreLog(l *raft.Log) error           { return s.StoreLogs([]*raft.Log{l}) }
 
 func (s *logStore) StoreLogs(logs []*raft.Log) error {
 	s.mapMu.RLock()
-	err := s.BoltStore.StoreLogs(logs)
+	err := s.bolt.StoreLogs(logs)
 	s.mapMu.RUnlock()
 	var n uint64
 	for _, l := range logs {
@@ -78,7 +90,7 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 
 func (s *logStore) DeleteRange(min, max uint64) error {
 	s.mapMu.RLock()
-	err := s.BoltStore.DeleteRange(min, max)
+	err := s.bolt.DeleteRange(min, max)
 	s.mapMu.RUnlock()
 	s.dropMapped()
 	return err
@@ -87,19 +99,19 @@ func (s *logStore) DeleteRange(min, max uint64) error {
 func (s *logStore) Set(k, v []byte) error {
 	s.mapMu.RLock()
 	defer s.mapMu.RUnlock()
-	return s.BoltStore.Set(k, v)
+	return s.bolt.Set(k, v)
 }
 
 func (s *logStore) SetUint64(k []byte, v uint64) error {
 	s.mapMu.RLock()
 	defer s.mapMu.RUnlock()
-	return s.BoltStore.SetUint64(k, v)
+	return s.bolt.SetUint64(k, v)
 }
 
 func (s *logStore) Close() error {
 	s.mapMu.Lock()
 	defer s.mapMu.Unlock()
-	return s.BoltStore.Close()
+	return s.bolt.Close()
 }
 
 // dropMapped releases every page of raft.db's mapping from the process.
@@ -107,5 +119,5 @@ func (s *logStore) dropMapped() {
 	s.mapMu.Lock()
 	defer s.mapMu.Unlock()
 	s.stored.Store(0)
-	dropFileMappings(s.path)
+	s.dropPages(s.path)
 }

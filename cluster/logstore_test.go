@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -58,12 +59,32 @@ func checkEntries(t *testing.T, s *logStore, from, to uint64) {
 	}
 }
 
-func TestLogStoreDropsMappedPages(t *testing.T) {
+// openCheckedLogStore opens a store whose page drops check that they hold
+// the map lock alone (no bolt write can remap the file meanwhile) and that
+// they found bolt's mapping; it returns how many drops covered anything.
+func openCheckedLogStore(t *testing.T) (*logStore, *atomic.Int64) {
 	s, err := openLogStore(filepath.Join(t.TempDir(), "raft.db"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	var found atomic.Int64
+	s.dropPages = func(path string) uint64 {
+		if s.mapMu.TryRLock() {
+			s.mapMu.RUnlock()
+			t.Error("pages dropped while writes may run")
+		}
+		covered := dropFileMappings(path)
+		if covered > 0 {
+			found.Add(1)
+		}
+		return covered
+	}
+	return s, &found
+}
+
+func TestLogStoreDropsMappedPages(t *testing.T) {
+	s, found := openCheckedLogStore(t)
 	s.dropAfter = 4 << 20
 	for i := uint64(1); i <= 40; i++ {
 		if err := s.StoreLogs([]*raft.Log{entry(i)}); err != nil {
@@ -91,16 +112,15 @@ func TestLogStoreDropsMappedPages(t *testing.T) {
 		t.Fatalf("after DeleteRange %d KiB of raft.db is still resident", kib)
 	}
 	checkEntries(t, s, 31, 40)
+	if found.Load() == 0 {
+		t.Fatal("no drop found raft.db's mapping")
+	}
 }
 
 // Dropping pages while entries are written (which grows and remaps the
 // file) and read loses nothing.
 func TestLogStoreDropMappedDuringWrites(t *testing.T) {
-	s, err := openLogStore(filepath.Join(t.TempDir(), "raft.db"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := openCheckedLogStore(t)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)

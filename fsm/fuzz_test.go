@@ -412,8 +412,15 @@ func hugeClaims() map[string][]byte {
 		"a 2^63 frame":             stream(`{"records":1,"audit_entries":0}`, string(binary.AppendUvarint(nil, 1<<63))),
 		"an overlong varint":       stream(`{"records":1,"audit_entries":0}`, strings.Repeat("\xff", 11)),
 		"records claimed, missing": stream(`{"records":3,"audit_entries":0}`, "\x02{}"),
+		// The first record makes a restore build its index: that must not
+		// trust the claim either.
+		"a billion records, one present": stream(`{"records":1000000000,"audit_entries":0}`, string(binary.AppendUvarint(nil, uint64(len(oneRecord)))), string(oneRecord)),
 	}
 }
+
+// oneRecord is the encoding of a small valid record.
+var oneRecord = keyindex.AppendRecord(nil, &keyindex.Record{ID: "key_1", WorkspaceID: "ws", Type: keyindex.TypeSecret,
+	Environment: keyindex.EnvLive, Active: true, CreatedAt: time.Unix(1e9, 0).UTC(), UpdatedAt: time.Unix(1e9, 0).UTC(), Hash: keyindex.HashToken([]byte("t"))})
 
 // TestWriteFuzzSeeds rewrites testdata/fuzz/FuzzDecodeCommand and
 // FuzzRestore with KEYRAFT_WRITE_SEEDS=1 (docs/testing.md).

@@ -27,8 +27,8 @@ import (
 type Index struct {
 	mu sync.RWMutex
 	st *store // replaced whole by Install
-	// imported counts imported keys: while there are none, a token that
-	// fails the checksum is refused without a lookup.
+	// imported counts imported keys: while there are none, a token of a
+	// length no generated token has is refused without hashing it.
 	imported atomic.Int64
 }
 
@@ -233,8 +233,8 @@ func (ix *Index) countImported(r *Record, delta int64) {
 func (st *store) add(r *Record) error { return st.addAll([]*Record{r}) }
 
 // addAll adds every record or, on error, none. The records go into the
-// arena and tables in the order given (slot order, which snapshots keep),
-// then into the (workspace, id) order sorted: each btree comparison reads
+// arena and tables in the order given, then into the (workspace, id) order
+// sorted: each btree comparison reads
 // a stored record, and inserting a million keys in random order made
 // nearly every comparison a cache miss; in sorted order they fall on
 // records just inserted.
@@ -460,14 +460,25 @@ func (ix *Index) ExpiredRotations(nowNs int64) []string {
 
 // Snapshot returns a point-in-time copy of every record that stays valid
 // while the index keeps changing: the arena's chunks never change once
-// written, so the snapshot only copies where each record is.
+// written, so the snapshot only copies where each record is. Writers wait
+// while it runs, so it reads memory in order: the slots' refs one after the
+// other, and the order's tree (4-byte items); looking each slot up in the
+// tree's order instead missed the cache on nearly every key (65 ms at 1M
+// keys in 1,000 workspaces, several times the in-order copy).
 func (ix *Index) Snapshot() *Records {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	st := ix.st
-	s := &Records{chunks: append([][]byte(nil), st.arena.chunks...), refs: make([]recordRef, 0, st.count)}
+	s := &Records{
+		chunks: append([][]byte(nil), st.arena.chunks...),
+		refs:   make([]recordRef, st.slots.next),
+		order:  make([]uint32, 0, st.count),
+	}
+	for n := range s.refs {
+		s.refs[n] = st.slots.get(uint32(n)).ref
+	}
 	st.ordered.Ascend(func(it orderItem) bool {
-		s.refs = append(s.refs, st.slots.get(uint32(it)).ref)
+		s.order = append(s.order, uint32(it))
 		return true
 	})
 	return s
@@ -476,14 +487,15 @@ func (ix *Index) Snapshot() *Records {
 // Records is an immutable set of records from Snapshot, in (workspace, id)
 // order: equal states give equal snapshots whatever their history, and a
 // restore inserts into the order's tree ascending, each insert next to the
-// last (addAll).
+// last (Install).
 type Records struct {
 	chunks [][]byte
-	refs   []recordRef
+	refs   []recordRef // by slot
+	order  []uint32    // slots in (workspace, id) order
 }
 
 // Len is the number of records.
-func (s *Records) Len() int { return len(s.refs) }
+func (s *Records) Len() int { return len(s.order) }
 
 // Each calls fn with a copy of every record until fn returns false.
 func (s *Records) Each(fn func(*Record) bool) {
@@ -493,7 +505,8 @@ func (s *Records) Each(fn func(*Record) bool) {
 // EachEncoded calls fn with every record's binary encoding (AppendRecord)
 // until fn returns false. fn must not keep or change the bytes.
 func (s *Records) EachEncoded(fn func([]byte) bool) {
-	for _, ref := range s.refs {
+	for _, n := range s.order {
+		ref := s.refs[n]
 		if !fn(s.chunks[ref.chunk][ref.off : ref.off+ref.n : ref.off+ref.n]) {
 			return
 		}

@@ -19,11 +19,12 @@ type Loader struct {
 	order    []orderItem // every key, in arrival order until Install sorts them
 }
 
-// maxLoaderHint bounds what a size hint reserves up front (about 2 MiB):
-// the hint may be a snapshot's claim, which is only trusted as the records
-// arrive, and a few bytes claiming a billion must not allocate gigabytes.
-// Past it the tables grow by doubling as keys come.
-const maxLoaderHint = 1 << 16
+// maxLoaderHint bounds what a size hint reserves up front: the hint may be
+// a snapshot's claim, which is only trusted as the records arrive, and a
+// few bytes claiming a billion must not allocate much (the first record
+// already brings a 1 MiB arena chunk and a 1 MiB slot chunk). Past it the
+// tables grow by doubling as keys come, a few rehashes for a million.
+const maxLoaderHint = 1 << 12
 
 // NewLoader returns an empty Loader for about n records.
 func NewLoader(n int) *Loader {
@@ -56,9 +57,6 @@ func (l *Loader) Add(enc []byte) error {
 	l.st.count++
 	return nil
 }
-
-// Len is the number of records added.
-func (l *Loader) Len() int { return len(l.order) }
 
 // Install replaces every key of ix by the loader's. The loader must not be
 // used again.

@@ -101,13 +101,16 @@ var ErrMalformedToken = errors.New("malformed key")
 // ParseToken checks shape and checksum without allocating. It never looks
 // anything up: a token it accepts may still be unknown.
 //
+// tokenLenOK reports whether a well-formed token can be n bytes long.
+func tokenLenOK(n int) bool { return n >= len("sk_live_")+bodyChars && n <= MaxTokenLen }
+
 // A refused token gets the zero TokenInfo. ParseToken is on the path of
 // every verification, so it reads words rather than bytes where it can and
 // computes the CRC with its own tables (crc.go); parseTokenReference in
 // token_test.go is the plain version it must agree with on every input.
 func ParseToken(tok []byte) (TokenInfo, error) {
 	n := len(tok)
-	if n < len("sk_live_")+bodyChars || n > MaxTokenLen {
+	if !tokenLenOK(n) {
 		return TokenInfo{}, ErrMalformedToken
 	}
 	headLen := n - bodyChars // "[ws_]kind_env_"

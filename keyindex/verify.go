@@ -102,8 +102,9 @@ func (d *Decision) AppendValidBody(dst []byte) []byte {
 	return appendValidPrefix(dst, &v)
 }
 
-// MaxImportedTokenLen bounds tokens looked up as imported keys. Longer
-// ones are refused without hashing: no token of either kind is that long.
+// MaxImportedTokenLen bounds tokens looked up as imported keys: a longer
+// one is refused without hashing, so an imported key whose token is longer
+// can never verify (the import API says so).
 const MaxImportedTokenLen = 512
 
 // Verify decides whether a token is good for the request. It allocates
@@ -111,15 +112,18 @@ const MaxImportedTokenLen = 512
 // key's rate limit.
 //
 // The token is looked up by its hash before its form is checked: a stored
-// hash is either of a token GenerateToken made (create, rotate), which is
-// well formed, or of an imported key's, which may have any form. So a token
-// found needs no parse, and the parse (a fifth of a decision at 1K keys)
-// runs only to tell a malformed token from an unknown one.
+// hash is of a token keyraft generated (create, rotate) or parsed (the
+// --root-key-file key), which is well formed, or of an imported key's,
+// which may have any form. So a token found needs no parse, and the parse
+// (a tenth of a decision at 1K keys) runs only to tell a malformed token
+// from an unknown one. While no key is imported, a token of a length no
+// generated token has is refused before hashing.
 func (ix *Index) Verify(req *VerifyRequest) Decision {
-	if len(req.Token) == 0 {
+	n := len(req.Token)
+	if n == 0 {
 		return Decision{Code: CodeBadRequest}
 	}
-	if len(req.Token) > MaxImportedTokenLen {
+	if n > MaxImportedTokenLen || (!tokenLenOK(n) && ix.imported.Load() == 0) {
 		return Decision{Code: CodeMalformedKey}
 	}
 	h := HashToken(req.Token)

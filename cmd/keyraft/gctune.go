@@ -58,19 +58,24 @@ func (f *gcPercentFlag) Set(s string) error {
 }
 
 // apply sets the target once, or for auto starts following the live heap
-// (until stop closes).
-func (f *gcPercentFlag) apply(stop <-chan struct{}) {
+// until stop closes; the returned channel closes when that has stopped.
+func (f *gcPercentFlag) apply(stop <-chan struct{}) (stopped <-chan struct{}) {
+	done := make(chan struct{})
 	switch {
 	case f.auto:
-		go followLiveHeap(stop)
+		go followLiveHeap(stop, done)
+		return done
 	case f.fixed >= 0:
 		debug.SetGCPercent(f.fixed)
 	}
+	close(done)
+	return done
 }
 
 // followLiveHeap sets the auto target from the live heap the last
-// collection found, every gcTuneEvery.
-func followLiveHeap(stop <-chan struct{}) {
+// collection found, every gcTuneEvery, until stop closes; then it closes done.
+func followLiveHeap(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	t := time.NewTicker(gcTuneEvery)
 	defer t.Stop()

@@ -43,11 +43,15 @@ func TestGCPercentFlag(t *testing.T) {
 // With auto, the target follows the live heap: 64 MiB kept live asks for
 // room of 32 MiB, about 50%.
 func TestGCPercentFollowsLiveHeap(t *testing.T) {
-	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	prev := debug.SetGCPercent(100)
 	live := make([]byte, 64<<20)
 	stop := make(chan struct{})
-	defer close(stop)
-	(&gcPercentFlag{auto: true}).apply(stop)
+	stopped := (&gcPercentFlag{auto: true}).apply(stop)
+	defer func() { // the tuner must be gone before GOGC is put back
+		close(stop)
+		<-stopped
+		debug.SetGCPercent(prev)
+	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		runtime.GC()
