@@ -99,13 +99,9 @@ func (s *slots) release(n uint32) {
 	s.free = append(s.free, n)
 }
 
-// markUsed sets slot n's dirty bit. A key verified again and again finds
-// it set: a load, not a write to a line other cores read.
+// markUsed sets slot n's dirty bit (once per drain: recordUse).
 func (s *slots) markUsed(n uint32) {
-	w := &s.chunks[n>>slotChunkBits].dirty[(n&(slotChunkLen-1))/64]
-	if bit := uint64(1) << (n % 64); w.Load()&bit == 0 {
-		w.Or(bit)
-	}
+	s.chunks[n>>slotChunkBits].dirty[(n&(slotChunkLen-1))/64].Or(1 << (n % 64))
 }
 
 // arena stores encoded records in chunks. A record is appended after a

@@ -592,17 +592,22 @@ type Usage struct {
 }
 
 // recordUse counts a successful verification of the key in slot n (under
-// the read lock): atomics only, and a bit in the slot's chunk.
+// the read lock): atomics only, and a bit in the slot's chunk the first time.
 func (st *store) recordUse(n uint32, nowNs int64) {
 	sl := st.slots.get(n)
-	sl.uses.Add(1)
+	if sl.uses.Add(1) == 1 {
+		// The first use since the last drain (which swaps uses to 0 after
+		// clearing the bit) marks the key; later ones leave the bitmap
+		// alone: its words sit away from the slot, and each is shared by
+		// 64 keys that other cores verify too.
+		st.slots.markUsed(n)
+	}
 	for {
 		last := sl.lastNs.Load()
 		if nowNs <= last || sl.lastNs.CompareAndSwap(last, nowNs) {
 			break
 		}
 	}
-	st.slots.markUsed(n)
 }
 
 // DrainUsage returns and resets the usage counted since the last call.
