@@ -11,16 +11,20 @@ import (
 // The garbage collector's target (GOGC) is a percentage of the live heap
 // that may be allocated before the next collection. A node's live heap is
 // mostly its index, nearly pointer-free (keyindex/arena.go), so a
-// collection has little to mark and collecting often costs little CPU;
-// memory above the live heap is what a high target costs. A fixed target
-// fits one size only: 25% was 70 MB above the index at a million keys and
-// 600 MB at ten million, while a small node at 10% would collect every few
-// hundred KB of garbage. So by default ("auto") the target follows the live
-// heap: room for gcHeadroom of allocation between collections, between
-// minGCPercent (large indexes) and maxGCPercent (small ones, Go's default).
+// collection has little to mark; but on a loaded node each one still takes
+// CPU from verification for its mark phase and pauses it briefly, so how
+// often collections run shows in the verify p99. By default ("auto") the
+// target leaves room for at least gcHeadroom of allocation and at least
+// minGCPercent of the live heap, up to Go's default of maxGCPercent: a
+// small node no longer collects every few MB of garbage (as a fixed 25%
+// made it), and a large one keeps 25%. 10% at ten million keys (250 MB of
+// room) saved about 30 bytes a key but collected 2.5 times as often under
+// the same usage flushes, and the verify p99 at 10M keys over 10K keys
+// went from 1.07-1.46x to 1.69-1.89x (benchrun -long -only scale runs of
+// 2026-11-23, docs/design-notes.md).
 const (
 	gcHeadroom   = 32 << 20
-	minGCPercent = 10
+	minGCPercent = 25
 	maxGCPercent = 100
 	gcTuneEvery  = time.Second
 )

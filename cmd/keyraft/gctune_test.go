@@ -15,8 +15,9 @@ func TestGCPercentFor(t *testing.T) {
 		{0, maxGCPercent},
 		{4 << 20, maxGCPercent},    // a small node: Go's default
 		{64 << 20, 50},             // room for 32 MiB
-		{276 << 20, 11},            // a million keys
-		{2500 << 20, minGCPercent}, // ten million: never below the floor
+		{100 << 20, 32},            // room for 32 MiB
+		{276 << 20, minGCPercent},  // a million keys: the floor
+		{2500 << 20, minGCPercent}, // ten million
 		{1 << 62, minGCPercent},
 	} {
 		if got := gcPercentFor(tc.live); got != tc.want {

@@ -67,7 +67,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.Uint64Var(&c.trailingLogMiB, "trailing-log-mib", 16, "after a snapshot by log size, keep about this many MiB of log (at most --trailing-logs entries)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, apart from the API; unauthenticated: keep it on loopback (default off)")
 	c.gcPercent = gcPercentFlag{auto: true}
-	fs.Var(&c.gcPercent, "gc-percent", "the Go garbage collector's target (GOGC): auto follows the live heap (about 32 MiB of allocation between collections, 10 to 100%), a number fixes it, -1 keeps the runtime's (GOGC from the environment)")
+	fs.Var(&c.gcPercent, "gc-percent", "the Go garbage collector's target (GOGC): auto follows the live heap (room for at least 32 MiB of allocation between collections and at least 25%, at most 100%), a number fixes it, -1 keeps the runtime's (GOGC from the environment)")
 	return c
 }
 
