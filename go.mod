@@ -12,6 +12,7 @@ require (
 	github.com/oklog/ulid/v2 v2.1.1
 	github.com/valyala/fasthttp v1.77.0
 	github.com/valyala/fastjson v1.6.4
+	go.etcd.io/bbolt v1.3.5
 )
 
 require (
@@ -32,7 +33,6 @@ require (
 	github.com/molecule-man/go-brrr v1.3.0 // indirect
 	github.com/sean-/seed v0.0.0-20170313163322-e2103e2c3529 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
-	go.etcd.io/bbolt v1.3.5 // indirect
 	golang.org/x/mod v0.31.0 // indirect
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sync v0.19.0 // indirect

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // logStore is the raft-boltdb store (log and stable store in raft.db) that
@@ -50,7 +51,14 @@ const (
 )
 
 func openLogStore(path string, noSync bool) (*logStore, error) {
-	bs, err := raftboltdb.New(raftboltdb.Options{Path: path, NoSync: noSync})
+	// As etcd runs bolt: without writing the freelist at every commit
+	// (it is rebuilt by a scan when the file is opened), and with the
+	// freelist kept as a map. The log is appended and truncated at the
+	// front, so after a compaction most of the file is free pages, and an
+	// array freelist of them was written out, allocated and merged again
+	// on every append.
+	opts := &bbolt.Options{NoFreelistSync: true, FreelistType: bbolt.FreelistMapType}
+	bs, err := raftboltdb.New(raftboltdb.Options{Path: path, NoSync: noSync, BoltOptions: opts})
 	if err != nil {
 		return nil, err
 	}

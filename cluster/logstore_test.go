@@ -150,3 +150,47 @@ func TestLogStoreDropMappedDuringWrites(t *testing.T) {
 	wg.Wait()
 	checkEntries(t, s, 51, 60)
 }
+
+// Bolt does not write its freelist (openLogStore): on reopening it is
+// rebuilt from the file, entries read back, and new ones reuse the pages
+// that truncating the log freed instead of growing the file.
+func TestLogStoreReopenReusesFreePages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "raft.db")
+	s, err := openLogStore(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 40; i++ {
+		if err := s.StoreLogs([]*raft.Log{entry(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteRange(1, 30); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size()
+	if s, err = openLogStore(path, true); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	checkEntries(t, s, 31, 40)
+	for i := uint64(41); i <= 60; i++ {
+		if err := s.StoreLogs([]*raft.Log{entry(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkEntries(t, s, 31, 60)
+	if after := size(); after > before {
+		t.Fatalf("raft.db grew from %d to %d MiB although 30 MiB of it was free", before>>20, after>>20)
+	}
+}
