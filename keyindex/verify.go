@@ -104,7 +104,7 @@ func (d *Decision) AppendValidBody(dst []byte) []byte {
 
 // MaxImportedTokenLen bounds tokens looked up as imported keys: a longer
 // one is refused without hashing, so an imported key whose token is longer
-// can never verify (the import API says so).
+// can never verify (docs/design-notes.md, "Import").
 const MaxImportedTokenLen = 512
 
 // Verify decides whether a token is good for the request. It allocates
