@@ -24,10 +24,10 @@ import (
 // it. dropMapped tells the kernel the mapping's pages are not needed
 // (MADV_DONTNEED): they leave the process but stay in the page cache
 // (bolt writes with pwrite, never through the mapping), and a later read
-// faults them back in with the same bytes. It runs
-// after every compaction, after every dropMappedAfter bytes of entries
-// stored, and every dropMappedEvery (for pages that reads fault in: a
-// follower far behind is sent entries from bolt).
+// faults them back in with the same bytes. It runs after every compaction,
+// after every dropMappedAfter bytes of entries stored, and every
+// dropMappedEvery (for pages that reads fault in: a follower far behind is
+// sent entries from bolt).
 type logStore struct {
 	// Not embedded: every method raft calls is forwarded below, so a write
 	// a later raft-boltdb adds cannot bypass mapMu unnoticed.

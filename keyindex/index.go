@@ -87,13 +87,25 @@ func (st *store) orderKey(it orderItem) (workspace, id string) {
 	return readOrderKey(st.rec(uint32(it)))
 }
 
-func (st *store) orderLess(a, b orderItem) bool {
+// orderCompare compares two items in the (workspace, id) order.
+func (st *store) orderCompare(a, b orderItem) int {
 	wa, ia := st.orderKey(a)
 	wb, ib := st.orderKey(b)
-	if wa != wb {
-		return wa < wb
+	return cmp.Or(strings.Compare(wa, wb), strings.Compare(ia, ib))
+}
+
+func (st *store) orderLess(a, b orderItem) bool { return st.orderCompare(a, b) < 0 }
+
+// insertOrdered puts stored keys into the (workspace, id) order, sorted
+// first: each tree comparison reads a stored record, and inserting a
+// million keys in random order made nearly every comparison a cache miss;
+// in sorted order they fall on records just inserted. (A restore's keys
+// arrive sorted already, Index.Snapshot's order: the sort is one pass.)
+func (st *store) insertOrdered(items []orderItem) {
+	slices.SortFunc(items, st.orderCompare)
+	for _, it := range items {
+		st.ordered.ReplaceOrInsert(it)
 	}
-	return ia < ib
 }
 
 // rec is the stored encoding of the key in slot n.
@@ -232,34 +244,21 @@ func (ix *Index) countImported(r *Record, delta int64) {
 // add stores a new key.
 func (st *store) add(r *Record) error { return st.addAll([]*Record{r}) }
 
-// addAll adds every record or, on error, none. The records go into the
-// arena and tables in the order given, then into the (workspace, id) order
-// sorted: each btree comparison reads
-// a stored record, and inserting a million keys in random order made
-// nearly every comparison a cache miss; in sorted order they fall on
-// records just inserted.
+// addAll adds every record or, on error, none: into the arena and tables
+// in the order given, then into the (workspace, id) order.
 func (st *store) addAll(recs []*Record) error {
-	slots := make([]uint32, 0, len(recs))
-	for _, r := range recs {
+	items := make([]orderItem, 0, len(recs))
+	for i, r := range recs {
 		n, err := st.store(r)
 		if err != nil {
-			for i := len(slots) - 1; i >= 0; i-- {
-				st.unstore(slots[i], recs[i])
+			for j := i - 1; j >= 0; j-- {
+				st.unstore(uint32(items[j]), recs[j])
 			}
 			return err
 		}
-		slots = append(slots, n)
+		items = append(items, orderItem(n))
 	}
-	byOrder := make([]int, len(recs))
-	for i := range byOrder {
-		byOrder[i] = i
-	}
-	slices.SortFunc(byOrder, func(a, b int) int {
-		return cmp.Or(strings.Compare(recs[a].WorkspaceID, recs[b].WorkspaceID), strings.Compare(recs[a].ID, recs[b].ID))
-	})
-	for _, i := range byOrder {
-		st.ordered.ReplaceOrInsert(orderItem(slots[i]))
-	}
+	st.insertOrdered(items)
 	st.count += len(recs)
 	return nil
 }

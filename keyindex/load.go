@@ -1,11 +1,6 @@
 package keyindex
 
-import (
-	"cmp"
-	"errors"
-	"slices"
-	"strings"
-)
+import "errors"
 
 // Loader builds a whole new set of keys for an Index from records in their
 // binary encoding (AppendRecord), as a snapshot holds them. Each encoding
@@ -62,16 +57,7 @@ func (l *Loader) Add(enc []byte) error {
 // used again.
 func (ix *Index) Install(l *Loader) {
 	st := l.st
-	// Index.Snapshot lists records in this order already, so for a restore
-	// the sort is one pass, and each insert lands next to the last.
-	slices.SortFunc(l.order, func(a, b orderItem) int {
-		wa, ia := readOrderKey(st.rec(uint32(a)))
-		wb, ib := readOrderKey(st.rec(uint32(b)))
-		return cmp.Or(strings.Compare(wa, wb), strings.Compare(ia, ib))
-	})
-	for _, it := range l.order {
-		st.ordered.ReplaceOrInsert(it)
-	}
+	st.insertOrdered(l.order)
 	l.order, l.st = nil, nil
 	ix.mu.Lock()
 	ix.st = st

@@ -98,12 +98,12 @@ type TokenInfo struct {
 // ErrMalformedToken is returned for any token with the wrong shape or checksum.
 var ErrMalformedToken = errors.New("malformed key")
 
-// ParseToken checks shape and checksum without allocating. It never looks
-// anything up: a token it accepts may still be unknown.
-//
 // tokenLenOK reports whether a well-formed token can be n bytes long.
 func tokenLenOK(n int) bool { return n >= len("sk_live_")+bodyChars && n <= MaxTokenLen }
 
+// ParseToken checks shape and checksum without allocating. It never looks
+// anything up: a token it accepts may still be unknown.
+//
 // A refused token gets the zero TokenInfo. ParseToken is on the path of
 // every verification, so it reads words rather than bytes where it can and
 // computes the CRC with its own tables (crc.go); parseTokenReference in
