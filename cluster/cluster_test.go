@@ -8,50 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/keyraft/keyraft/fsm"
 )
-
-func TestCanRemoveKeepsQuorum(t *testing.T) {
-	voter := func(id string) raft.Server { return raft.Server{ID: raft.ServerID(id), Suffrage: raft.Voter} }
-	nonvoter := func(id string) raft.Server { return raft.Server{ID: raft.ServerID(id), Suffrage: raft.Nonvoter} }
-	servers := func(ss ...raft.Server) map[string]raft.Server {
-		m := map[string]raft.Server{}
-		for _, s := range ss {
-			m[string(s.ID)] = s
-		}
-		return m
-	}
-	alive := func(ids ...string) []Member {
-		var out []Member
-		for _, id := range ids {
-			out = append(out, Member{ID: id, State: GossipAlive})
-		}
-		return out
-	}
-	n := &Node{id: "a"}
-	cases := []struct {
-		name    string
-		servers map[string]raft.Server
-		members []Member
-		remove  string
-		want    bool
-	}{
-		{"3 voters, 1 dead", servers(voter("a"), voter("b"), voter("c")), alive("b"), "c", true},
-		{"3 voters, 2 dead: no quorum to commit the change", servers(voter("a"), voter("b"), voter("c")), nil, "c", false},
-		{"5 voters, 2 dead", servers(voter("a"), voter("b"), voter("c"), voter("d"), voter("e")), alive("b", "c"), "e", true},
-		{"5 voters, 3 dead", servers(voter("a"), voter("b"), voter("c"), voter("d"), voter("e")), alive("b"), "e", false},
-		{"dead nonvoter", servers(voter("a"), voter("b"), nonvoter("r")), alive("b"), "r", true},
-		{"2 voters, the other dead", servers(voter("a"), voter("b")), nil, "b", false},
-		{"last voter", servers(voter("a")), nil, "a", false},
-	}
-	for _, tc := range cases {
-		if got := n.canRemove(tc.servers, tc.members, tc.remove); got != tc.want {
-			t.Errorf("%s: canRemove = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
 
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -40,6 +40,9 @@ type Member struct {
 	// HasState is true once the node belongs to a Raft cluster (it has a
 	// log or snapshot): such a node never takes part in a new bootstrap.
 	HasState bool `json:"state,omitempty"`
+	// Removed is true once an operator removed the node (until it restarts):
+	// no leader adds it back, whatever it believes.
+	Removed bool `json:"removed,omitempty"`
 
 	State string    `json:"-"` // GossipAlive, …
 	Since time.Time `json:"-"` // when State last changed
@@ -69,6 +72,9 @@ type gossip struct {
 	// reconnectEvery paces reconnectLoop: a third of the time memberlist
 	// keeps gossiping to the dead, so a rejoin is tried well within it.
 	reconnectEvery time.Duration
+	// promoteAfter is how long a new member must stay alive as a nonvoter
+	// before it may vote: as long as gossip takes to suspect a dead node.
+	promoteAfter time.Duration
 
 	changed chan struct{} // poked on every membership event (capacity 1)
 	inbox   chan []byte   // user messages, handled off memberlist's goroutine
@@ -114,6 +120,7 @@ func (n *Node) startGossip() error {
 	mc.Events = g
 	mc.Logger = n.log.Named("gossip").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	g.reconnectEvery = mc.GossipToTheDeadTime / 3
+	g.promoteAfter = mc.ProbeInterval * time.Duration(mc.SuspicionMult)
 	g.ml, err = memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("starting gossip: %w", err)
@@ -129,7 +136,7 @@ func (g *gossip) self() Member {
 		role = RoleNonvoter
 	}
 	return Member{ID: n.id, RaftAddr: n.RaftAddr(), HTTPAddr: n.cfg.HTTPAddr, Role: role, Version: n.cfg.Version,
-		Expect: n.cfg.BootstrapExpect, HasState: n.hasState()}
+		Expect: n.cfg.BootstrapExpect, HasState: n.hasState(), Removed: n.removed.Load()}
 }
 
 // NodeMeta implements memberlist.Delegate.

@@ -60,7 +60,7 @@ func (n *Node) leaderLoop(h Housekeeping) {
 	fast := time.NewTicker(100 * time.Millisecond)
 	defer fast.Stop()
 	lastPurge := time.Now()
-	rc := &reconciler{missingSince: map[string]time.Time{}}
+	rc := newReconciler()
 	var changed <-chan struct{}
 	hadState := n.hasState()
 	if n.gossip != nil {
@@ -87,7 +87,12 @@ func (n *Node) leaderLoop(h Housekeeping) {
 		if !leader {
 			continue
 		}
-		if event || becameLeader || time.Since(rc.lastFull) >= n.reconcileEvery() {
+		if becameLeader {
+			// What an earlier term observed is not this term's evidence.
+			rc.forget()
+		}
+		due := !rc.wakeAt.IsZero() && !time.Now().Before(rc.wakeAt)
+		if event || becameLeader || due || time.Since(rc.lastFull) >= n.reconcileEvery() {
 			rc.lastFull = time.Now()
 			n.reconcile(rc)
 		}

@@ -69,16 +69,6 @@ func (n *Node) bootstrapServers() ([]raft.Server, bool, string) {
 	return servers, true, ""
 }
 
-// reconciler is the leader's memory between passes.
-type reconciler struct {
-	missingSince map[string]time.Time // in the Raft configuration, unknown to gossip
-	lastFull     time.Time
-	wasLeader    bool
-	// caughtUp: this leader's FSM has applied everything committed before
-	// its term (a Barrier returned), so its state can be trusted.
-	caughtUp bool
-}
-
 // markRemoved remembers that an operator removed id, so reconciliation does
 // not add it back while it is still alive in gossip (until it leaves or dies).
 func (n *Node) markRemoved(id string) {
@@ -100,7 +90,8 @@ func (n *Node) forgetTombstone(id string) {
 	delete(n.tombstones, id)
 }
 
-// reconcile runs one pass on the leader.
+// reconcile runs one pass on the leader: it plans the changes from the
+// current configuration and gossip (reconcile.go) and makes them.
 func (n *Node) reconcile(rc *reconciler) {
 	if n.gossip == nil {
 		return
@@ -115,67 +106,44 @@ func (n *Node) reconcile(rc *reconciler) {
 		servers[string(s.ID)] = s
 	}
 	members := n.gossip.snapshot()
-	seen := map[string]bool{}
-	now := time.Now()
 	for _, m := range members {
-		seen[m.ID] = true
-		if m.ID == n.id {
-			continue
-		}
-		s, inConfig := servers[m.ID]
-		switch m.State {
-		case GossipAlive, GossipSuspect:
-			if n.isTombstoned(m.ID) || m.State != GossipAlive {
-				continue
-			}
-			if inConfig && string(s.Address) == m.RaftAddr {
-				continue
-			}
-			n.addServer(m)
-		case GossipLeft:
-			n.forgetTombstone(m.ID)
-			if inConfig {
-				n.removeServer(m.ID, "left the gossip ring")
-			}
-		case GossipDead:
-			n.forgetTombstone(m.ID)
-			if inConfig && now.Sub(m.Since) >= n.cfg.ReapAfter && n.canRemove(servers, members, m.ID) {
-				n.removeServer(m.ID, "dead longer than --reap-after")
-			}
+		if m.State == GossipLeft || m.State == GossipDead {
+			n.forgetTombstone(m.ID) // gone: a later comeback is a new membership
 		}
 	}
-	// Servers gossip no longer knows at all (forgotten dead nodes, or
-	// never seen since this leader started) are reaped the same way.
-	for id := range servers {
-		if seen[id] || id == n.id {
-			delete(rc.missingSince, id)
-			continue
-		}
-		since, ok := rc.missingSince[id]
-		if !ok {
-			rc.missingSince[id] = now
-			continue
-		}
-		if now.Sub(since) >= n.cfg.ReapAfter && n.canRemove(servers, members, id) {
-			n.removeServer(id, "unknown to gossip longer than --reap-after")
-			delete(rc.missingSince, id)
+	changes := rc.plan(membershipView{
+		self: n.id, servers: servers, members: members, now: time.Now(),
+		reapAfter: n.cfg.ReapAfter, promoteAfter: n.gossip.promoteAfter, tombstoned: n.isTombstoned,
+	})
+	for _, c := range changes {
+		switch c.kind {
+		case addNonvoter:
+			n.addNonvoter(c.member)
+		case promoteVoter:
+			n.promoteVoter(c.member)
+		case removeServer:
+			n.removeServer(c.id, c.why)
 		}
 	}
 }
 
-func (n *Node) addServer(m Member) {
+func (n *Node) addNonvoter(m Member) {
 	n.snapshotForNewMember()
-	var f raft.IndexFuture
-	if m.Role == RoleNonvoter {
-		f = n.raft.AddNonvoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second)
-	} else {
-		f = n.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second)
-	}
-	if err := f.Error(); err != nil {
+	err := n.raft.AddNonvoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second).Error()
+	if err != nil {
 		n.log.Warn("adding a member to raft failed", "id", m.ID, "error", err)
 		return
 	}
-	n.log.Info("added a member to raft", "id", m.ID, "raft", m.RaftAddr, "role", m.Role)
+	n.log.Info("added a member to raft as a nonvoter", "id", m.ID, "raft", m.RaftAddr, "role", m.Role)
+}
+
+func (n *Node) promoteVoter(m Member) {
+	err := n.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second).Error()
+	if err != nil {
+		n.log.Warn("promoting a member to voter failed", "id", m.ID, "error", err)
+		return
+	}
+	n.log.Info("promoted a member to voter", "id", m.ID)
 }
 
 func (n *Node) removeServer(id, why string) {
@@ -184,33 +152,6 @@ func (n *Node) removeServer(id, why string) {
 		return
 	}
 	n.log.Info("removed a member from raft", "id", id, "reason", why)
-}
-
-// canRemove reports whether removing server id keeps a working quorum: the
-// voters that are alive must be a majority of the current configuration
-// (so the change can commit) and of the configuration after it.
-func (n *Node) canRemove(servers map[string]raft.Server, members []Member, id string) bool {
-	alive := map[string]bool{n.id: true}
-	for _, m := range members {
-		if m.State == GossipAlive {
-			alive[m.ID] = true
-		}
-	}
-	voters, aliveVoters := 0, 0
-	for sid, s := range servers {
-		if s.Suffrage != raft.Voter {
-			continue
-		}
-		voters++
-		if alive[sid] {
-			aliveVoters++
-		}
-	}
-	after := voters
-	if servers[id].Suffrage == raft.Voter {
-		after--
-	}
-	return aliveVoters >= voters/2+1 && aliveVoters >= after/2+1 && after >= 1
 }
 
 // RemoveNode takes a node out of the Raft configuration and the gossip ring
@@ -294,7 +235,12 @@ func (n *Node) handleInbox() {
 			case msgRemoved:
 				n.log.Warn("this node was removed from the cluster; leaving the gossip ring")
 				n.removed.Store(true)
-				go n.gossip.leave(2 * time.Second)
+				go func() {
+					// Say so in the metadata first: a leader whose gossip
+					// has not seen the leave yet must not add it back.
+					n.gossip.announce()
+					n.gossip.leave(2 * time.Second)
+				}()
 			}
 		}
 	}

@@ -1,0 +1,206 @@
+package cluster
+
+import (
+	"maps"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// This file decides which Raft membership changes the leader makes, from one
+// view of the Raft configuration and of gossip. It does no I/O, so every rule
+// is tested against the exact views that go wrong in practice: above all a
+// new leader whose gossip has not yet heard that a node was removed or died.
+//
+// The rule that keeps such a stale view harmless: a node is always added as a
+// nonvoter, which does not count towards quorum, and becomes a voter only
+// after it has stayed alive in gossip, in the configuration and holding Raft
+// state for promoteAfter (how long gossip takes to suspect a dead node). A
+// stale add of a dead or departing node therefore never makes the cluster
+// wait for it, and the next passes remove it again.
+
+type changeKind int
+
+const (
+	// addNonvoter adds a member as a nonvoter. For a server already in the
+	// configuration it only updates the address (raft keeps its suffrage).
+	addNonvoter changeKind = iota
+	// promoteVoter makes a nonvoter that announces the voter role a voter.
+	promoteVoter
+	removeServer
+)
+
+type membershipChange struct {
+	kind   changeKind
+	member Member // the gossip member, for adds and promotions
+	id     string
+	why    string // for removals, logged
+}
+
+// membershipView is what one reconciliation pass decides from.
+type membershipView struct {
+	self         string
+	servers      map[string]raft.Server // the Raft configuration, by id
+	members      []Member               // gossip, as this node sees it
+	now          time.Time
+	reapAfter    time.Duration
+	promoteAfter time.Duration
+	// tombstoned: an operator removed the node through this leader, and it
+	// has not left or died since.
+	tombstoned func(id string) bool
+}
+
+// reconciler is the leader's memory between passes.
+type reconciler struct {
+	missingSince map[string]time.Time // in the Raft configuration, unknown to gossip
+	// candidateSince: a nonvoter that wants to vote, alive and holding state
+	// in every pass since then.
+	candidateSince map[string]time.Time
+	// wakeAt asks for a pass at this time (a candidate becomes promotable);
+	// zero when no pass is due before the periodic one.
+	wakeAt    time.Time
+	lastFull  time.Time
+	wasLeader bool
+	// caughtUp: this leader's FSM has applied everything committed before
+	// its term (a Barrier returned), so its state can be trusted.
+	caughtUp bool
+}
+
+func newReconciler() *reconciler {
+	return &reconciler{missingSince: map[string]time.Time{}, candidateSince: map[string]time.Time{}}
+}
+
+// forget drops the observations a promotion or reap waits on.
+func (rc *reconciler) forget() {
+	clear(rc.missingSince)
+	clear(rc.candidateSince)
+	rc.wakeAt = time.Time{}
+}
+
+// plan returns the changes to make, in order.
+func (rc *reconciler) plan(v membershipView) []membershipChange {
+	// Removals planned in this pass count in the quorum check of the next.
+	servers := maps.Clone(v.servers)
+	var out []membershipChange
+	remove := func(id, why string, checkQuorum bool) {
+		if checkQuorum && !canRemove(v.self, servers, v.members, id) {
+			return
+		}
+		out = append(out, membershipChange{kind: removeServer, id: id, why: why})
+		delete(servers, id)
+	}
+	rc.wakeAt = time.Time{}
+	seen := map[string]bool{}
+	for _, m := range v.members {
+		seen[m.ID] = true
+		if m.ID == v.self {
+			continue
+		}
+		s, inConfig := servers[m.ID]
+		if m.State != GossipAlive || !inConfig || s.Suffrage != raft.Nonvoter {
+			delete(rc.candidateSince, m.ID)
+		}
+		switch m.State {
+		case GossipAlive:
+			switch {
+			case m.Removed:
+				// Removed by an operator through some leader: this one may
+				// have added it back from a stale view.
+				if inConfig {
+					remove(m.ID, "removed by an operator", true)
+				}
+			case v.tombstoned(m.ID):
+			case !inConfig || string(s.Address) != m.RaftAddr:
+				out = append(out, membershipChange{kind: addNonvoter, member: m, id: m.ID})
+			case s.Suffrage == raft.Nonvoter && m.Role == RoleVoter && m.HasState:
+				if c, ok := rc.promotion(m, v); ok {
+					out = append(out, c)
+				}
+			}
+		case GossipLeft:
+			// It asked to go: no quorum check (without quorum the removal
+			// cannot commit anyway, and is retried).
+			if inConfig {
+				remove(m.ID, "left the gossip ring", false)
+			}
+		case GossipDead:
+			if inConfig && v.now.Sub(m.Since) >= v.reapAfter {
+				remove(m.ID, "dead longer than --reap-after", true)
+			}
+		}
+	}
+	// Servers gossip no longer knows at all (forgotten dead nodes, or
+	// never seen since this leader started) are reaped the same way.
+	for id := range v.servers {
+		if seen[id] || id == v.self {
+			delete(rc.missingSince, id)
+			continue
+		}
+		since, ok := rc.missingSince[id]
+		if !ok {
+			rc.missingSince[id] = v.now
+			continue
+		}
+		if v.now.Sub(since) >= v.reapAfter {
+			before := len(out)
+			remove(id, "unknown to gossip longer than --reap-after", true)
+			if len(out) > before {
+				delete(rc.missingSince, id)
+			}
+		}
+	}
+	return out
+}
+
+// promotion returns the promotion of candidate m once it has been alive,
+// holding state and a nonvoter for promoteAfter, as seen by this leader;
+// until then it asks for a pass at the time it would be due.
+func (rc *reconciler) promotion(m Member, v membershipView) (membershipChange, bool) {
+	since, ok := rc.candidateSince[m.ID]
+	if !ok {
+		since = v.now
+		rc.candidateSince[m.ID] = since
+	}
+	// Gossip's own alive-since counts too: a node that flapped between two
+	// passes starts over.
+	start := since
+	if m.Since.After(start) {
+		start = m.Since
+	}
+	due := start.Add(v.promoteAfter)
+	if v.now.Before(due) {
+		if rc.wakeAt.IsZero() || due.Before(rc.wakeAt) {
+			rc.wakeAt = due
+		}
+		return membershipChange{}, false
+	}
+	delete(rc.candidateSince, m.ID)
+	return membershipChange{kind: promoteVoter, member: m, id: m.ID}, true
+}
+
+// canRemove reports whether removing server id keeps a working quorum: the
+// voters that are alive must be a majority of the current configuration
+// (so the change can commit) and of the configuration after it.
+func canRemove(self string, servers map[string]raft.Server, members []Member, id string) bool {
+	alive := map[string]bool{self: true}
+	for _, m := range members {
+		if m.State == GossipAlive {
+			alive[m.ID] = true
+		}
+	}
+	voters, aliveVoters := 0, 0
+	for sid, s := range servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if alive[sid] {
+			aliveVoters++
+		}
+	}
+	after := voters
+	if servers[id].Suffrage == raft.Voter {
+		after--
+	}
+	return aliveVoters >= voters/2+1 && aliveVoters >= after/2+1 && after >= 1
+}

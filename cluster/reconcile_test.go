@@ -1,0 +1,189 @@
+package cluster
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func voter(id string) raft.Server {
+	return raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id + ":raft"), Suffrage: raft.Voter}
+}
+
+func nonvoter(id string) raft.Server {
+	return raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(id + ":raft"), Suffrage: raft.Nonvoter}
+}
+
+func config(ss ...raft.Server) map[string]raft.Server {
+	m := map[string]raft.Server{}
+	for _, s := range ss {
+		m[string(s.ID)] = s
+	}
+	return m
+}
+
+// gossiping is a member in the given state since the given time, announcing
+// the voter role and holding Raft state.
+func gossiping(id, state string, since time.Time) Member {
+	return Member{ID: id, RaftAddr: id + ":raft", Role: RoleVoter, HasState: true, State: state, Since: since}
+}
+
+// planView is a view from leader "a" with a 2 s reap and a 4 s promotion.
+func planView(now time.Time, servers map[string]raft.Server, members ...Member) membershipView {
+	return membershipView{
+		self: "a", servers: servers, members: append([]Member{gossiping("a", GossipAlive, now.Add(-time.Hour))}, members...),
+		now: now, reapAfter: 2 * time.Second, promoteAfter: 4 * time.Second,
+		tombstoned: func(string) bool { return false },
+	}
+}
+
+func describe(cs []membershipChange) []string {
+	out := []string{}
+	for _, c := range cs {
+		out = append(out, fmt.Sprintf("%s %s", [...]string{"add-nonvoter", "promote", "remove"}[c.kind], c.id))
+	}
+	return out
+}
+
+func expectPlan(t *testing.T, what string, got []membershipChange, want ...string) {
+	t.Helper()
+	if g := describe(got); !slices.Equal(g, append([]string{}, want...)) {
+		t.Errorf("%s: plan %v, want %v", what, g, want)
+	}
+}
+
+func TestPlanAddsAsNonvoterAndPromotesAfterProbation(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	rc := newReconciler()
+	servers := config(voter("a"), voter("b"))
+	expectPlan(t, "a new voter-role member", rc.plan(planView(t0, servers, gossiping("c", GossipAlive, t0))), "add-nonvoter c")
+
+	servers = config(voter("a"), voter("b"), nonvoter("c"))
+	noState := gossiping("c", GossipAlive, t0)
+	noState.HasState = false
+	expectPlan(t, "a nonvoter without Raft state yet", rc.plan(planView(t0.Add(time.Second), servers, noState)))
+	expectPlan(t, "a nonvoter that just got its state", rc.plan(planView(t0.Add(2*time.Second), servers, gossiping("c", GossipAlive, t0))))
+	if want := t0.Add(6 * time.Second); !rc.wakeAt.Equal(want) {
+		t.Errorf("wakeAt %v, want %v (when the promotion is due)", rc.wakeAt, want)
+	}
+	expectPlan(t, "before the probation ends", rc.plan(planView(t0.Add(5*time.Second), servers, gossiping("c", GossipAlive, t0))))
+	expectPlan(t, "after it", rc.plan(planView(t0.Add(6*time.Second), servers, gossiping("c", GossipAlive, t0))), "promote c")
+
+	replica := gossiping("r", GossipAlive, t0)
+	replica.Role = RoleNonvoter
+	servers = config(voter("a"), voter("b"), nonvoter("r"))
+	expectPlan(t, "a --nonvoter member is never promoted", rc.plan(planView(t0.Add(time.Hour), servers, replica)))
+}
+
+func TestPlanProbationRestartsWhenTheCandidateFlaps(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	rc := newReconciler()
+	servers := config(voter("a"), voter("b"), nonvoter("c"))
+	expectPlan(t, "candidate seen", rc.plan(planView(t0, servers, gossiping("c", GossipAlive, t0))))
+	expectPlan(t, "suspect", rc.plan(planView(t0.Add(2*time.Second), servers, gossiping("c", GossipSuspect, t0))))
+	// Alive again, with gossip's alive-since reset at 3 s.
+	expectPlan(t, "alive again, 4 s after the first sighting", rc.plan(planView(t0.Add(4*time.Second), servers, gossiping("c", GossipAlive, t0.Add(3*time.Second)))))
+	expectPlan(t, "alive again, 7 s: probation restarted at 4 s", rc.plan(planView(t0.Add(7*time.Second), servers, gossiping("c", GossipAlive, t0.Add(3*time.Second)))))
+	expectPlan(t, "8 s", rc.plan(planView(t0.Add(8*time.Second), servers, gossiping("c", GossipAlive, t0.Add(3*time.Second)))), "promote c")
+}
+
+// The race CI once hit: leader a reaps dead voter d; leadership moves to b,
+// whose gossip still shows d alive. b used to AddVoter d, leaving voters
+// {b, d} after a's removal: no quorum. Now d comes back as a nonvoter, which
+// no quorum waits on, is never promoted while dead, and is reaped again.
+func TestPlanStaleViewOfAReapedNodeNeverCostsQuorum(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	rc := newReconciler()
+	servers := config(voter("a"), voter("b"))
+	stale := gossiping("d", GossipAlive, t0.Add(-time.Minute))
+	plan := rc.plan(planView(t0, servers, gossiping("b", GossipAlive, t0.Add(-time.Minute)), stale))
+	expectPlan(t, "stale alive d", plan, "add-nonvoter d")
+
+	servers = config(voter("a"), voter("b"), nonvoter("d"))
+	expectPlan(t, "d seen dead", rc.plan(planView(t0.Add(10*time.Second), servers, gossiping("b", GossipAlive, t0), gossiping("d", GossipDead, t0.Add(time.Second)))), "remove d")
+	if _, ok := rc.candidateSince["d"]; ok {
+		t.Error("a dead candidate keeps its probation")
+	}
+}
+
+func TestPlanRemovedByAnotherLeader(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	rc := newReconciler()
+	removed := gossiping("v", GossipAlive, t0.Add(-time.Minute))
+	removed.Removed = true
+	expectPlan(t, "not in the configuration", rc.plan(planView(t0, config(voter("a"), voter("b")), removed)))
+	expectPlan(t, "added back from a stale view", rc.plan(planView(t0, config(voter("a"), voter("b"), nonvoter("v")), gossiping("b", GossipAlive, t0), removed)), "remove v")
+
+	tomb := planView(t0, config(voter("a"), voter("b")), gossiping("t", GossipAlive, t0))
+	tomb.tombstoned = func(id string) bool { return id == "t" }
+	expectPlan(t, "tombstoned here", rc.plan(tomb))
+}
+
+func TestPlanReapsWithinQuorum(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	rc := newReconciler()
+	long := t0.Add(-time.Minute)
+	five := config(voter("a"), voter("b"), voter("c"), voter("d"), voter("e"))
+	// Two dead of five: each removal alone keeps quorum; both together also
+	// do (3 alive of 3). Three dead: the alive 2 are not a majority of 5.
+	expectPlan(t, "two dead of five", rc.plan(planView(t0, five, gossiping("b", GossipAlive, long), gossiping("c", GossipAlive, long),
+		gossiping("d", GossipDead, long), gossiping("e", GossipDead, long))), "remove d", "remove e")
+	expectPlan(t, "three dead of five", rc.plan(planView(t0, five, gossiping("b", GossipAlive, long),
+		gossiping("c", GossipDead, long), gossiping("d", GossipDead, long), gossiping("e", GossipDead, long))))
+	expectPlan(t, "dead but not for --reap-after", rc.plan(planView(t0, five, gossiping("b", GossipAlive, long), gossiping("c", GossipAlive, long),
+		gossiping("d", GossipDead, t0.Add(-time.Second)))))
+	expectPlan(t, "left: removed at once", rc.plan(planView(t0, config(voter("a"), voter("b"), voter("c")), gossiping("b", GossipAlive, long),
+		gossiping("c", GossipLeft, t0))), "remove c")
+
+	// Unknown to gossip: first noted, removed once --reap-after has passed.
+	three := config(voter("a"), voter("b"), voter("x"))
+	expectPlan(t, "unknown, first seen", rc.plan(planView(t0, three, gossiping("b", GossipAlive, long))))
+	expectPlan(t, "unknown, 1 s", rc.plan(planView(t0.Add(time.Second), three, gossiping("b", GossipAlive, long))))
+	expectPlan(t, "unknown, 2 s", rc.plan(planView(t0.Add(2*time.Second), three, gossiping("b", GossipAlive, long))), "remove x")
+}
+
+func TestPlanUpdatesAMovedServersAddress(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	moved := gossiping("b", GossipAlive, t0)
+	moved.RaftAddr = "b:new"
+	plan := newReconciler().plan(planView(t0, config(voter("a"), voter("b")), moved))
+	// AddNonvoter on a voter only changes its address (raft keeps the suffrage).
+	expectPlan(t, "moved voter", plan, "add-nonvoter b")
+	if plan[0].member.RaftAddr != "b:new" {
+		t.Errorf("address %q", plan[0].member.RaftAddr)
+	}
+}
+
+func TestCanRemoveKeepsQuorum(t *testing.T) {
+
+	alive := func(ids ...string) []Member {
+		var out []Member
+		for _, id := range ids {
+			out = append(out, Member{ID: id, State: GossipAlive})
+		}
+		return out
+	}
+	cases := []struct {
+		name    string
+		servers map[string]raft.Server
+		members []Member
+		remove  string
+		want    bool
+	}{
+		{"3 voters, 1 dead", config(voter("a"), voter("b"), voter("c")), alive("b"), "c", true},
+		{"3 voters, 2 dead: no quorum to commit the change", config(voter("a"), voter("b"), voter("c")), nil, "c", false},
+		{"5 voters, 2 dead", config(voter("a"), voter("b"), voter("c"), voter("d"), voter("e")), alive("b", "c"), "e", true},
+		{"5 voters, 3 dead", config(voter("a"), voter("b"), voter("c"), voter("d"), voter("e")), alive("b"), "e", false},
+		{"dead nonvoter", config(voter("a"), voter("b"), nonvoter("r")), alive("b"), "r", true},
+		{"2 voters, the other dead", config(voter("a"), voter("b")), nil, "b", false},
+		{"last voter", config(voter("a")), nil, "a", false},
+	}
+	for _, tc := range cases {
+		if got := canRemove("a", tc.servers, tc.members, tc.remove); got != tc.want {
+			t.Errorf("%s: canRemove = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
