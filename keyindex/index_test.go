@@ -703,9 +703,12 @@ func TestDrainUsage(t *testing.T) {
 		t.Fatalf("usage before any verify: %+v", u)
 	}
 	now := baseNow.UnixNano()
-	for i := 0; i < 5; i++ {
-		ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now + int64(i)})
+	ms := int64(time.Millisecond)
+	for i := range int64(4) {
+		ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now + i*ms})
 	}
+	// Within the resolution of the last use: it stays.
+	ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now + 3*ms + ms/2})
 	// Out of order clock: the latest use wins.
 	ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now - 100})
 	ix.Verify(&VerifyRequest{Token: []byte(bTok), NowNs: now})
@@ -713,7 +716,7 @@ func TestDrainUsage(t *testing.T) {
 	ix.Verify(&VerifyRequest{Token: []byte(bTok), Scope: []byte("y"), NowNs: now + 50})
 	u := ix.DrainUsage()
 	sort.Slice(u, func(i, j int) bool { return u[i].ID < u[j].ID })
-	want := []Usage{{a.ID, 6, now + 4}, {b.ID, 1, now}}
+	want := []Usage{{a.ID, 6, now + 3*ms}, {b.ID, 1, now}}
 	sort.Slice(want, func(i, j int) bool { return want[i].ID < want[j].ID })
 	if !slices.Equal(u, want) {
 		t.Fatalf("DrainUsage = %+v, want %+v", u, want)
@@ -721,8 +724,8 @@ func TestDrainUsage(t *testing.T) {
 	if u := ix.DrainUsage(); len(u) != 0 {
 		t.Fatalf("second drain: %+v", u)
 	}
-	ix.Verify(&VerifyRequest{Token: []byte(bTok), NowNs: now + 1000})
-	if u := ix.DrainUsage(); !slices.Equal(u, []Usage{{b.ID, 1, now + 1000}}) {
+	ix.Verify(&VerifyRequest{Token: []byte(bTok), NowNs: now + 10*ms})
+	if u := ix.DrainUsage(); !slices.Equal(u, []Usage{{b.ID, 1, now + 10*ms}}) {
 		t.Fatalf("third drain: %+v", u)
 	}
 	// A rotated key's previous token counts for the key.
@@ -733,9 +736,9 @@ func TestDrainUsage(t *testing.T) {
 	if err := ix.Replace(b2); err != nil {
 		t.Fatal(err)
 	}
-	ix.Verify(&VerifyRequest{Token: []byte(bTok), NowNs: now + 2000})
-	ix.Verify(&VerifyRequest{Token: []byte(bt.Plaintext), NowNs: now + 2001})
-	if u := ix.DrainUsage(); !slices.Equal(u, []Usage{{b.ID, 2, now + 2001}}) {
+	ix.Verify(&VerifyRequest{Token: []byte(bTok), NowNs: now + 20*ms})
+	ix.Verify(&VerifyRequest{Token: []byte(bt.Plaintext), NowNs: now + 21*ms})
+	if u := ix.DrainUsage(); !slices.Equal(u, []Usage{{b.ID, 2, now + 21*ms}}) {
 		t.Fatalf("drain after rotation: %+v", u)
 	}
 }
