@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,10 +34,49 @@ var (
 	wrkErrors = regexp.MustCompile(`Socket errors:.*`)
 )
 
+// cpuPlan is where the closed-loop runs put servers and load generators.
+// In the split plan every server is pinned to the last CPU and every load
+// generator to the others, so each server has the same one core and never
+// competes with its own client: without it the Go servers (keyraft, the
+// floor) share both cores with wrk, while single-threaded Redis leaves one
+// to redis-benchmark, and the comparison measures the scheduler as much as
+// the servers. The shared plan pins nothing, as a box running everything
+// at once would.
+type cpuPlan struct {
+	name            string
+	servers, client string // taskset CPU lists; client "" runs it unpinned
+}
+
+func cpuPlans() []cpuPlan {
+	n := runtime.NumCPU()
+	all := fmt.Sprintf("0-%d", n-1)
+	shared := cpuPlan{name: "shared", servers: all}
+	if _, err := exec.LookPath("taskset"); err != nil || n < 2 {
+		note("HTTP: no CPU split (taskset missing or one CPU); only the shared runs")
+		return []cpuPlan{shared}
+	}
+	return []cpuPlan{{name: "split", servers: strconv.Itoa(n - 1), client: fmt.Sprintf("0-%d", n-2)}, shared}
+}
+
+// pin moves every thread of the processes to the plan's server CPUs.
+func (c cpuPlan) pin(pids ...int) {
+	for _, pid := range pids {
+		runCmd("taskset", "-apc", c.servers, strconv.Itoa(pid))
+	}
+}
+
+// run runs a load generator under the plan.
+func (c cpuPlan) run(args ...string) string {
+	if c.client != "" {
+		args = append([]string{"taskset", "-c", c.client}, args...)
+	}
+	return runCmd(args...)
+}
+
 // wrk runs the verify script against base for d (whole seconds) and returns req/s and the
 // share of non-2xx answers.
-func wrk(base, keysFile string, d time.Duration) (rps, non2xx float64) {
-	out := runCmd("wrk", "-t"+strconv.Itoa(cfg.wrkThreads), "-c"+strconv.Itoa(cfg.conns), "-d"+strconv.Itoa(max(1, int(d.Seconds()+0.5)))+"s",
+func wrk(plan cpuPlan, base, keysFile string, d time.Duration) (rps, non2xx float64) {
+	out := plan.run("wrk", "-t"+strconv.Itoa(cfg.wrkThreads), "-c"+strconv.Itoa(cfg.conns), "-d"+strconv.Itoa(max(1, int(d.Seconds()+0.5)))+"s",
 		"-s", filepath.Join(cfg.repo, "bench/wrk/verify.lua"), "http://"+base, "--", keysFile)
 	m := wrkRPS.FindStringSubmatch(out)
 	if m == nil {
@@ -57,8 +97,8 @@ func wrk(base, keysFile string, d time.Duration) (rps, non2xx float64) {
 func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
 
 // redisGet runs redis-benchmark GET over the same key count and connections.
-func redisGet(port, n int) float64 {
-	out := runCmd("redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-t", "get", "-r", strconv.Itoa(cfg.httpKeys),
+func redisGet(plan cpuPlan, port, n int) float64 {
+	out := plan.run("redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-t", "get", "-r", strconv.Itoa(cfg.httpKeys),
 		"-c", strconv.Itoa(cfg.conns), "--threads", strconv.Itoa(cfg.wrkThreads), "-n", strconv.Itoa(n), "--csv")
 	r := csv.NewReader(strings.NewReader(out))
 	recs, err := r.ReadAll()
@@ -80,35 +120,55 @@ func stepHTTP() {
 	nd := c.nodes[0]
 	_, keysFile := c.verifySet(nd, cfg.httpKeys)
 	floorAddr := addr(freePort())
-	start("httpfloor", nil, cfg.floor, "--addr", floorAddr)
+	floor := start("httpfloor", nil, cfg.floor, "--addr", floorAddr)
 	redisPort := freePort()
-	start("redis", nil, "redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no")
+	redis := start("redis", nil, "redis-server", "--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no")
 	waitTCP(floorAddr)
 	waitTCP(addr(redisPort))
 	runCmd("redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(redisPort), "-t", "set", "-r", strconv.Itoa(cfg.httpKeys),
 		"-n", strconv.Itoa(cfg.httpKeys*4), "-d", "200", "-c", strconv.Itoa(cfg.conns), "-P", "16", "-q")
-	note("HTTP: wrk -t%d -c%d and redis-benchmark --threads %d -c %d on the same 2 cores as the server", cfg.wrkThreads, cfg.conns, cfg.wrkThreads, cfg.conns)
+	plans := cpuPlans()
+	note("HTTP: wrk -t%d -c%d and redis-benchmark --threads %d -c %d; in the split runs (the goals' figures) each server is pinned to CPU %s and the load generator to %s, in the shared runs (figures http.shared.*) nothing is pinned",
+		cfg.wrkThreads, cfg.conns, cfg.wrkThreads, cfg.conns, plans[0].servers, plans[0].client)
+	servers := []int{nd.p.pid(), floor.pid(), redis.pid()}
 
 	// warm-up, not measured
-	wrk(nd.http, keysFile, time.Second)
-	redisN := redisGet(redisPort, 100_000) * cfg.wrkDur.Seconds()
+	plans[0].pin(servers...)
+	wrk(plans[0], nd.http, keysFile, time.Second)
+	redisN := redisGet(plans[0], redisPort, 100_000) * cfg.wrkDur.Seconds()
 
-	var kr, fl, rd []float64
+	type runs struct{ kr, fl, rd []float64 }
+	byPlan := map[string]*runs{}
 	var non2xx float64
 	for p := 0; p < cfg.pairs; p++ {
-		r, n := wrk(nd.http, keysFile, cfg.wrkDur)
-		kr, non2xx = append(kr, r), max(non2xx, n)
-		r, _ = wrk(floorAddr, keysFile, cfg.wrkDur)
-		fl = append(fl, r)
-		rd = append(rd, redisGet(redisPort, int(redisN)))
-		logf("pair %d: keyraft %.0f floor %.0f redis %.0f req/s", p, kr[p], fl[p], rd[p])
+		for _, plan := range plans {
+			plan.pin(servers...)
+			r := byPlan[plan.name]
+			if r == nil {
+				r = &runs{}
+				byPlan[plan.name] = r
+			}
+			k, n := wrk(plan, nd.http, keysFile, cfg.wrkDur)
+			f, _ := wrk(plan, floorAddr, keysFile, cfg.wrkDur)
+			d := redisGet(plan, redisPort, int(redisN))
+			r.kr, r.fl, r.rd, non2xx = append(r.kr, k), append(r.fl, f), append(r.rd, d), max(non2xx, n)
+			logf("pair %d, %s: keyraft %.0f floor %.0f redis %.0f req/s", p, plan.name, k, f, d)
+		}
 	}
-	fig("http.keyraft.rps", math.Round(median(kr)))
-	fig("http.floor.rps", math.Round(median(fl)))
-	fig("http.redis_get.rps", math.Round(median(rd)))
+	plans[len(plans)-1].pin(servers...) // the latency runs below share the cores
+	for _, plan := range plans {
+		pre := "http."
+		if plan.name == "shared" && len(plans) > 1 {
+			pre = "http.shared."
+		}
+		r := byPlan[plan.name]
+		fig(pre+"keyraft.rps", math.Round(median(r.kr)))
+		fig(pre+"floor.rps", math.Round(median(r.fl)))
+		fig(pre+"redis_get.rps", math.Round(median(r.rd)))
+		pairRatio(pre+"keyraft_over_floor", r.kr, r.fl)
+		pairRatio(pre+"keyraft_over_redis", r.kr, r.rd)
+	}
 	fig("http.keyraft.non2xx_share", round(non2xx, 3))
-	pairRatio("http.keyraft_over_floor", kr, fl)
-	pairRatio("http.keyraft_over_redis", kr, rd)
 
 	// Open loop. vegeta costs far more CPU per request than wrk, and shares
 	// the 2 cores with the server: it cannot offer wrk's maximum. The rates
