@@ -282,7 +282,7 @@ func (st *store) storeEncoded(r *Record, enc []byte) (uint32, error) {
 		return 0, err
 	}
 	n := st.slots.alloc()
-	st.putEncoded(n, enc, hotFieldsOf(r, enc))
+	st.putEncoded(n, enc, hotFieldsOf(r, enc), rateLimitOf(r))
 	st.byID.insert(idKey(r.ID), n)
 	st.link(n, r)
 	return n, nil
@@ -383,14 +383,14 @@ func (st *store) hashesFree(r *Record, self uint32) error {
 // put stores r's encoding for slot n, dropping the one it replaces.
 func (st *store) put(n uint32, r *Record) {
 	st.scratch = AppendRecord(st.scratch[:0], r)
-	st.putEncoded(n, st.scratch, hotFieldsOf(r, st.scratch))
+	st.putEncoded(n, st.scratch, hotFieldsOf(r, st.scratch), rateLimitOf(r))
 }
 
 // putEncoded stores enc, the encoding of slot n's record, with its hot fields.
-func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
+func (st *store) putEncoded(n uint32, enc []byte, hot hotFields, rateLimit int32) {
 	sl := st.slots.get(n)
 	old := sl.ref
-	sl.ref, sl.hot = st.arena.put(n, enc), hot
+	sl.ref, sl.hot, sl.rateLimit = st.arena.put(n, enc), hot, rateLimit
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
 	}
@@ -423,9 +423,10 @@ func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time) (before, a
 	}
 	b = binary.AppendVarint(b, u.count+count)
 	st.scratch = append(b, before[u.end:]...)
-	hot := st.slots.get(n).hot
+	sl := st.slots.get(n)
+	hot := sl.hot
 	hot.flags = st.scratch[0]
-	st.putEncoded(n, st.scratch, hot)
+	st.putEncoded(n, st.scratch, hot, sl.rateLimit)
 	return before, st.rec(n), true
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestIndexCRUD(t *testing.T) {
@@ -970,5 +971,13 @@ func TestAddUsage(t *testing.T) {
 	}
 	if _, _, ok := New().AddUsage("key_unknown", 1, baseNow); ok {
 		t.Fatal("usage of an unknown key was applied")
+	}
+}
+
+// A key's slot is most of the index's fixed cost per key (docs/design-notes.md,
+// "Memory"): a new field must find room, not grow every key by 8 bytes.
+func TestSlotSize(t *testing.T) {
+	if got := unsafe.Sizeof(slot{}); got != 56 {
+		t.Fatalf("slot is %d bytes, want 56", got)
 	}
 }

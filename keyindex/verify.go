@@ -160,8 +160,8 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	if d.Code != CodeValid {
 		return d
 	}
-	if hot.rateLimit > 0 {
-		ok, rl := sl.limiter.allow(req.NowNs, int(hot.rateLimit))
+	if sl.rateLimit > 0 {
+		ok, rl := sl.limiter.allow(req.NowNs, int(sl.rateLimit))
 		d.RateLimit = rl
 		if !ok {
 			d.Code = CodeRateLimited
