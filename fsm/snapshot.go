@@ -21,14 +21,17 @@ import (
 //	frame(record)… | CRC-32C of every byte before it (4 bytes, big endian)
 //
 // A frame is a uvarint length and that many bytes: JSON for the meta and
-// audit frames; for records, keyindex's binary encoding (version 2) or JSON
-// StoredRecords (version 1, still read). Records went binary because
-// decoding a million of them as JSON made a node catching up by snapshot
-// take tens of seconds. The meta frame gives the number of audit and record
-// frames, so a truncated stream is detected even before the checksum.
+// audit frames; for records, keyindex's binary encoding. Version 3 writes
+// records in its compact layout, which the index stores as they are;
+// version 2 (still read) has them in the older layout, and version 1 (still
+// read) as JSON StoredRecords: both are re-encoded as they are read.
+// Records went binary because decoding a million of them as JSON made a
+// node catching up by snapshot take tens of seconds. The meta frame gives
+// the number of audit and record frames, so a truncated stream is detected
+// even before the checksum.
 const (
 	snapshotMagic   = "KEYRAFTS"
-	snapshotVersion = 2
+	snapshotVersion = 3
 	maxFrame        = 1 << 20
 )
 
@@ -208,8 +211,12 @@ func readSnapshot(r io.Reader) (*restored, error) {
 	res := &restored{meta: meta, keys: keyindex.NewLoader(meta.Records)}
 	for i := 0; i < meta.Records; i++ {
 		b, err := frame()
-		if err == nil && version == 1 {
+		switch {
+		case err != nil:
+		case version == 1:
 			b, err = reencodeV1(b)
+		case version == 2:
+			b, err = reencodeV2(b)
 		}
 		if err == nil {
 			err = res.keys.Add(b)
@@ -233,8 +240,18 @@ func readSnapshot(r io.Reader) (*restored, error) {
 	return res, nil
 }
 
+// reencodeV2 turns a version 2 record frame (the older binary layout)
+// into the compact one.
+func reencodeV2(b []byte) ([]byte, error) {
+	r, err := keyindex.DecodeRecord(b)
+	if err != nil {
+		return nil, err
+	}
+	return keyindex.AppendRecord(nil, r), nil
+}
+
 // reencodeV1 turns a version 1 record frame (a JSON StoredRecord) into
-// the binary encoding of version 2.
+// the binary encoding.
 func reencodeV1(b []byte) ([]byte, error) {
 	var s StoredRecord
 	if err := json.Unmarshal(b, &s); err != nil {

@@ -3,10 +3,13 @@ package fsm
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"io"
+	"os"
+	"reflect"
 	"testing"
 	"time"
 
@@ -68,17 +71,82 @@ func TestRestoreReadsVersion1(t *testing.T) {
 		}
 		return true
 	})
-	v2 := snapshotBytes(t, dst)
-	if v2[len(snapshotMagic)] != 2 || !bytes.Equal(v2, snapshotBytes(t, src)) {
-		t.Fatal("a state restored from version 1 is not written as the same version 2 stream")
+	current := snapshotBytes(t, dst)
+	if current[len(snapshotMagic)] != snapshotVersion || !bytes.Equal(current, snapshotBytes(t, src)) {
+		t.Fatal("a state restored from version 1 is not written as the same current stream")
 	}
-	if len(v2) >= len(v1) {
-		t.Errorf("version 2 (%d bytes) is not smaller than version 1 (%d)", len(v2), len(v1))
+	if len(current) >= len(v1) {
+		t.Errorf("version %d (%d bytes) is not smaller than version 1 (%d)", snapshotVersion, len(current), len(v1))
 	}
 	damaged := append([]byte(nil), v1...)
 	damaged[len(damaged)/2] ^= 1
 	if err := New().Restore(io.NopCloser(bytes.NewReader(damaged))); !errors.Is(err, ErrBadSnapshot) {
 		t.Fatalf("a damaged version 1 stream: %v, want ErrBadSnapshot", err)
+	}
+}
+
+// TestRestoreReadsVersion2: testdata/snapshot-v2.bin was written by the
+// build before the compact record layout (the state of populated(t, 30)),
+// with its records beside it as JSON. It restores to those records, hashes
+// included, and is written out again as the current version, which
+// restores to the same state.
+func TestRestoreReadsVersion2(t *testing.T) {
+	v2, err := os.ReadFile("testdata/snapshot-v2.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v2[len(snapshotMagic)] != 2 {
+		t.Fatalf("the fixture is version %d", v2[len(snapshotMagic)])
+	}
+	var want []struct {
+		Record   json.RawMessage `json:"record"`
+		SHA256   string          `json:"sha256"`
+		Previous string          `json:"previous_sha256"`
+	}
+	j, err := os.ReadFile("testdata/snapshot-v2.json")
+	if err != nil || json.Unmarshal(j, &want) != nil || len(want) == 0 {
+		t.Fatalf("reading the fixture's records: %v", err)
+	}
+	dst := New()
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(v2))); err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	dst.Index().Snapshot().Each(func(r *keyindex.Record) bool {
+		got, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b any
+		if json.Unmarshal(got, &a) != nil || json.Unmarshal(want[i].Record, &b) != nil || !reflect.DeepEqual(a, b) {
+			t.Fatalf("record %d:\n got %s\nwant %s", i, got, want[i].Record)
+		}
+		prev := ""
+		if r.Rotation != nil {
+			prev = hex.EncodeToString(r.Rotation.PreviousHash[:])
+		}
+		if hex.EncodeToString(r.Hash[:]) != want[i].SHA256 || prev != want[i].Previous {
+			t.Fatalf("record %d: hashes %x / %s, want %s / %s", i, r.Hash, prev, want[i].SHA256, want[i].Previous)
+		}
+		if found := dst.Index().GetByHash(r.Hash); found == nil || found.ID != r.ID {
+			t.Fatalf("record %s not found by its hash", r.ID)
+		}
+		i++
+		return true
+	})
+	if i != len(want) {
+		t.Fatalf("%d records restored, want %d", i, len(want))
+	}
+	current := snapshotBytes(t, dst)
+	again := New()
+	if current[len(snapshotMagic)] != snapshotVersion || again.Restore(io.NopCloser(bytes.NewReader(current))) != nil {
+		t.Fatal("the restored state does not round-trip as the current version")
+	}
+	if state(t, again) != state(t, dst) || digestOf(t, again) != digestOf(t, dst) {
+		t.Fatal("the current stream of a version 2 state restores to another state")
+	}
+	if len(current) >= len(v2) {
+		t.Errorf("version %d (%d bytes) is not smaller than version 2 (%d)", snapshotVersion, len(current), len(v2))
 	}
 }
 

@@ -39,11 +39,7 @@ type hotFields struct {
 }
 
 func hotFieldsOf(r *Record, enc []byte) hotFields {
-	rd := viewReader{b: enc[1:]}
-	for range 9 { // the strings before the lists
-		rd.str()
-	}
-	return hotFields{expiresNs: unixNanoOrZero(r.ExpiresAt), listsAt: uint32(len(enc) - len(rd.b)), flags: enc[0],
+	return hotFields{expiresNs: unixNanoOrZero(r.ExpiresAt), listsAt: uint32(readView(enc).listsAt), flags: enc[0],
 		publishable: r.Type == TypePublishable}
 }
 

@@ -2,6 +2,7 @@ package keyindex
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -178,7 +179,7 @@ func TestDecodeRecordRefuses(t *testing.T) {
 	}
 	for name, b := range map[string][]byte{
 		"trailing byte":        append(append([]byte(nil), good...), 0),
-		"unknown flag":         rec(0x80, plain, zeroTime, zeroTime),
+		"unknown flag":         rec(0x40, plain, zeroTime, zeroTime),
 		"overlong varint":      rec(0, []byte{0, 0, 0, 0x80, 0x00, 0}, zeroTime, zeroTime),
 		"varint overflow":      rec(0, []byte{0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0}, zeroTime, zeroTime),
 		"list past the end":    rec(0, []byte{0xff, 0xff, 0x03, 0, 0, 0, 0}, zeroTime, zeroTime),
@@ -194,6 +195,34 @@ func TestDecodeRecordRefuses(t *testing.T) {
 		"huge seconds":         rec(0, plain, tm(1<<62, 0, 0), zeroTime),
 		"flagged time missing": rec(flagExpiresAt|flagRevokedAt|flagLastUsedAt, plain, zeroTime, zeroTime, zeroTime),
 		"rotation missing":     rec(flagRotation, plain, zeroTime, zeroTime),
+	} {
+		if r, err := DecodeRecord(b); err == nil || r != nil {
+			t.Errorf("%s: decoded (%v)", name, err)
+		}
+	}
+	// The compact layout refuses what AppendRecord would write shorter.
+	// compactRec: flags, form, 4 empty strings, the given strings, 3 empty
+	// ones, mid, created_at, then the given tail before usage and hash.
+	compactRec := func(form byte, strs []byte, tail ...byte) []byte {
+		b := append([]byte{flagCompact, form}, make([]byte, 4)...)
+		b = append(b, strs...)
+		b = append(append(b, make([]byte, 3)...), plain...)
+		b = append(append(b, zeroTime...), tail...)
+		return append(append(b, 0), make([]byte, 32)...)
+	}
+	secret := []byte{6, 's', 'e', 'c', 'r', 'e', 't'}
+	sameForm := byte(1 | 1<<formEnvShift | formSameUpdated)
+	if _, err := DecodeRecord(compactRec(sameForm, nil, 0)); err != nil {
+		t.Fatalf("the hand-built compact record is refused: %v", err)
+	}
+	keyID := append([]byte{30}, "key_00000000000000000000000000"...)
+	for name, b := range map[string][]byte{
+		"unknown form bit":        compactRec(sameForm|1<<6, nil, 0),
+		"environment code 3":      compactRec(1|3<<formEnvShift|formSameUpdated, nil, 0),
+		"coded type written out":  compactRec(1<<formEnvShift|formSameUpdated, secret, 0),
+		"updated_at written out":  compactRec(1|1<<formEnvShift, nil, append(append([]byte(nil), zeroTime...), 0)...),
+		"key id written out":      compactRec(sameForm, nil, keyID...),
+		"created_by id too short": compactRec(sameForm|formCreatedByID, nil, 1, 2, 3),
 	} {
 		if r, err := DecodeRecord(b); err == nil || r != nil {
 			t.Errorf("%s: decoded (%v)", name, err)
@@ -239,10 +268,78 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 			return
 		}
-		if again := AppendRecord(nil, r); !bytes.Equal(again, b) {
-			t.Fatalf("decode→encode changed the bytes:\n%q\n%q", b, again)
+		again := AppendRecord(nil, r)
+		if b[0]&flagCompact != 0 {
+			if !bytes.Equal(again, b) {
+				t.Fatalf("decode→encode changed the bytes:\n%q\n%q", b, again)
+			}
+			return
+		}
+		// The older layout encodes to the compact one, with the same record.
+		if r2, err := DecodeRecord(again); err != nil || !reflect.DeepEqual(r2, r) {
+			t.Fatalf("a record in the older layout re-encoded to %q: %v\n%+v\n%+v", again, err, r, r2)
 		}
 	})
+}
+
+// appendLegacyRecord writes r in the layout before flagCompact (snapshot
+// version 2 and the commands of that time), as the code of that time did.
+func appendLegacyRecord(dst []byte, r *Record) []byte {
+	b := append(dst, recordFlags(r))
+	for _, s := range [...]string{r.ID, r.WorkspaceID, r.OwnerID, r.Name, string(r.Type), string(r.Environment), r.KeyPrefix, r.KeySuffix, r.Preview} {
+		b = appendString(b, s)
+	}
+	b = appendList(b, r.Scopes)
+	b = appendList(b, r.AllowedOrigins)
+	b = appendList(b, r.AllowedResources)
+	b = binary.AppendVarint(b, int64(r.RateLimitPerMin))
+	b = appendMetadata(b, r.Metadata)
+	b = appendOptTime(b, r.ExpiresAt)
+	b = appendTime(b, r.CreatedAt)
+	b = appendTime(b, r.UpdatedAt)
+	b = appendString(b, r.CreatedBy)
+	b = appendOptTime(b, r.RevokedAt)
+	b = appendOptTime(b, r.LastUsedAt)
+	b = binary.AppendVarint(b, r.UsageCount)
+	if r.Rotation != nil {
+		b = appendTime(b, r.Rotation.PreviousExpiresAt)
+		b = append(b, r.Rotation.PreviousHash[:]...)
+	}
+	return append(b, r.Hash[:]...)
+}
+
+// TestRecordLegacyLayout: records in the layout before flagCompact decode
+// to the same record, and encode compact; the compact form is shorter.
+func TestRecordLegacyLayout(t *testing.T) {
+	records := codecRecords(t)
+	byKey, _ := newTestRecord(t, TypeSecret, nil)
+	id, err := NewID(baseNow, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey.CreatedBy = id
+	records["created by a key"] = byKey
+	for name, r := range records {
+		legacy := appendLegacyRecord(nil, r)
+		got, err := DecodeRecord(legacy)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !reflect.DeepEqual(got, r) {
+			t.Fatalf("%s: the legacy layout decoded to another record:\n%+v\n%+v", name, r, got)
+		}
+		compact := AppendRecord(nil, got)
+		if compact[0]&flagCompact == 0 || len(compact) >= len(legacy) {
+			t.Fatalf("%s: compact %d bytes (flags %#x), legacy %d", name, len(compact), compact[0], len(legacy))
+		}
+	}
+	// A key created by a key, as the API makes it: type, environment,
+	// updated_at and created_by are all in their short forms.
+	want := len(appendString(nil, "secret")) + len(appendString(nil, "live")) + len(appendTime(nil, byKey.UpdatedAt)) +
+		len(appendString(nil, id)) - 16 - 1 // the form byte
+	if saved := len(appendLegacyRecord(nil, byKey)) - len(AppendRecord(nil, byKey)); saved != want {
+		t.Errorf("compact saves %d bytes on a created key, want %d", saved, want)
+	}
 }
 
 // TestWriteDecodeRecordFuzzSeeds rewrites testdata/fuzz/FuzzDecodeRecord
@@ -257,7 +354,8 @@ func TestWriteDecodeRecordFuzzSeeds(t *testing.T) {
 	}
 	for name, r := range codecRecords(t) {
 		b := AppendRecord(nil, r)
-		for seed, data := range map[string][]byte{name: b, name + "-cut": b[:len(b)/2], name + "-trailing": append(b, 0)} {
+		for seed, data := range map[string][]byte{name: b, name + "-cut": b[:len(b)/2], name + "-trailing": append(b, 0),
+			name + "-legacy": appendLegacyRecord(nil, r)} {
 			if err := fuzzseed.Write(target, seed, data); err != nil {
 				t.Fatal(err)
 			}

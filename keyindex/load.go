@@ -38,6 +38,11 @@ func (l *Loader) Add(enc []byte) error {
 	if err := decodeRecord(&r, enc, true); err != nil {
 		return err
 	}
+	if enc[0]&flagCompact == 0 {
+		// The index reads only the compact layout in place; the snapshot
+		// reader re-encodes older records before they get here.
+		return errors.New("record: not in the compact layout")
+	}
 	if r.ID == "" {
 		return errors.New("record: no id")
 	}

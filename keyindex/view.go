@@ -11,11 +11,13 @@ import (
 // view reads what verification needs of a stored record straight from its
 // encoding (codec.go), without allocating: strings point into the arena,
 // whose bytes never change. Stored bytes were written by AppendRecord in
-// this process, so the reader trusts them and does not check bounds
-// beyond what the slice access does.
+// this process (the compact layout: the index stores no other), so the
+// reader trusts them and does not check bounds beyond what the slice
+// access does.
 type view struct {
-	flags                                  byte
+	flags, form                            byte
 	id, workspace, owner, typ, environment string
+	listsAt                                int // offset of the scopes in the encoding
 	keyLists
 	metadata encodedList
 	expires  encodedTime // if flags&flagExpiresAt
@@ -53,30 +55,43 @@ type head struct {
 	rest                      []byte // from the environment on
 }
 
+// headerLen is the flags and form bytes before the first string.
+const headerLen = 2
+
 func readHead(b []byte) head {
-	r := viewReader{b: b[1:]} // after the flags
+	r := viewReader{b: b[headerLen:]}
 	h := head{id: r.str(), workspace: r.str(), owner: r.str()}
 	r.str() // name
-	h.typ, h.rest = r.str(), r.b
+	if code := b[1] & formTypeMask; code != 0 {
+		h.typ = string(compactTypes[code])
+	} else {
+		h.typ = r.str()
+	}
+	h.rest = r.b
 	return h
 }
 
 // readOrderKey reads only what the listing order compares: the first two
 // strings. The order's tree calls it ~20 times per insert.
 func readOrderKey(b []byte) (workspace, id string) {
-	r := viewReader{b: b[1:]}
+	r := viewReader{b: b[headerLen:]}
 	id = r.str()
 	return r.str(), id
 }
 
 func readView(b []byte) view {
 	h := readHead(b)
-	v := view{flags: b[0], id: h.id, workspace: h.workspace, owner: h.owner, typ: h.typ}
+	v := view{flags: b[0], form: b[1], id: h.id, workspace: h.workspace, owner: h.owner, typ: h.typ}
 	r := viewReader{b: h.rest}
-	v.environment = r.str()
+	if code := v.form & formEnvMask >> formEnvShift; code != 0 {
+		v.environment = string(compactEnvs[code])
+	} else {
+		v.environment = r.str()
+	}
 	r.str() // key_prefix
 	r.str() // key_suffix
 	r.str() // preview
+	v.listsAt = len(b) - len(r.b)
 	v.keyLists = readLists(r.b)
 	r.b = v.rest
 	r.varint() // rate_limit_per_min
@@ -110,8 +125,14 @@ func readUsage(b []byte) usageFields {
 	v := readView(b)
 	r := viewReader{b: v.tail}
 	r.time() // created_at
-	r.time() // updated_at
-	r.str()  // created_by
+	if v.form&formSameUpdated == 0 {
+		r.time() // updated_at
+	}
+	if v.form&formCreatedByID != 0 {
+		r.b = r.b[16:] // created_by, a key id's ULID
+	} else {
+		r.str() // created_by
+	}
 	if v.flags&flagRevokedAt != 0 {
 		r.time()
 	}
