@@ -133,12 +133,7 @@ func AppendRecord(dst []byte, r *Record) []byte {
 	b = appendString(b, r.KeyPrefix)
 	b = appendString(b, r.KeySuffix)
 	b = appendString(b, r.Preview)
-	b = appendList(b, r.Scopes)
-	b = appendList(b, r.AllowedOrigins)
-	b = appendList(b, r.AllowedResources)
-	b = binary.AppendVarint(b, int64(r.RateLimitPerMin))
-	b = appendMetadata(b, r.Metadata)
-	b = appendOptTime(b, r.ExpiresAt)
+	b = appendPolicy(b, r)
 	b = appendTime(b, r.CreatedAt)
 	if !sameUpdated {
 		b = appendTime(b, r.UpdatedAt)
@@ -148,6 +143,23 @@ func AppendRecord(dst []byte, r *Record) []byte {
 	} else {
 		b = appendString(b, r.CreatedBy)
 	}
+	return appendState(b, r)
+}
+
+// appendPolicy writes the fields from the scopes to expires_at, which both
+// layouts write alike.
+func appendPolicy(b []byte, r *Record) []byte {
+	b = appendList(b, r.Scopes)
+	b = appendList(b, r.AllowedOrigins)
+	b = appendList(b, r.AllowedResources)
+	b = binary.AppendVarint(b, int64(r.RateLimitPerMin))
+	b = appendMetadata(b, r.Metadata)
+	return appendOptTime(b, r.ExpiresAt)
+}
+
+// appendState writes the fields from revoked_at to the end, which both
+// layouts write alike.
+func appendState(b []byte, r *Record) []byte {
 	b = appendOptTime(b, r.RevokedAt)
 	b = appendOptTime(b, r.LastUsedAt)
 	b = binary.AppendVarint(b, r.UsageCount)

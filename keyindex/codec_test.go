@@ -289,23 +289,11 @@ func appendLegacyRecord(dst []byte, r *Record) []byte {
 	for _, s := range [...]string{r.ID, r.WorkspaceID, r.OwnerID, r.Name, string(r.Type), string(r.Environment), r.KeyPrefix, r.KeySuffix, r.Preview} {
 		b = appendString(b, s)
 	}
-	b = appendList(b, r.Scopes)
-	b = appendList(b, r.AllowedOrigins)
-	b = appendList(b, r.AllowedResources)
-	b = binary.AppendVarint(b, int64(r.RateLimitPerMin))
-	b = appendMetadata(b, r.Metadata)
-	b = appendOptTime(b, r.ExpiresAt)
+	b = appendPolicy(b, r)
 	b = appendTime(b, r.CreatedAt)
 	b = appendTime(b, r.UpdatedAt)
 	b = appendString(b, r.CreatedBy)
-	b = appendOptTime(b, r.RevokedAt)
-	b = appendOptTime(b, r.LastUsedAt)
-	b = binary.AppendVarint(b, r.UsageCount)
-	if r.Rotation != nil {
-		b = appendTime(b, r.Rotation.PreviousExpiresAt)
-		b = append(b, r.Rotation.PreviousHash[:]...)
-	}
-	return append(b, r.Hash[:]...)
+	return appendState(b, r)
 }
 
 // TestRecordLegacyLayout: records in the layout before flagCompact decode
