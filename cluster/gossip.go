@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 )
 
 // Roles a node announces.
@@ -43,6 +44,12 @@ type Member struct {
 	// Removed is true once an operator removed the node (until it restarts):
 	// no leader adds it back, whatever it believes.
 	Removed bool `json:"removed,omitempty"`
+	// Index is the node's last Raft log index when it last announced
+	// itself. A candidate for promotion keeps it current
+	// (announceProgress): the leader promotes it only once it holds the
+	// configuration entry that added it, which a node the leader cannot
+	// reach never does.
+	Index uint64 `json:"index,omitempty"`
 
 	State string    `json:"-"` // GossipAlive, …
 	Since time.Time `json:"-"` // when State last changed
@@ -73,8 +80,11 @@ type gossip struct {
 	// keeps gossiping to the dead, so a rejoin is tried well within it.
 	reconnectEvery time.Duration
 	// promoteAfter is how long a new member must stay alive as a nonvoter
-	// before it may vote: as long as gossip takes to suspect a dead node.
+	// before it may vote (as well as hold the configuration that added
+	// it): memberlist's time from suspecting a node to declaring it dead.
 	promoteAfter time.Duration
+	// announcedAt is when announceProgress last re-announced this node.
+	announcedAt time.Time
 
 	changed chan struct{} // poked on every membership event (capacity 1)
 	inbox   chan []byte   // user messages, handled off memberlist's goroutine
@@ -136,7 +146,7 @@ func (g *gossip) self() Member {
 		role = RoleNonvoter
 	}
 	return Member{ID: n.id, RaftAddr: n.RaftAddr(), HTTPAddr: n.cfg.HTTPAddr, Role: role, Version: n.cfg.Version,
-		Expect: n.cfg.BootstrapExpect, HasState: n.hasState(), Removed: n.removed.Load()}
+		Expect: n.cfg.BootstrapExpect, HasState: n.hasState(), Removed: n.removed.Load(), Index: n.raft.LastIndex()}
 }
 
 // NodeMeta implements memberlist.Delegate.
@@ -306,6 +316,28 @@ func (g *gossip) send(id string, msg []byte) error {
 		}
 	}
 	return fmt.Errorf("node %s is not an alive gossip member", id)
+}
+
+// announceProgress re-announces this node's log index, at most every
+// 500 ms, while it is a candidate: started as a voter, in the configuration
+// as a nonvoter. Other nodes' metadata does not change with their index, so
+// gossip carries these updates only during a join.
+func (n *Node) announceProgress() {
+	g := n.gossip
+	if n.cfg.Nonvoter || time.Since(g.announcedAt) < 500*time.Millisecond {
+		return
+	}
+	if m, ok := g.member(n.id); ok && m.Index >= n.raft.LastIndex() {
+		return
+	}
+	candidate := false
+	for _, s := range n.raftServers() {
+		candidate = candidate || (string(s.ID) == n.id && s.Suffrage == raft.Nonvoter)
+	}
+	if candidate {
+		g.announcedAt = time.Now()
+		g.announce()
+	}
 }
 
 // announce re-broadcasts this node's metadata (after HasState changes).

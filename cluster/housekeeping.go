@@ -75,16 +75,20 @@ func (n *Node) leaderLoop(h Housekeeping) {
 		case <-changed:
 			event = true
 		}
-		if n.gossip != nil && n.hasState() != hadState {
-			// Joined a cluster: tell the others, so they never count this
-			// node into a new bootstrap.
-			hadState = !hadState
-			n.gossip.announce()
+		if n.gossip != nil {
+			if n.hasState() != hadState {
+				// Joined a cluster: tell the others, so they never count
+				// this node into a new bootstrap.
+				hadState = !hadState
+				n.gossip.announce()
+			}
+			n.announceProgress()
 		}
 		leader := n.IsLeader()
 		becameLeader := leader && !rc.wasLeader
 		rc.wasLeader = leader
 		if !leader {
+			rc.caughtUp = false
 			continue
 		}
 		if becameLeader {
@@ -96,16 +100,14 @@ func (n *Node) leaderLoop(h Housekeeping) {
 			rc.lastFull = time.Now()
 			n.reconcile(rc)
 		}
-		if becameLeader {
+		if !rc.caughtUp {
 			// A new leader may not have applied its whole log yet (right
 			// after a restart it replays it): until it has, "not
 			// initialized" may be stale, and acting on it would make a
-			// second root key.
-			rc.caughtUp = n.raft.Barrier(n.cfg.ApplyTimeout).Error() == nil
-		}
-		if !rc.caughtUp {
-			rc.wasLeader = false // try the barrier again on the next tick
-			continue
+			// second root key. Tried again on every tick until it works.
+			if rc.caughtUp = n.raft.Barrier(n.cfg.ApplyTimeout).Error() == nil; !rc.caughtUp {
+				continue
+			}
 		}
 		if !n.fsm.Initialized() {
 			if err := n.createRootKey(h); err != nil {

@@ -99,6 +99,7 @@ func (n *Node) reconcile(rc *reconciler) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		n.log.Warn("reading the raft configuration", "error", err)
+		rc.wakeAt = time.Time{} // the next periodic pass tries again
 		return
 	}
 	servers := map[string]raft.Server{}
@@ -112,7 +113,7 @@ func (n *Node) reconcile(rc *reconciler) {
 		}
 	}
 	changes := rc.plan(membershipView{
-		self: n.id, servers: servers, members: members, now: time.Now(),
+		self: n.id, servers: servers, configIndex: f.Index(), members: members, now: time.Now(),
 		reapAfter: n.cfg.ReapAfter, promoteAfter: n.gossip.promoteAfter, tombstoned: n.isTombstoned,
 	})
 	for _, c := range changes {

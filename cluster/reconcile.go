@@ -14,10 +14,12 @@ import (
 //
 // The rule that keeps such a stale view harmless: a node is always added as a
 // nonvoter, which does not count towards quorum, and becomes a voter only
-// after it has stayed alive in gossip, in the configuration and holding Raft
-// state for promoteAfter (how long gossip takes to suspect a dead node). A
-// stale add of a dead or departing node therefore never makes the cluster
-// wait for it, and the next passes remove it again.
+// once it proves the leader reaches it: its gossip metadata shows it holds
+// the configuration entry that made it a nonvoter (a node that died before
+// that entry was written cannot), and it has stayed alive for promoteAfter
+// since this leader first saw it so. A stale add of a dead or departing node
+// therefore never makes the cluster wait for it, and once gossip sees it dead
+// it is removed at once (a candidate that never voted needs no reaping delay).
 
 type changeKind int
 
@@ -39,9 +41,12 @@ type membershipChange struct {
 
 // membershipView is what one reconciliation pass decides from.
 type membershipView struct {
-	self         string
-	servers      map[string]raft.Server // the Raft configuration, by id
-	members      []Member               // gossip, as this node sees it
+	self    string
+	servers map[string]raft.Server // the Raft configuration, by id
+	// configIndex is the log index of that configuration: a candidate
+	// whose announced index reaches it holds it.
+	configIndex  uint64
+	members      []Member // gossip, as this node sees it
 	now          time.Time
 	reapAfter    time.Duration
 	promoteAfter time.Duration
@@ -53,8 +58,8 @@ type membershipView struct {
 // reconciler is the leader's memory between passes.
 type reconciler struct {
 	missingSince map[string]time.Time // in the Raft configuration, unknown to gossip
-	// candidateSince: a nonvoter that wants to vote, alive and holding state
-	// in every pass since then.
+	// candidateSince: a nonvoter that wants to vote, alive in every pass
+	// since then.
 	candidateSince map[string]time.Time
 	// wakeAt asks for a pass at this time (a candidate becomes promotable);
 	// zero when no pass is due before the periodic one.
@@ -112,7 +117,7 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 			case v.tombstoned(m.ID):
 			case !inConfig || string(s.Address) != m.RaftAddr:
 				out = append(out, membershipChange{kind: addNonvoter, member: m, id: m.ID})
-			case s.Suffrage == raft.Nonvoter && m.Role == RoleVoter && m.HasState:
+			case s.Suffrage == raft.Nonvoter && m.Role == RoleVoter:
 				if c, ok := rc.promotion(m, v); ok {
 					out = append(out, c)
 				}
@@ -124,7 +129,14 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 				remove(m.ID, "left the gossip ring", false)
 			}
 		case GossipDead:
-			if inConfig && v.now.Sub(m.Since) >= v.reapAfter {
+			switch {
+			case !inConfig:
+			case s.Suffrage == raft.Nonvoter && m.Role == RoleVoter:
+				// A candidate that died before it was promoted, or that a
+				// stale view added back: it never voted in this
+				// configuration, and a nonvoter's removal needs no quorum.
+				remove(m.ID, "died before its promotion", false)
+			case v.now.Sub(m.Since) >= v.reapAfter:
 				remove(m.ID, "dead longer than --reap-after", true)
 			}
 		}
@@ -152,17 +164,19 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 	return out
 }
 
-// promotion returns the promotion of candidate m once it has been alive,
-// holding state and a nonvoter for promoteAfter, as seen by this leader;
-// until then it asks for a pass at the time it would be due.
+// promotion returns the promotion of candidate m once it holds the current
+// configuration and has been alive and a nonvoter for promoteAfter, as seen
+// by this leader; until the time is up it asks for a pass when it will be.
+// (candidateSince is kept after a promotion is planned: should AddVoter fail,
+// the next pass tries again at once; once it is a voter the entry goes.)
 func (rc *reconciler) promotion(m Member, v membershipView) (membershipChange, bool) {
 	since, ok := rc.candidateSince[m.ID]
 	if !ok {
 		since = v.now
 		rc.candidateSince[m.ID] = since
 	}
-	// Gossip's own alive-since counts too: a node that flapped between two
-	// passes starts over.
+	// Gossip's own alive-since counts too: a node that died and came back
+	// between two passes starts over.
 	start := since
 	if m.Since.After(start) {
 		start = m.Since
@@ -174,7 +188,11 @@ func (rc *reconciler) promotion(m Member, v membershipView) (membershipChange, b
 		}
 		return membershipChange{}, false
 	}
-	delete(rc.candidateSince, m.ID)
+	if m.Index < v.configIndex {
+		// Not caught up with the configuration that added it (or not
+		// reached at all): its next announcement triggers a pass.
+		return membershipChange{}, false
+	}
 	return membershipChange{kind: promoteVoter, member: m, id: m.ID}, true
 }
 

@@ -26,16 +26,18 @@ func config(ss ...raft.Server) map[string]raft.Server {
 }
 
 // gossiping is a member in the given state since the given time, announcing
-// the voter role and holding Raft state.
+// the voter role and a log index past the configuration's (planView).
 func gossiping(id, state string, since time.Time) Member {
-	return Member{ID: id, RaftAddr: id + ":raft", Role: RoleVoter, HasState: true, State: state, Since: since}
+	return Member{ID: id, RaftAddr: id + ":raft", Role: RoleVoter, HasState: true, Index: 100, State: state, Since: since}
 }
 
-// planView is a view from leader "a" with a 2 s reap and a 4 s promotion.
+// planView is a view from leader "a" with a 2 s reap and a 4 s promotion,
+// of a configuration written at index 50.
 func planView(now time.Time, servers map[string]raft.Server, members ...Member) membershipView {
 	return membershipView{
-		self: "a", servers: servers, members: append([]Member{gossiping("a", GossipAlive, now.Add(-time.Hour))}, members...),
-		now: now, reapAfter: 2 * time.Second, promoteAfter: 4 * time.Second,
+		self: "a", servers: servers, configIndex: 50,
+		members: append([]Member{gossiping("a", GossipAlive, now.Add(-time.Hour))}, members...),
+		now:     now, reapAfter: 2 * time.Second, promoteAfter: 4 * time.Second,
 		tombstoned: func(string) bool { return false },
 	}
 }
@@ -62,51 +64,100 @@ func TestPlanAddsAsNonvoterAndPromotesAfterProbation(t *testing.T) {
 	expectPlan(t, "a new voter-role member", rc.plan(planView(t0, servers, gossiping("c", GossipAlive, t0))), "add-nonvoter c")
 
 	servers = config(voter("a"), voter("b"), nonvoter("c"))
-	noState := gossiping("c", GossipAlive, t0)
-	noState.HasState = false
-	expectPlan(t, "a nonvoter without Raft state yet", rc.plan(planView(t0.Add(time.Second), servers, noState)))
-	expectPlan(t, "a nonvoter that just got its state", rc.plan(planView(t0.Add(2*time.Second), servers, gossiping("c", GossipAlive, t0))))
+	behind := gossiping("c", GossipAlive, t0)
+	behind.Index = 49 // has not got the entry that made it a nonvoter yet
+	expectPlan(t, "a candidate seen first", rc.plan(planView(t0.Add(2*time.Second), servers, behind)))
 	if want := t0.Add(6 * time.Second); !rc.wakeAt.Equal(want) {
-		t.Errorf("wakeAt %v, want %v (when the promotion is due)", rc.wakeAt, want)
+		t.Errorf("wakeAt %v, want %v (when the probation ends)", rc.wakeAt, want)
 	}
 	expectPlan(t, "before the probation ends", rc.plan(planView(t0.Add(5*time.Second), servers, gossiping("c", GossipAlive, t0))))
-	expectPlan(t, "after it", rc.plan(planView(t0.Add(6*time.Second), servers, gossiping("c", GossipAlive, t0))), "promote c")
+	expectPlan(t, "after it, but behind the configuration", rc.plan(planView(t0.Add(6*time.Second), servers, behind)))
+	if !rc.wakeAt.IsZero() {
+		t.Errorf("wakeAt %v: a candidate that is only behind waits for its announcement, not a timer", rc.wakeAt)
+	}
+	expectPlan(t, "after it, caught up", rc.plan(planView(t0.Add(7*time.Second), servers, gossiping("c", GossipAlive, t0))), "promote c")
+	expectPlan(t, "AddVoter failed: the next pass tries again", rc.plan(planView(t0.Add(8*time.Second), servers, gossiping("c", GossipAlive, t0))), "promote c")
+	promoted := config(voter("a"), voter("b"), voter("c"))
+	b := gossiping("b", GossipAlive, t0)
+	expectPlan(t, "promoted", rc.plan(planView(t0.Add(9*time.Second), promoted, b, gossiping("c", GossipAlive, t0))))
+	if _, ok := rc.candidateSince["c"]; ok {
+		t.Error("a voter is still a candidate")
+	}
+}
 
+func TestPlanNeverPromotesAReplica(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	rc := newReconciler()
 	replica := gossiping("r", GossipAlive, t0)
 	replica.Role = RoleNonvoter
-	servers = config(voter("a"), voter("b"), nonvoter("r"))
-	expectPlan(t, "a --nonvoter member is never promoted", rc.plan(planView(t0.Add(time.Hour), servers, replica)))
+	servers := config(voter("a"), voter("b"), nonvoter("r"))
+	for _, at := range []time.Duration{0, time.Minute, time.Hour} {
+		expectPlan(t, fmt.Sprintf("--nonvoter member at %v", at), rc.plan(planView(t0.Add(at), servers, replica)))
+	}
+	// A dead replica is reaped like a voter, after --reap-after.
+	dead := replica
+	dead.State, dead.Since = GossipDead, t0.Add(time.Hour)
+	b := gossiping("b", GossipAlive, t0)
+	expectPlan(t, "dead replica, 1 s", rc.plan(planView(t0.Add(time.Hour+time.Second), servers, b, dead)))
+	expectPlan(t, "dead replica, 2 s", rc.plan(planView(t0.Add(time.Hour+2*time.Second), servers, b, dead)), "remove r")
 }
 
 func TestPlanProbationRestartsWhenTheCandidateFlaps(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	rc := newReconciler()
 	servers := config(voter("a"), voter("b"), nonvoter("c"))
-	expectPlan(t, "candidate seen", rc.plan(planView(t0, servers, gossiping("c", GossipAlive, t0))))
-	expectPlan(t, "suspect", rc.plan(planView(t0.Add(2*time.Second), servers, gossiping("c", GossipSuspect, t0))))
-	// Alive again, with gossip's alive-since reset at 3 s.
-	expectPlan(t, "alive again, 4 s after the first sighting", rc.plan(planView(t0.Add(4*time.Second), servers, gossiping("c", GossipAlive, t0.Add(3*time.Second)))))
-	expectPlan(t, "alive again, 7 s: probation restarted at 4 s", rc.plan(planView(t0.Add(7*time.Second), servers, gossiping("c", GossipAlive, t0.Add(3*time.Second)))))
-	expectPlan(t, "8 s", rc.plan(planView(t0.Add(8*time.Second), servers, gossiping("c", GossipAlive, t0.Add(3*time.Second)))), "promote c")
+	c := func(state string) Member { return gossiping("c", state, t0) } // gossip keeps Since across suspect
+	expectPlan(t, "candidate seen", rc.plan(planView(t0, servers, c(GossipAlive))))
+	expectPlan(t, "suspect", rc.plan(planView(t0.Add(2*time.Second), servers, c(GossipSuspect))))
+	expectPlan(t, "alive again at 4 s", rc.plan(planView(t0.Add(4*time.Second), servers, c(GossipAlive))))
+	expectPlan(t, "7 s: the probation restarted at 4 s", rc.plan(planView(t0.Add(7*time.Second), servers, c(GossipAlive))))
+	expectPlan(t, "8 s", rc.plan(planView(t0.Add(8*time.Second), servers, c(GossipAlive))), "promote c")
+
+	// Dead and back between two passes: only gossip's alive-since shows it.
+	rc = newReconciler()
+	back := gossiping("c", GossipAlive, t0.Add(3*time.Second))
+	expectPlan(t, "seen at 0", rc.plan(planView(t0, servers, c(GossipAlive))))
+	expectPlan(t, "back since 3 s, at 4 s", rc.plan(planView(t0.Add(4*time.Second), servers, back)))
+	expectPlan(t, "back since 3 s, at 6 s", rc.plan(planView(t0.Add(6*time.Second), servers, back)))
+	expectPlan(t, "back since 3 s, at 7 s", rc.plan(planView(t0.Add(7*time.Second), servers, back)), "promote c")
 }
 
 // The race CI once hit: leader a reaps dead voter d; leadership moves to b,
 // whose gossip still shows d alive. b used to AddVoter d, leaving voters
 // {b, d} after a's removal: no quorum. Now d comes back as a nonvoter, which
-// no quorum waits on, is never promoted while dead, and is reaped again.
+// no quorum waits on; its announced index is from before it died, so it is
+// never promoted however long the stale view lasts; and once gossip sees it
+// dead it is removed at once.
 func TestPlanStaleViewOfAReapedNodeNeverCostsQuorum(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	rc := newReconciler()
 	servers := config(voter("a"), voter("b"))
+	b := gossiping("b", GossipAlive, t0.Add(-time.Minute))
 	stale := gossiping("d", GossipAlive, t0.Add(-time.Minute))
-	plan := rc.plan(planView(t0, servers, gossiping("b", GossipAlive, t0.Add(-time.Minute)), stale))
-	expectPlan(t, "stale alive d", plan, "add-nonvoter d")
+	stale.Index = 40 // announced before it died, before the configuration that re-adds it
+	expectPlan(t, "stale alive d", rc.plan(planView(t0, servers, b, stale)), "add-nonvoter d")
 
 	servers = config(voter("a"), voter("b"), nonvoter("d"))
-	expectPlan(t, "d seen dead", rc.plan(planView(t0.Add(10*time.Second), servers, gossiping("b", GossipAlive, t0), gossiping("d", GossipDead, t0.Add(time.Second)))), "remove d")
+	for _, at := range []time.Duration{time.Second, 5 * time.Second, time.Minute} {
+		expectPlan(t, fmt.Sprintf("stale view at %v", at), rc.plan(planView(t0.Add(at), servers, b, stale)))
+	}
+	dead := stale
+	dead.State, dead.Since = GossipDead, t0.Add(time.Minute)
+	expectPlan(t, "d seen dead", rc.plan(planView(t0.Add(time.Minute), servers, b, dead)), "remove d")
 	if _, ok := rc.candidateSince["d"]; ok {
 		t.Error("a dead candidate keeps its probation")
 	}
+}
+
+// A new leader forgets what an earlier term observed.
+func TestPlanForgetStartsProbationAgain(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	rc := newReconciler()
+	servers := config(voter("a"), voter("b"), nonvoter("c"))
+	expectPlan(t, "seen", rc.plan(planView(t0, servers, gossiping("c", GossipAlive, t0))))
+	rc.forget()
+	expectPlan(t, "after forget, 4 s", rc.plan(planView(t0.Add(4*time.Second), servers, gossiping("c", GossipAlive, t0))))
+	expectPlan(t, "after forget, 8 s", rc.plan(planView(t0.Add(8*time.Second), servers, gossiping("c", GossipAlive, t0))), "promote c")
 }
 
 func TestPlanRemovedByAnotherLeader(t *testing.T) {
