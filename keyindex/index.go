@@ -133,6 +133,7 @@ func (st *store) findID(id string) (uint32, bool) {
 // look it up again), and whether the hash is its previous (rotated) one.
 type hashMatch struct {
 	n        uint32
+	sl       *slot
 	rec      []byte
 	previous bool
 }
@@ -144,13 +145,14 @@ func (st *store) findHash(h *Hash) (hashMatch, bool) {
 		if !ok {
 			return hashMatch{}, false
 		}
-		b := st.rec(v >> 1)
+		sl := st.slots.get(v >> 1)
+		b := st.arena.bytes(sl.ref)
 		stored := b[len(b)-len(h):]
 		if v&1 == 1 {
 			stored = b[len(b)-2*len(h) : len(b)-len(h)]
 		}
 		if string(stored) == string(h[:]) {
-			return hashMatch{n: v >> 1, rec: b, previous: v&1 == 1}, true
+			return hashMatch{n: v >> 1, sl: sl, rec: b, previous: v&1 == 1}, true
 		}
 	}
 }
@@ -597,8 +599,7 @@ type Usage struct {
 
 // recordUse counts a successful verification of the key in slot n (under
 // the read lock): atomics only, and a bit in the slot's chunk the first time.
-func (st *store) recordUse(n uint32, nowNs int64) {
-	sl := st.slots.get(n)
+func (st *store) recordUse(n uint32, sl *slot, nowNs int64) {
 	if sl.uses.Add(1) == 1 {
 		// The first use since the last drain (which swaps uses to 0 after
 		// clearing the bit) marks the key; later ones leave the bitmap

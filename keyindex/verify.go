@@ -137,7 +137,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		}
 		return Decision{Code: CodeKeyNotFound}
 	}
-	sl := st.slots.get(m.n)
+	sl := m.sl
 	hot := &sl.hot
 	d := Decision{rec: m.rec}
 	if m.previous {
@@ -168,7 +168,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 			return d
 		}
 	}
-	st.recordUse(m.n, req.NowNs)
+	st.recordUse(m.n, sl, req.NowNs)
 	return d
 }
 
