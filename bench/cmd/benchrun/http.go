@@ -55,7 +55,11 @@ func cpuPlans() []cpuPlan {
 		note("HTTP: no CPU split (taskset missing or one CPU); only the shared runs")
 		return []cpuPlan{shared}
 	}
-	return []cpuPlan{{name: "split", servers: strconv.Itoa(n - 1), client: fmt.Sprintf("0-%d", n-2)}, shared}
+	client := "0"
+	if n > 2 {
+		client = fmt.Sprintf("0-%d", n-2)
+	}
+	return []cpuPlan{{name: "split", servers: strconv.Itoa(n - 1), client: client}, shared}
 }
 
 // pin moves every thread of the processes to the plan's server CPUs.

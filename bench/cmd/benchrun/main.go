@@ -142,7 +142,7 @@ func main() {
 	if out, err := exec.Command("go", "version").Output(); err == nil {
 		R.Go = strings.TrimSpace(string(out))
 	}
-	note("load generators and servers share the same %d cores on loopback; nothing is pinned", R.Machine.Cores)
+	note("load generators and servers share the same %d cores on loopback; only the HTTP step's split runs pin them", R.Machine.Cores)
 
 	steps := []struct {
 		name string
