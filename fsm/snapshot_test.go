@@ -148,6 +148,14 @@ func TestRestoreReadsVersion2(t *testing.T) {
 	if len(current) >= len(v2) {
 		t.Errorf("version %d (%d bytes) is not smaller than version 2 (%d)", snapshotVersion, len(current), len(v2))
 	}
+	// The same version-2 stream relabelled as the current version (its
+	// checksum fixed): its records are not compact, and it is refused.
+	relabelled := append([]byte(nil), v2[:len(v2)-4]...)
+	relabelled[len(snapshotMagic)] = snapshotVersion
+	relabelled = binary.BigEndian.AppendUint32(relabelled, crc32.Checksum(relabelled, castagnoli))
+	if err := New().Restore(io.NopCloser(bytes.NewReader(relabelled))); !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("older records in a version %d stream: %v, want ErrBadSnapshot", snapshotVersion, err)
+	}
 }
 
 func digestOf(t *testing.T, f *FSM) string {

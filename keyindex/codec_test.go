@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"reflect"
 	"runtime"
 	"testing"
@@ -40,7 +42,18 @@ func codecRecords(t testing.TB) map[string]*Record {
 		r.WorkspaceID, r.Scopes = RootWorkspace, AdminScopes
 		r.Rotation = &Rotation{PreviousExpiresAt: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), PreviousHash: Hash{1}}
 	})
-	return map[string]*Record{"full": full, "empties": empties, "rotated": rotated, "zero": {}}
+	// As the API creates keys: created_by is the caller's key id (stored as
+	// a ULID's bytes), and this one was updated later, in another zone.
+	id, err := NewID(baseNow, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey, _ := newTestRecord(t, TypeSecret, func(r *Record) {
+		r.CreatedBy, r.Environment = id, EnvTest
+		r.UpdatedAt = baseNow.In(time.FixedZone("", 5*3600+30*60))
+		r.ExpiresAt = tp(baseNow.Add(time.Hour))
+	})
+	return map[string]*Record{"full": full, "empties": empties, "rotated": rotated, "zero": {}, "created by a key": byKey}
 }
 
 // TestRecordRoundTrip: decoding an encoding gives an equal record (nil and
@@ -296,17 +309,56 @@ func appendLegacyRecord(dst []byte, r *Record) []byte {
 	return appendState(b, r)
 }
 
+// TestRecordLegacyGolden: testdata/legacy-records.json holds records as the
+// build before flagCompact encoded them, with each record's JSON and token
+// hashes beside it: they decode to those records (and encode compact to the
+// same records), whatever the current code's own legacy encoder says.
+func TestRecordLegacyGolden(t *testing.T) {
+	b, err := os.ReadFile("testdata/legacy-records.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var golden []struct {
+		Name     string          `json:"name"`
+		Legacy   []byte          `json:"legacy"`
+		Record   json.RawMessage `json:"record"`
+		SHA256   string          `json:"sha256"`
+		Previous string          `json:"previous_sha256"`
+	}
+	if err := json.Unmarshal(b, &golden); err != nil || len(golden) < 5 {
+		t.Fatalf("reading the golden records: %v (%d)", err, len(golden))
+	}
+	for _, g := range golden {
+		if g.Legacy[0]&flagCompact != 0 {
+			t.Fatalf("%s: the golden bytes are compact", g.Name)
+		}
+		r, err := DecodeRecord(g.Legacy)
+		if err != nil {
+			t.Fatalf("%s: %v", g.Name, err)
+		}
+		var got, want any
+		j, _ := json.Marshal(r)
+		if json.Unmarshal(j, &got) != nil || json.Unmarshal(g.Record, &want) != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s:\n got %s\nwant %s", g.Name, j, g.Record)
+		}
+		prev := ""
+		if r.Rotation != nil {
+			prev = hex.EncodeToString(r.Rotation.PreviousHash[:])
+		}
+		if hex.EncodeToString(r.Hash[:]) != g.SHA256 || prev != g.Previous {
+			t.Fatalf("%s: hashes %x / %s", g.Name, r.Hash, prev)
+		}
+		if again, err := DecodeRecord(AppendRecord(nil, r)); err != nil || !reflect.DeepEqual(again, r) {
+			t.Fatalf("%s: the compact form decodes to another record: %v", g.Name, err)
+		}
+	}
+}
+
 // TestRecordLegacyLayout: records in the layout before flagCompact decode
 // to the same record, and encode compact; the compact form is shorter.
 func TestRecordLegacyLayout(t *testing.T) {
 	records := codecRecords(t)
-	byKey, _ := newTestRecord(t, TypeSecret, nil)
-	id, err := NewID(baseNow, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byKey.CreatedBy = id
-	records["created by a key"] = byKey
+	byKey := records["created by a key"]
 	for name, r := range records {
 		legacy := appendLegacyRecord(nil, r)
 		got, err := DecodeRecord(legacy)
@@ -321,10 +373,10 @@ func TestRecordLegacyLayout(t *testing.T) {
 			t.Fatalf("%s: compact %d bytes (flags %#x), legacy %d", name, len(compact), compact[0], len(legacy))
 		}
 	}
-	// A key created by a key, as the API makes it: type, environment,
-	// updated_at and created_by are all in their short forms.
-	want := len(appendString(nil, "secret")) + len(appendString(nil, "live")) + len(appendTime(nil, byKey.UpdatedAt)) +
-		len(appendString(nil, id)) - 16 - 1 // the form byte
+	// A key created by a key, as the API makes it: type, environment and
+	// created_by in their short forms (this one's updated_at differs).
+	want := len(appendString(nil, "secret")) + len(appendString(nil, "test")) +
+		len(appendString(nil, byKey.CreatedBy)) - 16 - 1 // the form byte; updated_at differs here
 	if saved := len(appendLegacyRecord(nil, byKey)) - len(AppendRecord(nil, byKey)); saved != want {
 		t.Errorf("compact saves %d bytes on a created key, want %d", saved, want)
 	}

@@ -253,6 +253,11 @@ func TestLoaderInstall(t *testing.T) {
 	if err := NewLoader(1).Add(AppendRecord(nil, a)[:20]); err == nil {
 		t.Fatal("a truncated encoding was added")
 	}
+	// The in-place readers read only the compact layout: a record in the
+	// older one (which DecodeRecord accepts) must not get in.
+	if err := NewLoader(1).Add(appendLegacyRecord(nil, a)); err == nil {
+		t.Fatal("a record in the older layout was added")
+	}
 	// A good one swaps everything; records come in any order.
 	if err := load(ix, b, a); err != nil {
 		t.Fatal(err)

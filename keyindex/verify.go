@@ -178,7 +178,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 // the order of spec §3: origin, then scope, then resource.
 func listsCode(b []byte, publishable bool, req *VerifyRequest) Code {
 	r := viewReader{b: b}
-	if !publishable && len(req.Origin) == 0 && len(req.Resource) == 0 {
+	if !publishable && len(req.Origin) == 0 && len(req.Resource) == 0 && len(req.Scope) > 0 {
 		// Most checked requests ask for a scope and nothing else: one walk
 		// of the scopes, matching as it reads.
 		if !grantsScope(&r, req.Scope) {
