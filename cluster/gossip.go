@@ -46,8 +46,9 @@ type Member struct {
 	Removed bool `json:"removed,omitempty"`
 	// Index is the node's last Raft log index when it last announced
 	// itself. A candidate for promotion keeps it current
-	// (announceProgress): the leader promotes it only once it holds the
-	// configuration entry that added it, which a node the leader cannot
+	// (announceProgress): the leader promotes it only once it reaches the
+	// leader's last index when the leader first saw it as a nonvoter, past
+	// the configuration entry that added it, which a node the leader cannot
 	// reach never does.
 	Index uint64 `json:"index,omitempty"`
 

@@ -113,7 +113,7 @@ func (n *Node) reconcile(rc *reconciler) {
 		}
 	}
 	changes := rc.plan(membershipView{
-		self: n.id, servers: servers, configIndex: f.Index(), members: members, now: time.Now(),
+		self: n.id, servers: servers, lastIndex: n.raft.LastIndex(), members: members, now: time.Now(),
 		reapAfter: n.cfg.ReapAfter, promoteAfter: n.gossip.promoteAfter, tombstoned: n.isTombstoned,
 	})
 	for _, c := range changes {

@@ -14,10 +14,11 @@ import (
 //
 // The rule that keeps such a stale view harmless: a node is always added as a
 // nonvoter, which does not count towards quorum, and becomes a voter only
-// once it proves the leader reaches it: its gossip metadata shows it holds
-// the configuration entry that made it a nonvoter (a node that died before
-// that entry was written cannot), and it has stayed alive for promoteAfter
-// since this leader first saw it so. A stale add of a dead or departing node
+// once it proves the leader reaches it: its gossip metadata shows a log index
+// at least the leader's last index when the leader first saw it as a
+// nonvoter, which is past the configuration entry that made it one (a node
+// that died before that entry was written cannot show it), and it has stayed
+// alive for promoteAfter since. A stale add of a dead or departing node
 // therefore never makes the cluster wait for it, and once gossip sees it dead
 // it is removed at once (a candidate that never voted needs no reaping delay).
 
@@ -43,9 +44,10 @@ type membershipChange struct {
 type membershipView struct {
 	self    string
 	servers map[string]raft.Server // the Raft configuration, by id
-	// configIndex is the log index of that configuration: a candidate
-	// whose announced index reaches it holds it.
-	configIndex  uint64
+	// lastIndex is the leader's last log index (raft.LastIndex): at or past
+	// the entry of the configuration above. (raft v1.7's GetConfiguration
+	// future reports index 0, so it cannot say where that entry is.)
+	lastIndex    uint64
 	members      []Member // gossip, as this node sees it
 	now          time.Time
 	reapAfter    time.Duration
@@ -58,9 +60,9 @@ type membershipView struct {
 // reconciler is the leader's memory between passes.
 type reconciler struct {
 	missingSince map[string]time.Time // in the Raft configuration, unknown to gossip
-	// candidateSince: a nonvoter that wants to vote, alive in every pass
-	// since then.
-	candidateSince map[string]time.Time
+	// candidates: nonvoters that want to vote, alive in every pass since
+	// this leader first saw them so.
+	candidates map[string]candidate
 	// wakeAt asks for a pass at this time (a candidate becomes promotable);
 	// zero when no pass is due before the periodic one.
 	wakeAt    time.Time
@@ -72,13 +74,13 @@ type reconciler struct {
 }
 
 func newReconciler() *reconciler {
-	return &reconciler{missingSince: map[string]time.Time{}, candidateSince: map[string]time.Time{}}
+	return &reconciler{missingSince: map[string]time.Time{}, candidates: map[string]candidate{}}
 }
 
 // forget drops the observations a promotion or reap waits on.
 func (rc *reconciler) forget() {
 	clear(rc.missingSince)
-	clear(rc.candidateSince)
+	clear(rc.candidates)
 	rc.wakeAt = time.Time{}
 }
 
@@ -103,7 +105,7 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 		}
 		s, inConfig := servers[m.ID]
 		if m.State != GossipAlive || !inConfig || s.Suffrage != raft.Nonvoter {
-			delete(rc.candidateSince, m.ID)
+			delete(rc.candidates, m.ID)
 		}
 		switch m.State {
 		case GossipAlive:
@@ -164,20 +166,28 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 	return out
 }
 
-// promotion returns the promotion of candidate m once it holds the current
-// configuration and has been alive and a nonvoter for promoteAfter, as seen
-// by this leader; until the time is up it asks for a pass when it will be.
-// (candidateSince is kept after a promotion is planned: should AddVoter fail,
+// candidate is what a leader noted when it first saw a nonvoter that wants
+// to vote: when, and its own last log index then, which the candidate must
+// reach.
+type candidate struct {
+	since time.Time
+	index uint64
+}
+
+// promotion returns the promotion of candidate m once it has been alive and
+// a nonvoter for promoteAfter, as seen by this leader, and has reached the
+// index noted then; until the time is up it asks for a pass when it will be.
+// (The candidate is kept after a promotion is planned: should AddVoter fail,
 // the next pass tries again at once; once it is a voter the entry goes.)
 func (rc *reconciler) promotion(m Member, v membershipView) (membershipChange, bool) {
-	since, ok := rc.candidateSince[m.ID]
+	c, ok := rc.candidates[m.ID]
 	if !ok {
-		since = v.now
-		rc.candidateSince[m.ID] = since
+		c = candidate{since: v.now, index: v.lastIndex}
+		rc.candidates[m.ID] = c
 	}
 	// Gossip's own alive-since counts too: a node that died and came back
 	// between two passes starts over.
-	start := since
+	start := c.since
 	if m.Since.After(start) {
 		start = m.Since
 	}
@@ -188,8 +198,8 @@ func (rc *reconciler) promotion(m Member, v membershipView) (membershipChange, b
 		}
 		return membershipChange{}, false
 	}
-	if m.Index < v.configIndex {
-		// Not caught up with the configuration that added it (or not
+	if m.Index < c.index {
+		// Not caught up with what the leader had when it saw it (or not
 		// reached at all): its next announcement triggers a pass.
 		return membershipChange{}, false
 	}

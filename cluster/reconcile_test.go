@@ -32,10 +32,10 @@ func gossiping(id, state string, since time.Time) Member {
 }
 
 // planView is a view from leader "a" with a 2 s reap and a 4 s promotion,
-// of a configuration written at index 50.
+// whose last log index is 50.
 func planView(now time.Time, servers map[string]raft.Server, members ...Member) membershipView {
 	return membershipView{
-		self: "a", servers: servers, configIndex: 50,
+		self: "a", servers: servers, lastIndex: 50,
 		members: append([]Member{gossiping("a", GossipAlive, now.Add(-time.Hour))}, members...),
 		now:     now, reapAfter: 2 * time.Second, promoteAfter: 4 * time.Second,
 		tombstoned: func(string) bool { return false },
@@ -65,7 +65,7 @@ func TestPlanAddsAsNonvoterAndPromotesAfterProbation(t *testing.T) {
 
 	servers = config(voter("a"), voter("b"), nonvoter("c"))
 	behind := gossiping("c", GossipAlive, t0)
-	behind.Index = 49 // has not got the entry that made it a nonvoter yet
+	behind.Index = 49 // behind the leader's last index when first seen
 	expectPlan(t, "a candidate seen first", rc.plan(planView(t0.Add(2*time.Second), servers, behind)))
 	if want := t0.Add(6 * time.Second); !rc.wakeAt.Equal(want) {
 		t.Errorf("wakeAt %v, want %v (when the probation ends)", rc.wakeAt, want)
@@ -75,12 +75,16 @@ func TestPlanAddsAsNonvoterAndPromotesAfterProbation(t *testing.T) {
 	if !rc.wakeAt.IsZero() {
 		t.Errorf("wakeAt %v: a candidate that is only behind waits for its announcement, not a timer", rc.wakeAt)
 	}
-	expectPlan(t, "after it, caught up", rc.plan(planView(t0.Add(7*time.Second), servers, gossiping("c", GossipAlive, t0))), "promote c")
+	// The bar is the leader's last index when it first saw the candidate
+	// (50), not the index now: a busy leader's log does not outrun it.
+	later := planView(t0.Add(7*time.Second), servers, gossiping("c", GossipAlive, t0))
+	later.lastIndex, later.members[1].Index = 80, 60
+	expectPlan(t, "after it, caught up", rc.plan(later), "promote c")
 	expectPlan(t, "AddVoter failed: the next pass tries again", rc.plan(planView(t0.Add(8*time.Second), servers, gossiping("c", GossipAlive, t0))), "promote c")
 	promoted := config(voter("a"), voter("b"), voter("c"))
 	b := gossiping("b", GossipAlive, t0)
 	expectPlan(t, "promoted", rc.plan(planView(t0.Add(9*time.Second), promoted, b, gossiping("c", GossipAlive, t0))))
-	if _, ok := rc.candidateSince["c"]; ok {
+	if _, ok := rc.candidates["c"]; ok {
 		t.Error("a voter is still a candidate")
 	}
 }
@@ -144,7 +148,7 @@ func TestPlanStaleViewOfAReapedNodeNeverCostsQuorum(t *testing.T) {
 	dead := stale
 	dead.State, dead.Since = GossipDead, t0.Add(time.Minute)
 	expectPlan(t, "d seen dead", rc.plan(planView(t0.Add(time.Minute), servers, b, dead)), "remove d")
-	if _, ok := rc.candidateSince["d"]; ok {
+	if _, ok := rc.candidates["d"]; ok {
 		t.Error("a dead candidate keeps its probation")
 	}
 }
