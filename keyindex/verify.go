@@ -178,24 +178,17 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 // the order of spec §3: origin, then scope, then resource.
 func listsCode(b []byte, publishable bool, req *VerifyRequest) Code {
 	r := viewReader{b: b}
-	if !publishable && len(req.Origin) == 0 && len(req.Resource) == 0 && len(req.Scope) > 0 {
-		// Most checked requests ask for a scope and nothing else: one walk
-		// of the scopes, matching as it reads.
-		if !grantsScope(&r, req.Scope) {
-			return CodeInsufficientScope
-		}
-		return CodeValid
-	}
-	scopes := r.list(1)
+	scopes := r // the scopes are matched while read, once
 	if publishable || len(req.Origin) > 0 || len(req.Resource) > 0 {
+		r.list(1) // past the scopes
 		if !originOK(r.list(1), publishable, req.Origin) {
 			return CodeOriginNotAllowed
 		}
 	}
-	if len(req.Scope) > 0 && !scopesAllow(scopes.All(), req.Scope) {
+	if len(req.Scope) > 0 && !grantsScope(&scopes, req.Scope) {
 		return CodeInsufficientScope
 	}
-	if len(req.Resource) > 0 {
+	if len(req.Resource) > 0 { // r is past the origins: read above
 		if resources := r.list(1); !resources.Empty() && !containsBytes(resources.All(), req.Resource) {
 			return CodeResourceNotAllowed
 		}
