@@ -96,3 +96,14 @@ func BenchmarkGenerateToken(b *testing.B) {
 		mustGenerate(b, "acme", TypeSecret, EnvLive)
 	}
 }
+
+// BenchmarkScopeMatch is one granted scope of the common "prefix*" form
+// against a request it grants (docs/design-notes.md, "Scopes").
+func BenchmarkScopeMatch(b *testing.B) {
+	want := []byte("calls:start")
+	for b.Loop() {
+		if !scopeMatch("calls:*", want) {
+			b.Fatal("not granted")
+		}
+	}
+}
