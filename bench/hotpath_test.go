@@ -249,15 +249,16 @@ func TestVerifyDecisionAllocs(t *testing.T) {
 	}
 }
 
-// BenchmarkIndexHeap reports the live heap the index holds per key
-// (B/key: records, maps, btree), built the way BenchmarkPair's fixture is,
-// without the tokens or the floor map: the in-process part of a node's
-// memory per key.
+// BenchmarkIndexHeap reports the memory the index holds per key (B/key):
+// the live heap it adds (records, btree) plus what it maps outside the heap
+// (slots, hash tables; reported alone as mapped-B/key), built the way
+// BenchmarkPair's fixture is, without the tokens or the floor map: the
+// in-process part of a node's memory per key.
 func BenchmarkIndexHeap(b *testing.B) {
 	for _, n := range sizes(b) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			now := time.Now()
-			var perKey float64
+			var perKey, mappedPerKey float64
 			for i := 0; i < b.N; i++ {
 				before := liveHeap()
 				recs := make([]*keyindex.Record, n)
@@ -269,10 +270,13 @@ func BenchmarkIndexHeap(b *testing.B) {
 					b.Fatal(err)
 				}
 				recs = nil
-				perKey = float64(liveHeap()-before) / float64(n)
+				mapped := ix.MappedBytes()
+				perKey = float64(liveHeap()-before+mapped) / float64(n)
+				mappedPerKey = float64(mapped) / float64(n)
 				runtime.KeepAlive(ix)
 			}
 			b.ReportMetric(perKey, "B/key")
+			b.ReportMetric(mappedPerKey, "mapped-B/key")
 		})
 	}
 }

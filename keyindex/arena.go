@@ -3,6 +3,7 @@ package keyindex
 import (
 	"encoding/binary"
 	"sync/atomic"
+	"unsafe"
 )
 
 // The index keeps every record as its binary encoding (codec.go) in large
@@ -49,27 +50,38 @@ func rateLimitOf(r *Record) int32 { return int32(min(max(r.RateLimitPerMin, 0), 
 // length of its bytes.
 type recordRef struct{ chunk, off, n uint32 }
 
-const (
-	slotChunkBits = 14
-	slotChunkLen  = 1 << slotChunkBits
-)
+// slotChunkLen is how many slots a chunk holds: as many as fit, with their
+// dirty bits, in one huge page (offheap.go). A multiple of 64, so that a
+// chunk's dirty bits fill whole words.
+const slotChunkLen = 37_312
 
 // slotChunk is a fixed block of slots, so growing the index never copies
 // (or moves under a reader) the slots already handed out. dirty has a bit
-// per slot: used since the last usage drain.
+// per slot: used since the last usage drain. Chunks are mapped outside the
+// Go heap.
 type slotChunk struct {
 	slots [slotChunkLen]slot
 	dirty [slotChunkLen / 64]atomic.Uint64
 }
 
+// A chunk must fit in a huge page (the array's length would be negative).
+var _ [hugePage - unsafe.Sizeof(slotChunk{})]byte
+
 // slots hands out slot numbers, reusing freed ones.
 type slots struct {
 	chunks []*slotChunk
-	next   uint32 // slots below next have been handed out at least once
+	mem    []*mapping // chunks[i] is in mem[i]: kept for as long as the chunks are used
+	next   uint32     // slots below next have been handed out at least once
 	free   []uint32
 }
 
-func (s *slots) get(n uint32) *slot { return &s.chunks[n>>slotChunkBits].slots[n&(slotChunkLen-1)] }
+func (s *slots) get(n uint32) *slot { return &s.chunks[n/slotChunkLen].slots[n%slotChunkLen] }
+
+// dirtyBit is the word and bit of slot n's dirty bit.
+func (s *slots) dirtyBit(n uint32) (*atomic.Uint64, uint64) {
+	i := n % slotChunkLen
+	return &s.chunks[n/slotChunkLen].dirty[i/64], 1 << (i % 64)
+}
 
 func (s *slots) alloc() uint32 {
 	if k := len(s.free); k > 0 {
@@ -81,8 +93,10 @@ func (s *slots) alloc() uint32 {
 	if n >= pivotBit {
 		panic("keyindex: more than 2^31 keys") // slot numbers must stay below the listing pivots'
 	}
-	if int(n>>slotChunkBits) == len(s.chunks) {
-		s.chunks = append(s.chunks, new(slotChunk))
+	if int(n/slotChunkLen) == len(s.chunks) {
+		m := newMapping(int(unsafe.Sizeof(slotChunk{})))
+		s.mem = append(s.mem, m)
+		s.chunks = append(s.chunks, (*slotChunk)(unsafe.Pointer(unsafe.SliceData(m.b))))
 	}
 	s.next++
 	return n
@@ -95,14 +109,15 @@ func (s *slots) release(n uint32) {
 	sl.limiter.word.Store(0)
 	sl.uses.Store(0)
 	sl.lastNs.Store(0)
-	c := s.chunks[n>>slotChunkBits]
-	c.dirty[(n&(slotChunkLen-1))/64].And(^(1 << (n % 64)))
+	word, bit := s.dirtyBit(n)
+	word.And(^bit)
 	s.free = append(s.free, n)
 }
 
 // markUsed sets slot n's dirty bit (once per drain: recordUse).
 func (s *slots) markUsed(n uint32) {
-	s.chunks[n>>slotChunkBits].dirty[(n&(slotChunkLen-1))/64].Or(1 << (n % 64))
+	word, bit := s.dirtyBit(n)
+	word.Or(bit)
 }
 
 // arena stores encoded records in chunks. A record is appended after a

@@ -174,6 +174,22 @@ func (ix *Index) Len() int {
 	return ix.st.count
 }
 
+// MappedBytes is the memory the index has mapped outside the Go heap, for
+// its slots and hash tables (offheap.go): what runtime.MemStats leaves out.
+func (ix *Index) MappedBytes() int64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.st.mappedBytes()
+}
+
+func (st *store) mappedBytes() int64 {
+	n := int64(len(st.byHash.words)+len(st.byID.words)) * 8
+	for _, m := range st.slots.mem {
+		n += int64(len(m.b))
+	}
+	return n
+}
+
 // Get returns the record with this id, or nil.
 func (ix *Index) Get(id string) *Record {
 	ix.mu.RLock()
@@ -637,7 +653,7 @@ func (ix *Index) DrainUsage() []Usage {
 			for word != 0 {
 				i := uint32(w*64) + uint32(bits.TrailingZeros64(word))
 				word &= word - 1
-				n := uint32(c)<<slotChunkBits | i
+				n := uint32(c)*slotChunkLen + i
 				sl := st.slots.get(n)
 				if cnt := sl.uses.Swap(0); cnt > 0 && sl.ref != (recordRef{}) {
 					out = append(out, Usage{ID: strings.Clone(readView(st.rec(n)).id), Count: cnt, LastUsedNs: sl.lastNs.Load()})

@@ -1,15 +1,18 @@
 package keyindex
 
+import "unsafe"
+
 // hashTable maps 64-bit key hashes to uint32 values (slot numbers) by open
 // addressing with linear probing over a power-of-two array of words, each
 // (the hash's top 32 bits << 32 | value+1), 0 for an empty word. It holds
-// no pointers, so the garbage collector never scans it, and costs about 11
+// no pointers, and lives outside the Go heap (offheap.go); it costs about 11
 // bytes a key at its load factor against ~50 for a Go map of 32-byte keys.
 // The table keeps only 32 bits of each hash: callers confirm a candidate
 // value against the real key, and the position is derived from those same
 // 32 bits so the table can grow without the original keys.
 type hashTable struct {
-	words []uint64
+	words []uint64 // mem's bytes
+	mem   *mapping
 	n     int
 }
 
@@ -68,15 +71,7 @@ func (t *hashTable) place(w uint64) {
 	t.words[i] = w
 }
 
-func (t *hashTable) grow() {
-	old := t.words
-	t.words = make([]uint64, max(minTableWords, 2*len(old)))
-	for _, w := range old {
-		if w != 0 {
-			t.place(w)
-		}
-	}
-}
+func (t *hashTable) grow() { t.resize(max(minTableWords, 2*len(t.words))) }
 
 // reserve sizes the table for n keys at once (a restore).
 func (t *hashTable) reserve(n int) {
@@ -85,13 +80,24 @@ func (t *hashTable) reserve(n int) {
 		size *= 2
 	}
 	if size > len(t.words) {
-		old := t.words
-		t.words = make([]uint64, size)
-		for _, w := range old {
-			if w != 0 {
-				t.place(w)
-			}
+		t.resize(size)
+	}
+}
+
+// resize moves the entries to a new array of size words (a power of two)
+// and unmaps the old one: only holders of the write lock get here, and no
+// reader can be walking it.
+func (t *hashTable) resize(size int) {
+	old, oldMem := t.words, t.mem
+	t.mem = newMapping(size * 8)
+	t.words = unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(t.mem.b))), size)
+	for _, w := range old {
+		if w != 0 {
+			t.place(w)
 		}
+	}
+	if oldMem != nil {
+		oldMem.free()
 	}
 }
 

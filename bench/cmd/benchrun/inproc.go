@@ -16,7 +16,10 @@ type benchLine struct {
 	rest           string // the line after ns/op
 }
 
-var heapRE = regexp.MustCompile(`([\d.]+) B/key`)
+var (
+	heapRE   = regexp.MustCompile(`([\d.]+) B/key`)
+	mappedRE = regexp.MustCompile(`([\d.]+) mapped-B/key`)
+)
 
 var benchRE = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(.*)$`)
 
@@ -78,6 +81,10 @@ func stepInProcess() {
 			if m := heapRE.FindStringSubmatch(l.rest); m != nil {
 				v, _ := strconv.ParseFloat(m[1], 64)
 				fig("inproc.index_heap_bytes_per_key."+parts[1], v)
+			}
+			if m := mappedRE.FindStringSubmatch(l.rest); m != nil {
+				v, _ := strconv.ParseFloat(m[1], 64)
+				fig("inproc.index_mapped_bytes_per_key."+parts[1], v)
 			}
 		case "BenchmarkIndexLookup":
 			fig("inproc.index_lookup."+parts[1]+".ns_op", l.ns)
