@@ -46,7 +46,12 @@ type logStore struct {
 }
 
 const (
-	dropMappedAfter = 16 << 20
+	// 4 MiB, not more: an append also touches the entry before it (an
+	// import is 2.4 MB), so with 16 MiB a node that had just imported a
+	// million keys still held about 40 MB of the file (`benchrun -only
+	// scale`, 2026-12-06). A drop is a read of /proc/self/maps and one
+	// madvise over the pages still resident: well under a millisecond.
+	dropMappedAfter = 4 << 20
 	dropMappedEvery = 30 * time.Second
 )
 

@@ -11,40 +11,68 @@ import (
 // and the counters verification updates. Neither holds a pointer per key:
 // a million keys are a few hundred chunks to the garbage collector, not
 // tens of millions of pointers to scan, and a key costs its encoding plus
-// a 56-byte slot instead of a graph of Go objects (about 1 KB).
+// a 48-byte slot instead of a graph of Go objects (about 1 KB).
 
-// slot is one key's place in the index. ref is written under the index's
-// write lock and read under its read lock; the counters are atomics that
-// readers update.
+// slot is one key's place in the index. ref and the hot fields are written
+// under the index's write lock and read under its read lock; the counters
+// are atomics that readers update. The fields are ordered to leave no
+// padding: 48 bytes (TestSlotSize).
 type slot struct {
 	ref recordRef // zero: the slot is free
-	// rateLimit is a hot field (below) kept apart to fill ref's alignment
-	// gap: the slot takes 56 bytes instead of 64. Clamped to
-	// [0, MaxRateLimitPerMin], which the API enforces.
-	rateLimit int32
-	hot       hotFields
-	limiter   rateLimiter
-	uses      atomic.Int64
-	lastNs    atomic.Int64
-}
-
-// hotFields are what most verifications decide on, copied out of the
-// record when it is stored, so that a decision reads the slot it already
-// touches for the rate limit instead of walking the encoding: 16 bytes a
-// key for about a third of the decision's time.
-type hotFields struct {
-	expiresNs   int64  // 0: no expiry
-	listsAt     uint32 // offset of the scopes, origins and resources lists in the encoding
-	flags       byte   // the encoding's flags byte
+	// The hot fields (hotFields) are kept unpacked, in the gaps the
+	// counters leave.
+	rateLimit   int32
+	expiresNs   int64
+	limiter     rateLimiter
+	lastNs      atomic.Int64
+	uses        atomic.Uint32 // verifications since the last drain, every few seconds
+	listsAt     uint16
+	flags       byte
 	publishable bool
 }
 
-func hotFieldsOf(r *Record, enc []byte) hotFields {
-	return hotFields{expiresNs: unixNanoOrZero(r.ExpiresAt), listsAt: uint32(readView(enc).listsAt), flags: enc[0],
-		publishable: r.Type == TypePublishable}
+// hotFields are what most verifications decide on, copied out of the
+// record into its slot when it is stored, so that a decision reads the slot
+// it already touches for the rate limit instead of walking the encoding:
+// about a third of the decision's time.
+type hotFields struct {
+	rateLimit int32 // clamped to [0, MaxRateLimitPerMin], which the API enforces
+	expiresNs int64 // 0: no expiry
+	// listsAt is the offset of the scopes, origins and resources lists in
+	// the encoding, or listsAtFar. Records the API accepts have them within
+	// the first kilobyte (names, ids and the workspace are bounded).
+	listsAt     uint16
+	flags       byte // the encoding's flags byte
+	publishable bool
 }
 
-func rateLimitOf(r *Record) int32 { return int32(min(max(r.RateLimitPerMin, 0), MaxRateLimitPerMin)) }
+// listsAtFar: the lists start too far into the record for a slot's 16
+// bits; they are found by reading the record.
+const listsAtFar = 1<<16 - 1
+
+func hotFieldsOf(r *Record, enc []byte) hotFields {
+	return hotFields{rateLimit: int32(min(max(r.RateLimitPerMin, 0), MaxRateLimitPerMin)),
+		expiresNs: unixNanoOrZero(r.ExpiresAt), listsAt: uint16(min(readView(enc).listsAt, listsAtFar)),
+		flags: enc[0], publishable: r.Type == TypePublishable}
+}
+
+func (sl *slot) hot() hotFields {
+	return hotFields{rateLimit: sl.rateLimit, expiresNs: sl.expiresNs, listsAt: sl.listsAt, flags: sl.flags,
+		publishable: sl.publishable}
+}
+
+func (sl *slot) setHot(h hotFields) {
+	sl.rateLimit, sl.expiresNs, sl.listsAt, sl.flags, sl.publishable = h.rateLimit, h.expiresNs, h.listsAt, h.flags, h.publishable
+}
+
+// lists returns the scopes, origins and resources lists of rec, the
+// slot's record, and what follows them.
+func (sl *slot) lists(rec []byte) []byte {
+	if sl.listsAt == listsAtFar {
+		return rec[readView(rec).listsAt:]
+	}
+	return rec[sl.listsAt:]
+}
 
 // recordRef locates an encoded record: chunk number and the offset and
 // length of its bytes.
@@ -53,7 +81,7 @@ type recordRef struct{ chunk, off, n uint32 }
 // slotChunkLen is how many slots a chunk holds: as many as fit, with their
 // dirty bits, in one huge page (offheap.go). A multiple of 64, so that a
 // chunk's dirty bits fill whole words.
-const slotChunkLen = 37_312
+const slotChunkLen = 43_520
 
 // slotChunk is a fixed block of slots, so growing the index never copies
 // (or moves under a reader) the slots already handed out. dirty has a bit
@@ -105,7 +133,8 @@ func (s *slots) alloc() uint32 {
 // release frees slot n; its counters start from zero for the next key.
 func (s *slots) release(n uint32) {
 	sl := s.get(n)
-	sl.ref, sl.rateLimit, sl.hot = recordRef{}, 0, hotFields{}
+	sl.ref = recordRef{}
+	sl.setHot(hotFields{})
 	sl.limiter.word.Store(0)
 	sl.uses.Store(0)
 	sl.lastNs.Store(0)

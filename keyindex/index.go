@@ -300,7 +300,7 @@ func (st *store) storeEncoded(r *Record, enc []byte) (uint32, error) {
 		return 0, err
 	}
 	n := st.slots.alloc()
-	st.putEncoded(n, enc, hotFieldsOf(r, enc), rateLimitOf(r))
+	st.putEncoded(n, enc, hotFieldsOf(r, enc))
 	st.byID.insert(idKey(r.ID), n)
 	st.link(n, r)
 	return n, nil
@@ -401,14 +401,15 @@ func (st *store) hashesFree(r *Record, self uint32) error {
 // put stores r's encoding for slot n, dropping the one it replaces.
 func (st *store) put(n uint32, r *Record) {
 	st.scratch = AppendRecord(st.scratch[:0], r)
-	st.putEncoded(n, st.scratch, hotFieldsOf(r, st.scratch), rateLimitOf(r))
+	st.putEncoded(n, st.scratch, hotFieldsOf(r, st.scratch))
 }
 
 // putEncoded stores enc, the encoding of slot n's record, with its hot fields.
-func (st *store) putEncoded(n uint32, enc []byte, hot hotFields, rateLimit int32) {
+func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
 	sl := st.slots.get(n)
 	old := sl.ref
-	sl.ref, sl.hot, sl.rateLimit = st.arena.put(n, enc), hot, rateLimit
+	sl.ref = st.arena.put(n, enc)
+	sl.setHot(hot)
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
 	}
@@ -442,9 +443,9 @@ func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time) (before, a
 	b = binary.AppendVarint(b, u.count+count)
 	st.scratch = append(b, before[u.end:]...)
 	sl := st.slots.get(n)
-	hot := sl.hot
+	hot := sl.hot()
 	hot.flags = st.scratch[0]
-	st.putEncoded(n, st.scratch, hot, sl.rateLimit)
+	st.putEncoded(n, st.scratch, hot)
 	return before, st.rec(n), true
 }
 
@@ -656,7 +657,7 @@ func (ix *Index) DrainUsage() []Usage {
 				n := uint32(c)*slotChunkLen + i
 				sl := st.slots.get(n)
 				if cnt := sl.uses.Swap(0); cnt > 0 && sl.ref != (recordRef{}) {
-					out = append(out, Usage{ID: strings.Clone(readView(st.rec(n)).id), Count: cnt, LastUsedNs: sl.lastNs.Load()})
+					out = append(out, Usage{ID: strings.Clone(readView(st.rec(n)).id), Count: int64(cnt), LastUsedNs: sl.lastNs.Load()})
 				}
 			}
 		}

@@ -138,7 +138,6 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	sl := m.sl
-	hot := &sl.hot
 	d := Decision{rec: m.rec}
 	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
@@ -148,14 +147,14 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		d.Rotated = true
 	}
 	switch {
-	case hot.flags&flagRevokedAt != 0:
+	case sl.flags&flagRevokedAt != 0:
 		d.Code = CodeKeyRevoked
-	case hot.flags&flagActive == 0:
+	case sl.flags&flagActive == 0:
 		d.Code = CodeKeyDisabled
-	case hot.expiresNs != 0 && req.NowNs >= hot.expiresNs:
+	case sl.expiresNs != 0 && req.NowNs >= sl.expiresNs:
 		d.Code = CodeKeyExpired
-	case len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || hot.publishable:
-		d.Code = listsCode(d.rec[hot.listsAt:], hot.publishable, req)
+	case len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || sl.publishable:
+		d.Code = listsCode(sl.lists(d.rec), sl.publishable, req)
 	}
 	if d.Code != CodeValid {
 		return d

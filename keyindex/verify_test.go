@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,6 +126,12 @@ func TestVerifyCodes(t *testing.T) {
 	expiring := mk(TypeSecret, func(r *Record) { r.ExpiresAt = tp(expiresAt); r.Scopes = []string{"calls:start"} })
 	expiredPub := mk(TypePublishable, func(r *Record) { r.ExpiresAt = tp(baseNow.Add(-time.Second)) })
 	limited := mk(TypeSecret, func(r *Record) { r.RateLimitPerMin = 1 })
+	// Lists past a slot's 16-bit offset (listsAtFar): found in the record.
+	farLists := mk(TypeSecret, func(r *Record) {
+		r.Name = strings.Repeat("n", 70_000)
+		r.Scopes = []string{"calls:*"}
+		r.AllowedResources = []string{"asst_1"}
+	})
 	unknown := mustGenerate(t, "acme", TypeSecret, EnvLive).Plaintext
 	malformed := corruptLast(secret.tok)
 
@@ -159,6 +166,9 @@ func TestVerifyCodes(t *testing.T) {
 		{name: "any resource when list empty", tok: noScopes.tok, resource: "anything", want: CodeValid, rec: noScopes.rec},
 		{name: "scope checked before resource", tok: secret.tok, scope: "nope", resource: "asst_3", want: CodeInsufficientScope, rec: secret.rec},
 		{name: "scope and resource ok", tok: secret.tok, scope: "calls:stop", resource: "asst_1", want: CodeValid, rec: secret.rec},
+		{name: "far lists, scope granted", tok: farLists.tok, scope: "calls:start", resource: "asst_1", want: CodeValid, rec: farLists.rec},
+		{name: "far lists, scope not granted", tok: farLists.tok, scope: "files:read", want: CodeInsufficientScope, rec: farLists.rec},
+		{name: "far lists, resource not allowed", tok: farLists.tok, resource: "asst_2", want: CodeResourceNotAllowed, rec: farLists.rec},
 		{name: "disabled", tok: disabled.tok, want: CodeKeyDisabled, rec: disabled.rec},
 		{name: "revoked", tok: revoked.tok, want: CodeKeyRevoked, rec: revoked.rec},
 		{name: "revoked wins over disabled", tok: revokedDisabled.tok, want: CodeKeyRevoked, rec: revokedDisabled.rec},
