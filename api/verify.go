@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"runtime"
 	"strconv"
 	"time"
 	"unsafe"
@@ -183,6 +184,7 @@ func (s *Server) writeVerifyAnswer(ctx *fasthttp.RequestCtx, d *keyindex.Decisio
 		resp.SwapBody(d.AppendValidBody(resp.SwapBody(nil)[:0]))
 		appendRateLimit(resp, &d.RateLimit)
 		resp.AppendBodyString("}")
+		runtime.KeepAlive(d) // k's strings are in the index's memory, held by d
 	case keyindex.CodeRateLimited:
 		var num [20]byte
 		resp.Header.SetBytesV(fasthttp.HeaderRetryAfter, strconv.AppendInt(num[:0], (d.RateLimit.RetryAfterMs+999)/1000, 10))

@@ -182,10 +182,10 @@ func (f *FSM) applyCommand(c *Command) *Result {
 	case OpUsage:
 		for _, u := range c.Usage {
 			// Keys deleted since the node counted them are skipped.
-			if before, after, ok := f.index.AddUsage(u.ID, u.Count, u.LastUsedAt); ok {
+			f.index.AddUsage(u.ID, u.Count, u.LastUsedAt, func(before, after []byte) {
 				f.records.sub(encodedRecordHash(before))
 				f.records.add(encodedRecordHash(after))
-			}
+			})
 		}
 		return &Result{}
 	case OpPurgeRotations:

@@ -154,18 +154,25 @@ func (s *slots) markUsed(n uint32) {
 // walked to find which of its records are still live. Chunk bytes are
 // never changed once written: a record that changes is appended anew, and
 // a chunk whose live bytes fall under half is compacted by copying its
-// live records into the current chunk and dropping it. So a slice of a
-// record stays valid after the lock is released, and a snapshot keeps the
-// chunks it captured alive for as long as it needs them.
+// live records into the current chunk and dropping it.
+//
+// Chunks are mapped outside the Go heap, in huge pages (offheap.go), like
+// the slots; but unlike those, a record is read after the index lock is
+// released (a Decision's answer, a snapshot being written). So a dropped
+// chunk is not unmapped at once: the arena only lets go of its mapping, and
+// whoever reads a chunk's bytes after the lock holds that mapping (Decision,
+// Records), so the collector's cleanup unmaps it when the last of them is
+// done.
 type arena struct {
 	chunks [][]byte
-	live   []int    // live bytes (headers included) per chunk
-	cur    int      // the chunk being filled; -1 before the first
-	spare  []uint32 // numbers of dropped chunks, for reuse
+	mem    []*mapping // chunks[i] is in mem[i]
+	live   []int      // live bytes (headers included) per chunk
+	cur    int        // the chunk being filled; -1 before the first
+	spare  []uint32   // numbers of dropped chunks, for reuse
 }
 
 const (
-	arenaChunkLen = 1 << 20
+	arenaChunkLen = hugePage
 	recordHeader  = 8
 )
 
@@ -175,7 +182,7 @@ func newArena() arena { return arena{cur: -1} }
 func (a *arena) put(n uint32, rec []byte) recordRef {
 	need := recordHeader + len(rec)
 	if a.cur < 0 || cap(a.chunks[a.cur])-len(a.chunks[a.cur]) < need {
-		a.newChunk(max(arenaChunkLen, need))
+		a.newChunk(max(a.nextChunkLen(), need))
 	}
 	c := a.chunks[a.cur]
 	off := len(c) + recordHeader
@@ -186,14 +193,23 @@ func (a *arena) put(n uint32, rec []byte) recordRef {
 	return recordRef{chunk: uint32(a.cur), off: uint32(off), n: uint32(len(rec))}
 }
 
+// nextChunkLen is the size of the next chunk: the first is 64 KiB and each
+// new one doubles up to arenaChunkLen, so that a small index (a test, a
+// node with a few keys, a restore refused early) does not take 2 MiB.
+func (a *arena) nextChunkLen() int { return arenaChunkLen >> max(0, 5-len(a.chunks)) }
+
+// newChunk starts a chunk of at least size bytes. Appends to it stay within
+// its mapping: put checks the room first.
 func (a *arena) newChunk(size int) {
+	m := newMapping(size)
 	if k := len(a.spare); k > 0 {
 		a.cur = int(a.spare[k-1])
 		a.spare = a.spare[:k-1]
-		a.chunks[a.cur] = make([]byte, 0, size)
+		a.chunks[a.cur], a.mem[a.cur] = m.b[:0], m
 		return
 	}
-	a.chunks = append(a.chunks, make([]byte, 0, size))
+	a.chunks = append(a.chunks, m.b[:0])
+	a.mem = append(a.mem, m)
 	a.live = append(a.live, 0)
 	a.cur = len(a.chunks) - 1
 }
@@ -224,6 +240,6 @@ func (a *arena) compact(c uint32, s *slots) {
 		}
 		off += recordHeader + size
 	}
-	a.chunks[c], a.live[c] = nil, 0
+	a.chunks[c], a.mem[c], a.live[c] = nil, nil, 0
 	a.spare = append(a.spare, c)
 }

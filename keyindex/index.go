@@ -7,6 +7,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"math/bits"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -175,7 +176,9 @@ func (ix *Index) Len() int {
 }
 
 // MappedBytes is the memory the index has mapped outside the Go heap, for
-// its slots and hash tables (offheap.go): what runtime.MemStats leaves out.
+// its records, slots and hash tables (offheap.go): what runtime.MemStats
+// leaves out. Chunks of records it has dropped but a reader still holds are
+// not counted.
 func (ix *Index) MappedBytes() int64 {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -186,6 +189,11 @@ func (st *store) mappedBytes() int64 {
 	n := int64(len(st.byHash.words)+len(st.byID.words)) * 8
 	for _, m := range st.slots.mem {
 		n += int64(len(m.b))
+	}
+	for _, m := range st.arena.mem {
+		if m != nil {
+			n += int64(len(m.b))
+		}
 	}
 	return n
 }
@@ -416,22 +424,24 @@ func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
 }
 
 // AddUsage adds count verifications to key id, the last at lastUsed (a
-// stored last_used_at that is later stays), and returns the record's
-// encoding before and after (for the FSM's state digest); ok is false for
-// an unknown id. It rewrites only the two fields in the encoding, without
+// stored last_used_at that is later stays), and calls changed with the
+// record's encoding before and after (for the FSM's state digest), which
+// are valid only during the call; it reports false for an unknown id. It rewrites only the two fields in the encoding, without
 // decoding the record: every usage flush of a busy node changes thousands
 // of keys, and decoding, cloning and re-encoding each of them made the
 // flushes a visible share of the verify p99. The result is byte for byte
 // what AppendRecord writes for the changed record.
-func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time) (before, after []byte, ok bool) {
+func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time, changed func(before, after []byte)) bool {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	st := ix.st
 	n, ok := st.findID(id)
 	if !ok {
-		return nil, nil, false
+		return false
 	}
-	before = st.rec(n)
+	before := st.rec(n)
+	// Held until changed returns: putEncoded may drop before's chunk.
+	beforeMem := st.arena.mem[st.slots.get(n).ref.chunk]
 	u := readUsage(before)
 	b := append(st.scratch[:0], before[:u.start]...)
 	if before[0]&flagLastUsedAt != 0 && !lastUsed.After(u.lastUsed.time()) {
@@ -446,7 +456,9 @@ func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time) (before, a
 	hot := sl.hot()
 	hot.flags = st.scratch[0]
 	st.putEncoded(n, st.scratch, hot)
-	return before, st.rec(n), true
+	changed(before, st.rec(n))
+	runtime.KeepAlive(beforeMem)
+	return true
 }
 
 // link indexes slot n (holding r) by its hashes.
@@ -494,6 +506,7 @@ func (ix *Index) Snapshot() *Records {
 	st := ix.st
 	s := &Records{
 		chunks: append([][]byte(nil), st.arena.chunks...),
+		mem:    append([]*mapping(nil), st.arena.mem...),
 		refs:   make([]recordRef, st.slots.next),
 		order:  make([]uint32, 0, st.count),
 	}
@@ -513,6 +526,7 @@ func (ix *Index) Snapshot() *Records {
 // last (Install).
 type Records struct {
 	chunks [][]byte
+	mem    []*mapping  // keeps chunks mapped while the snapshot is in use
 	refs   []recordRef // by slot
 	order  []uint32    // slots in (workspace, id) order
 }
@@ -528,6 +542,7 @@ func (s *Records) Each(fn func(*Record) bool) {
 // EachEncoded calls fn with every record's binary encoding (AppendRecord)
 // until fn returns false. fn must not keep or change the bytes.
 func (s *Records) EachEncoded(fn func([]byte) bool) {
+	defer runtime.KeepAlive(s)
 	for _, n := range s.order {
 		ref := s.refs[n]
 		if !fn(s.chunks[ref.chunk][ref.off : ref.off+ref.n : ref.off+ref.n]) {

@@ -958,7 +958,10 @@ func TestAddUsage(t *testing.T) {
 				}
 				want.UsageCount += u.count
 				wantBefore := AppendRecord(nil, ix.Get(rec.ID))
-				before, after, ok := ix.AddUsage(rec.ID, u.count, u.at)
+				var before, after []byte
+				ok := ix.AddUsage(rec.ID, u.count, u.at, func(b, a []byte) {
+					before, after = bytes.Clone(b), bytes.Clone(a)
+				})
 				if !ok {
 					t.Fatalf("%s: usage %d: key not found", name, i)
 				}
@@ -974,7 +977,7 @@ func TestAddUsage(t *testing.T) {
 			}
 		}
 	}
-	if _, _, ok := New().AddUsage("key_unknown", 1, baseNow); ok {
+	if New().AddUsage("key_unknown", 1, baseNow, func(_, _ []byte) { t.Fatal("changed called for an unknown key") }) {
 		t.Fatal("usage of an unknown key was applied")
 	}
 }

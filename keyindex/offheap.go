@@ -2,29 +2,31 @@ package keyindex
 
 import "runtime"
 
-// The index's slots and hash tables live outside the Go heap, in memory
-// mapped for them, for two reasons:
+// The index's memory, its records, slots and hash tables, lives outside the
+// Go heap, in memory mapped for it, for two reasons:
 //
 //   - The collector's room grows with the live heap (at least a quarter of
-//     it under `serve --gc-percent auto`): slots and tables in the heap cost
-//     their own 88 bytes a key and about 22 more of room.
-//   - Every verification reads a table word and a slot at random. In the
-//     heap they sit in 4 KiB pages, and at a million keys nearly every
-//     lookup missed the TLB as well as the cache. Mappings of 2 MiB and
-//     more are aligned to 2 MiB and asked to be backed by huge pages
-//     (MADV_HUGEPAGE: honoured where transparent huge pages are "madvise"
-//     or "always", the kernel's defaults).
+//     it under `serve --gc-percent auto`): at ten million keys the index in
+//     the heap kept another 400 MB or so resident as room and garbage.
+//   - Every verification reads a table word, a slot and a record at random.
+//     In the heap they sit in 4 KiB pages, and at a million keys nearly
+//     every lookup missed the TLB as well as the cache. Mappings of 1 MiB
+//     and more are whole 2 MiB pages, aligned, and asked to be backed by
+//     huge pages (MADV_HUGEPAGE: honoured where transparent huge pages are
+//     "madvise" or "always", the kernel's defaults).
 //
-// Race-detector builds (the tests' `go test -race`) keep them in the heap
-// (offheap_race.go): the detector does not watch memory outside it, and the
-// slots' counters are what concurrent verifications share.
+// None of it holds a Go pointer, which the collector would not see there.
+// Slots and tables are read only by code holding the index lock, so a
+// mapping replaced under the write lock (a table that grew) is unmapped at
+// once. Records are also read after the lock is released, by a Decision's
+// answer and by a snapshot being written: a chunk of them is unmapped by a
+// cleanup once neither the arena nor any reader holds its mapping (arena).
+// The mappings of a store no longer in use (replaced by Install, or a
+// dropped Loader) go the same way.
 //
-// This is safe because only code holding the index lock reads them (a
-// Decision keeps record bytes, which stay in the heap, never a slot), and
-// because they hold no Go pointer, which the collector would not see there.
-// A mapping replaced under the write lock (a table that grew) is unmapped
-// at once; those of a store no longer in use (replaced by Install, or a
-// dropped Loader) when a cleanup finds the store unreachable.
+// Race-detector builds (the tests' `go test -race`) keep all of it in the
+// heap (offheap_race.go): the detector does not watch memory outside it,
+// and the slots' counters are what concurrent verifications share.
 
 // mapping is zeroed memory outside the Go heap. Whoever reads its bytes
 // keeps the mapping reachable: the cleanup unmaps it once it is not.

@@ -102,12 +102,17 @@ func TestOffHeapReleased(t *testing.T) {
 	if oldTable.b != nil {
 		t.Error("the table's words before it grew are still mapped")
 	}
-	if got, want := ix.MappedBytes(), int64(len(st.byHash.words)+len(st.byID.words))*8+int64(len(st.slots.mem))*hugePage; got != want {
+	want := int64(len(st.byHash.words)+len(st.byID.words))*8 + int64(len(st.slots.mem))*hugePage
+	for _, m := range st.arena.mem {
+		want += int64(len(m.b))
+	}
+	if got := ix.MappedBytes(); got != want {
 		t.Errorf("MappedBytes = %d, want %d", got, want)
 	}
 
 	addrs := []uintptr{uintptr(unsafe.Pointer(unsafe.SliceData(st.byHash.words))),
-		uintptr(unsafe.Pointer(unsafe.SliceData(st.byID.words))), uintptr(unsafe.Pointer(st.slots.chunks[0]))}
+		uintptr(unsafe.Pointer(unsafe.SliceData(st.byID.words))), uintptr(unsafe.Pointer(st.slots.chunks[0])),
+		uintptr(unsafe.Pointer(unsafe.SliceData(st.arena.chunks[0])))}
 	for _, a := range addrs {
 		if _, ok := findVMA(t, a); !ok {
 			t.Fatalf("%#x is not mapped while the index is in use", a)
@@ -138,5 +143,64 @@ func insertKeys(t *testing.T, ix *Index, n int) {
 	}
 	if err := ix.InsertAll(recs); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDroppedChunkStaysWhileRead: a Decision and a snapshot read records
+// after the index lock is released; the chunk holding them stays mapped
+// after compaction drops it from the arena, until they are done with it.
+func TestDroppedChunkStaysWhileRead(t *testing.T) {
+	defer func(was bool) { useOffHeap = was }(useOffHeap)
+	useOffHeap = true
+
+	ix := New()
+	r, tok := newTestRecord(t, TypeSecret, nil)
+	mustInsert(t, ix, r)
+	d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: baseNow.UnixNano()})
+	snap := ix.Snapshot()
+	first := uintptr(unsafe.Pointer(unsafe.SliceData(ix.st.arena.chunks[0])))
+
+	// Rewrite the key until its first chunk is full, dropped and compacted.
+	for i := 0; ix.st.arena.mem[0] != nil; i++ {
+		if i > 100_000 {
+			t.Fatal("the first chunk was never compacted")
+		}
+		ix.AddUsage(r.ID, 1, baseNow, func(_, _ []byte) {})
+	}
+	for range 3 {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
+	}
+	if _, ok := findVMA(t, first); !ok {
+		t.Fatal("the dropped chunk was unmapped while a Decision and a snapshot held records in it")
+	}
+	if k := d.Key(); d.Code != CodeValid || k.ID != r.ID || k.WorkspaceID != r.WorkspaceID {
+		t.Errorf("decision after compaction: %s %+v", d.Code, k)
+	}
+	n := 0
+	snap.Each(func(got *Record) bool {
+		n++
+		if !same(got, r) {
+			t.Errorf("snapshot record after compaction: %+v, want %+v", got, r)
+		}
+		return true
+	})
+	if n != 1 {
+		t.Errorf("snapshot has %d records, want 1", n)
+	}
+	runtime.KeepAlive(d)
+	runtime.KeepAlive(snap)
+
+	d, snap = Decision{}, nil
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		if _, ok := findVMA(t, first); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dropped chunk is still mapped after its last reader let go")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

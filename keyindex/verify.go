@@ -66,8 +66,11 @@ type Decision struct {
 	// rec is set whenever the token matched a key, also for most
 	// rejections: the key's stored bytes, which never change. The answer's
 	// fields are read from them when asked for, which keeps the decision
-	// small to return.
+	// small to return. They are outside the Go heap, in mem, which the
+	// Decision holds so that they stay mapped for as long as it is
+	// reachable (arena).
 	rec []byte
+	mem *mapping
 }
 
 // Matched reports whether the token matched a key.
@@ -88,8 +91,10 @@ type KeyRef struct {
 	Type                     KeyType
 }
 
-// Key describes the matched key without allocating (its strings point
-// into the index's stored bytes, which never change).
+// Key describes the matched key without allocating: its strings point into
+// the index's stored bytes, which never change but are valid only while d
+// is reachable (runtime.KeepAlive(d) after their last use, where that is
+// not a use of d).
 func (d *Decision) Key() KeyRef {
 	h := readHead(d.rec)
 	return KeyRef{ID: h.id, WorkspaceID: h.workspace, OwnerID: h.owner, Type: KeyType(h.typ)}
@@ -138,7 +143,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	sl := m.sl
-	d := Decision{rec: m.rec}
+	d := Decision{rec: m.rec, mem: st.arena.mem[sl.ref.chunk]}
 	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
 		if req.NowNs >= readPrevExpires(d.rec) {

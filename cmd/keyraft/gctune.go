@@ -9,8 +9,9 @@ import (
 )
 
 // The garbage collector's target (GOGC) is a percentage of the live heap
-// that may be allocated before the next collection. A node's live heap is
-// mostly its index, nearly pointer-free (keyindex/arena.go), so a
+// that may be allocated before the next collection. The index keeps its
+// records, slots and tables outside the heap (keyindex/offheap.go), so
+// the live heap is its listing tree, Raft's buffers and requests, and a
 // collection has little to mark; but on a loaded node each one still takes
 // CPU from verification for its mark phase and pauses it briefly, so how
 // often collections run shows in the verify p99. By default ("auto") the
