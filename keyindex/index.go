@@ -185,6 +185,21 @@ func (ix *Index) MappedBytes() int64 {
 	return ix.st.mappedBytes()
 }
 
+// freeLocked unmaps the slots and tables of a store no longer in use; the
+// caller holds the write lock of the index it was replaced in.
+func (st *store) freeLocked() {
+	for _, m := range st.slots.mem {
+		m.free()
+	}
+	st.slots = slots{}
+	for _, t := range []*hashTable{&st.byHash, &st.byID} {
+		if t.mem != nil {
+			t.mem.free()
+		}
+		*t = hashTable{}
+	}
+}
+
 func (st *store) mappedBytes() int64 {
 	n := int64(len(st.byHash.words)+len(st.byID.words)) * 8
 	for _, m := range st.slots.mem {

@@ -17,7 +17,7 @@ type Loader struct {
 // maxLoaderHint bounds what a size hint reserves up front: the hint may be
 // a snapshot's claim, which is only trusted as the records arrive, and a
 // few bytes claiming a billion must not allocate much (the first record
-// already brings a 1 MiB arena chunk and a 1 MiB slot chunk). Past it the
+// already brings a 64 KiB arena chunk and a 2 MiB slot chunk). Past it the
 // tables grow by doubling as keys come, a few rehashes for a million.
 const maxLoaderHint = 1 << 12
 
@@ -65,7 +65,12 @@ func (ix *Index) Install(l *Loader) {
 	st.insertOrdered(l.order)
 	l.order, l.st = nil, nil
 	ix.mu.Lock()
+	old := ix.st
 	ix.st = st
 	ix.imported.Store(l.imported)
+	// Only lock holders read slots and tables: the old ones go now, not
+	// at the next collection (gigabytes at ten million keys). Its records
+	// may still be read by a Decision or a snapshot, and go by cleanup.
+	old.freeLocked()
 	ix.mu.Unlock()
 }

@@ -21,17 +21,19 @@ import "runtime"
 // once. Records are also read after the lock is released, by a Decision's
 // answer and by a snapshot being written: a chunk of them is unmapped by a
 // cleanup once neither the arena nor any reader holds its mapping (arena).
-// The mappings of a store no longer in use (replaced by Install, or a
-// dropped Loader) go the same way.
+// A store replaced by Install has its slots and tables unmapped at once and
+// its chunks left to their cleanups; a dropped Loader's mappings all go by
+// cleanup.
 //
 // Race-detector builds (the tests' `go test -race`) keep all of it in the
 // heap (offheap_race.go): the detector does not watch memory outside it,
 // and the slots' counters are what concurrent verifications share.
 
-// mapping is zeroed memory outside the Go heap. Whoever reads its bytes
+// mapping is zeroed memory outside the Go heap (or, in race builds, in it). Whoever reads its bytes
 // keeps the mapping reachable: the cleanup unmaps it once it is not.
 type mapping struct {
 	b       []byte
+	offHeap bool // mapped, not made in the heap (useOffHeap when it was made)
 	cleanup runtime.Cleanup
 }
 
@@ -46,7 +48,7 @@ func newMapping(size int) *mapping {
 	if !useOffHeap {
 		return &mapping{b: make([]byte, size)}
 	}
-	m := &mapping{b: mapOffHeap(size)}
+	m := &mapping{b: mapOffHeap(size), offHeap: true}
 	m.cleanup = runtime.AddCleanup(m, unmapOffHeap, m.b)
 	return m
 }
@@ -54,7 +56,7 @@ func newMapping(size int) *mapping {
 // free unmaps m now: the caller holds the write lock and drops every
 // reference to its bytes.
 func (m *mapping) free() {
-	if useOffHeap {
+	if m.offHeap {
 		m.cleanup.Stop()
 		unmapOffHeap(m.b)
 	}

@@ -204,3 +204,34 @@ func TestDroppedChunkStaysWhileRead(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestInstallUnmapsOldSlotsAndTables: a restore's Install unmaps the slots
+// and tables it replaces at once (only lock holders read them), and the
+// index answers from the new store.
+func TestInstallUnmapsOldSlotsAndTables(t *testing.T) {
+	defer func(was bool) { useOffHeap = was }(useOffHeap)
+	useOffHeap = true
+
+	ix := New()
+	insertKeys(t, ix, 100)
+	old := ix.st
+	mems := append([]*mapping{old.byHash.mem, old.byID.mem}, old.slots.mem...)
+
+	r, tok := newTestRecord(t, TypeSecret, nil)
+	l := NewLoader(1)
+	if err := l.Add(AppendRecord(nil, r)); err != nil {
+		t.Fatal(err)
+	}
+	ix.Install(l)
+	for i, m := range mems {
+		if m.b != nil {
+			t.Errorf("mapping %d of the replaced store is still mapped", i)
+		}
+	}
+	if d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid || d.Key().ID != r.ID {
+		t.Errorf("verify after Install: %s", d.Code)
+	}
+	if ix.Len() != 1 {
+		t.Errorf("Len = %d after Install, want 1", ix.Len())
+	}
+}

@@ -1,5 +1,7 @@
 package keyindex
 
+import "runtime"
+
 // Code is the outcome of a verification (spec §3).
 type Code uint8
 
@@ -82,7 +84,9 @@ func (d *Decision) Record() *Record {
 	if d.rec == nil {
 		return nil
 	}
-	return mustDecode(d.rec)
+	r := mustDecode(d.rec)
+	runtime.KeepAlive(d) // d.mem maps d.rec until it is decoded
+	return r
 }
 
 // KeyRef is whose a matched key is: what an answer's headers say of it.
@@ -104,7 +108,9 @@ func (d *Decision) Key() KeyRef {
 // ratelimit object: the caller writes that object and the closing brace.
 func (d *Decision) AppendValidBody(dst []byte) []byte {
 	v := readView(d.rec)
-	return appendValidPrefix(dst, &v)
+	dst = appendValidPrefix(dst, &v)
+	runtime.KeepAlive(d) // d.mem maps the bytes v points into
+	return dst
 }
 
 // MaxImportedTokenLen bounds tokens looked up as imported keys: a longer
