@@ -64,6 +64,8 @@ func (ix *Index) Install(l *Loader) {
 	st := l.st
 	st.insertOrdered(l.order)
 	l.order, l.st = nil, nil
+	ix.writeMu.Lock()
+	defer ix.writeMu.Unlock()
 	ix.mu.Lock()
 	old := ix.st
 	ix.st = st

@@ -87,18 +87,42 @@ func (t *hashTable) reserve(n int) {
 // resize moves the entries to a new array of size words (a power of two)
 // and unmaps the old one: only holders of the write lock get here, and no
 // reader can be walking it.
-func (t *hashTable) resize(size int) {
-	old, oldMem := t.words, t.mem
-	t.mem = newMapping(size * 8)
-	t.words = unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(t.mem.b))), size)
-	for _, w := range old {
+func (t *hashTable) resize(size int) { t.replace(t.copyTo(size)) }
+
+// copyTo returns a table of size words (a power of two) holding t's
+// entries. It only reads t.
+func (t *hashTable) copyTo(size int) hashTable {
+	nt := hashTable{mem: newMapping(size * 8), n: t.n}
+	nt.words = unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(nt.mem.b))), size)
+	for _, w := range t.words {
 		if w != 0 {
-			t.place(w)
+			nt.place(w)
 		}
 	}
-	if oldMem != nil {
-		oldMem.free()
+	return nt
+}
+
+// withRoomFor returns a copy of t with room for k more entries, and true,
+// if t itself has not that room.
+func (t *hashTable) withRoomFor(k int) (hashTable, bool) {
+	need := t.n + k
+	if need*4 <= len(t.words)*3 {
+		return hashTable{}, false
 	}
+	size := max(minTableWords, len(t.words))
+	for size*3 < need*4 {
+		size *= 2
+	}
+	return t.copyTo(size), true
+}
+
+// replace makes nt t's contents and unmaps t's old words (under the write
+// lock: no reader can be walking them).
+func (t *hashTable) replace(nt hashTable) {
+	if t.mem != nil {
+		t.mem.free()
+	}
+	*t = nt
 }
 
 // remove deletes the entry (h, v) if present. Backward-shift deletion:

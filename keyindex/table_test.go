@@ -3,6 +3,7 @@ package keyindex
 import (
 	"math/rand"
 	"testing"
+	"time"
 )
 
 // TestHashTableAgainstMap: random inserts and removes, with many colliding
@@ -79,6 +80,62 @@ func contains(tab *hashTable, h uint64, v uint32) bool {
 		got, ok := p.next()
 		if !ok || got == v {
 			return ok
+		}
+	}
+}
+
+// TestTablesGrowUnderReadLock: a write that needs larger hash tables builds
+// them while verifications go on (under the read lock), and every key is
+// found in them afterwards.
+func TestTablesGrowUnderReadLock(t *testing.T) {
+	ix := New()
+	var recs []*Record
+	var toks []string
+	for range 40 {
+		r, tok := newTestRecord(t, TypeSecret, nil)
+		recs, toks = append(recs, r), append(toks, tok)
+	}
+	if err := ix.InsertAll(recs); err != nil {
+		t.Fatal(err)
+	}
+	built := 0
+	testHookRoomBuilt = func() {
+		built++
+		done := make(chan Code)
+		go func() {
+			done <- ix.Verify(&VerifyRequest{Token: []byte(toks[0]), NowNs: baseNow.UnixNano()}).Code
+		}()
+		select {
+		case c := <-done:
+			if c != CodeValid {
+				t.Errorf("verify while the tables grow: %s", c)
+			}
+		case <-time.After(10 * time.Second):
+			// It waits for the write lock: it finishes once the hook returns.
+			t.Error("a verification waited for the tables to grow")
+		}
+	}
+	defer func() { testHookRoomBuilt = nil }()
+
+	var more []*Record
+	for range 40 {
+		r, tok := newTestRecord(t, TypeSecret, nil)
+		more, toks = append(more, r), append(toks, tok)
+	}
+	if err := ix.InsertAll(more); err != nil {
+		t.Fatal(err)
+	}
+	if built == 0 {
+		t.Fatal("inserting 40 keys into a table of 64 words did not grow it")
+	}
+	for i, tok := range toks {
+		if d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid {
+			t.Errorf("key %d after the tables grew: %s", i, d.Code)
+		}
+	}
+	for _, r := range append(recs, more...) {
+		if ix.Get(r.ID) == nil {
+			t.Errorf("%s not found by id after the tables grew", r.ID)
 		}
 	}
 }
