@@ -8,10 +8,10 @@ import (
 
 // The index keeps every record as its binary encoding (codec.go) in large
 // byte chunks, and per key a fixed-size slot with where that encoding is
-// and the counters verification updates. Neither holds a pointer per key:
-// a million keys are a few hundred chunks to the garbage collector, not
-// tens of millions of pointers to scan, and a key costs its encoding plus
-// a 48-byte slot instead of a graph of Go objects (about 1 KB).
+// and the counters verification updates. Neither holds a pointer, and both
+// live outside the Go heap (offheap.go): a million keys are nothing for the
+// garbage collector to scan or to make room for, and a key costs its
+// encoding plus a 48-byte slot instead of a graph of Go objects (about 1 KB).
 
 // slot is one key's place in the index. ref and the hot fields are written
 // under the index's write lock and read under its read lock; the counters

@@ -6,14 +6,16 @@ import "runtime"
 // Go heap, in memory mapped for it, for two reasons:
 //
 //   - The collector's room grows with the live heap (at least a quarter of
-//     it under `serve --gc-percent auto`): at ten million keys the index in
-//     the heap kept another 400 MB or so resident as room and garbage.
-//   - Every verification reads a table word, a slot and a record at random.
-//     In the heap they sit in 4 KiB pages, and at a million keys nearly
-//     every lookup missed the TLB as well as the cache. Mappings of 1 MiB
-//     and more are whole 2 MiB pages, aligned, and asked to be backed by
-//     huge pages (MADV_HUGEPAGE: honoured where transparent huge pages are
-//     "madvise" or "always", the kernel's defaults).
+//     it under `serve --gc-percent auto`): with the records in the heap a
+//     node holding ten million keys kept about 330 MB more resident, as
+//     room and garbage (bench/README.md, session 6).
+//   - Every verification reads a table word, a slot and a record at random,
+//     which in 4 KiB pages is a TLB miss as well as a cache miss at a
+//     million keys. Mappings of 1 MiB and more are whole 2 MiB pages,
+//     aligned, and asked to be backed by huge pages (MADV_HUGEPAGE: honoured
+//     where transparent huge pages are "madvise" or "always", the kernel's
+//     defaults). On the machine of bench/README.md the decision at 1M keys
+//     took the same time with them: there the cache misses are the cost.
 //
 // None of it holds a Go pointer, which the collector would not see there.
 // Slots and tables are read only by code holding the index lock, so a
@@ -29,8 +31,9 @@ import "runtime"
 // heap (offheap_race.go): the detector does not watch memory outside it,
 // and the slots' counters are what concurrent verifications share.
 
-// mapping is zeroed memory outside the Go heap (or, in race builds, in it). Whoever reads its bytes
-// keeps the mapping reachable: the cleanup unmaps it once it is not.
+// mapping is zeroed memory outside the Go heap (in race builds, in it).
+// Whoever reads its bytes keeps the mapping reachable: the cleanup unmaps it
+// once it is not.
 type mapping struct {
 	b       []byte
 	offHeap bool // mapped, not made in the heap (useOffHeap when it was made)
