@@ -196,12 +196,8 @@ func (st *store) freeLocked() {
 		m.free()
 	}
 	st.slots = slots{}
-	for _, t := range []*hashTable{&st.byHash, &st.byID} {
-		if t.mem != nil {
-			t.mem.free()
-		}
-		*t = hashTable{}
-	}
+	st.byHash.replace(hashTable{})
+	st.byID.replace(hashTable{})
 }
 
 func (st *store) mappedBytes() int64 {
@@ -261,18 +257,7 @@ func (ix *Index) HashInUse(h Hash) bool {
 }
 
 // Insert adds a new key.
-func (ix *Index) Insert(r *Record) error {
-	ix.writeMu.Lock()
-	defer ix.writeMu.Unlock()
-	ix.makeRoom(1, len(hashesOf(r)))
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	if err := ix.st.add(r); err != nil {
-		return err
-	}
-	ix.countImported(r, 1)
-	return nil
-}
+func (ix *Index) Insert(r *Record) error { return ix.InsertAll([]*Record{r}) }
 
 // InsertAll adds many keys atomically: all of them or, on error, none.
 func (ix *Index) InsertAll(recs []*Record) error {
@@ -332,9 +317,6 @@ func (ix *Index) countImported(r *Record, delta int64) {
 		ix.imported.Add(delta)
 	}
 }
-
-// add stores a new key.
-func (st *store) add(r *Record) error { return st.addAll([]*Record{r}) }
 
 // addAll adds every record or, on error, none: into the arena and tables
 // in the order given, then into the (workspace, id) order.
@@ -493,7 +475,8 @@ func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
 // AddUsage adds count verifications to key id, the last at lastUsed (a
 // stored last_used_at that is later stays), and calls changed with the
 // record's encoding before and after (for the FSM's state digest), which
-// are valid only during the call; it reports false for an unknown id. It rewrites only the two fields in the encoding, without
+// are valid only during the call; it reports false for an unknown id. It
+// rewrites only the two fields in the encoding, without
 // decoding the record: every usage flush of a busy node changes thousands
 // of keys, and decoding, cloning and re-encoding each of them made the
 // flushes a visible share of the verify p99. The result is byte for byte

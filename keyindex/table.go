@@ -55,8 +55,8 @@ func (p *probe) next() (uint32, bool) {
 
 // insert adds v under h; the caller has checked it is not there yet.
 func (t *hashTable) insert(h uint64, v uint32) {
-	if (t.n+1)*4 > len(t.words)*3 {
-		t.grow()
+	if !t.hasRoomFor(1) {
+		t.resize(sizeFor(t.n + 1))
 	}
 	t.place(uint64(fingerprint(h))<<32 | uint64(v+1))
 	t.n++
@@ -71,15 +71,23 @@ func (t *hashTable) place(w uint64) {
 	t.words[i] = w
 }
 
-func (t *hashTable) grow() { t.resize(max(minTableWords, 2*len(t.words))) }
+// hasRoomFor reports whether k more entries keep t at most three quarters
+// full.
+func (t *hashTable) hasRoomFor(k int) bool { return (t.n+k)*4 <= len(t.words)*3 }
 
-// reserve sizes the table for n keys at once (a restore).
-func (t *hashTable) reserve(n int) {
+// sizeFor is the smallest table length (a power of two) that holds n
+// entries at most three quarters full.
+func sizeFor(n int) int {
 	size := minTableWords
 	for size*3 < n*4 {
 		size *= 2
 	}
-	if size > len(t.words) {
+	return size
+}
+
+// reserve sizes the table for n keys at once (a restore).
+func (t *hashTable) reserve(n int) {
+	if size := sizeFor(n); size > len(t.words) {
 		t.resize(size)
 	}
 }
@@ -105,15 +113,10 @@ func (t *hashTable) copyTo(size int) hashTable {
 // withRoomFor returns a copy of t with room for k more entries, and true,
 // if t itself has not that room.
 func (t *hashTable) withRoomFor(k int) (hashTable, bool) {
-	need := t.n + k
-	if need*4 <= len(t.words)*3 {
+	if t.hasRoomFor(k) {
 		return hashTable{}, false
 	}
-	size := max(minTableWords, len(t.words))
-	for size*3 < need*4 {
-		size *= 2
-	}
-	return t.copyTo(size), true
+	return t.copyTo(sizeFor(t.n + k)), true
 }
 
 // replace makes nt t's contents and unmaps t's old words (under the write
