@@ -174,7 +174,8 @@ func (s *Server) writeVerifyAnswer(ctx *fasthttp.RequestCtx, d *keyindex.Decisio
 		// SetCanonical: the names are written canonical already, and Set
 		// would normalize them again on every answer (a tenth of the
 		// handler's time). The values are copied into the header.
-		resp.Header.SetCanonical(headerKeyID, unsafeBytes(k.ID))
+		var id [64]byte
+		resp.Header.SetCanonical(headerKeyID, d.AppendID(id[:0]))
 		resp.Header.SetCanonical(headerWorkspaceID, unsafeBytes(k.WorkspaceID))
 		resp.Header.SetCanonical(headerOwnerID, unsafeBytes(k.OwnerID))
 		if d.Rotated {

@@ -21,17 +21,18 @@ import (
 //	frame(record)… | CRC-32C of every byte before it (4 bytes, big endian)
 //
 // A frame is a uvarint length and that many bytes: JSON for the meta and
-// audit frames; for records, keyindex's binary encoding. Version 3 writes
+// audit frames; for records, keyindex's binary encoding. Version 4 writes
 // records in its compact layout, which the index stores as they are;
-// version 2 (still read) has them in the older layout, and version 1 (still
-// read) as JSON StoredRecords: both are re-encoded as they are read.
+// version 3 (still read) has them compact but with key ids written out,
+// version 2 (still read) in the older layout, and version 1 (still read) as
+// JSON StoredRecords: all are re-encoded as they are read.
 // Records went binary because decoding a million of them as JSON made a
 // node catching up by snapshot take tens of seconds. The meta frame gives
 // the number of audit and record frames, so a truncated stream is detected
 // even before the checksum.
 const (
 	snapshotMagic   = "KEYRAFTS"
-	snapshotVersion = 3
+	snapshotVersion = 4
 	maxFrame        = 1 << 20
 )
 
@@ -215,8 +216,8 @@ func readSnapshot(r io.Reader) (*restored, error) {
 		case err != nil:
 		case version == 1:
 			b, err = reencodeV1(b)
-		case version == 2:
-			b, err = reencodeV2(b)
+		case version == 2 || version == 3:
+			b, err = reencode(b)
 		}
 		if err == nil {
 			err = res.keys.Add(b)
@@ -240,9 +241,9 @@ func readSnapshot(r io.Reader) (*restored, error) {
 	return res, nil
 }
 
-// reencodeV2 turns a version 2 record frame (the older binary layout)
-// into the compact one.
-func reencodeV2(b []byte) ([]byte, error) {
+// reencode turns a record frame of version 2 (the older binary layout) or
+// 3 (compact, with key ids written out) into the current layout.
+func reencode(b []byte) ([]byte, error) {
 	r, err := keyindex.DecodeRecord(b)
 	if err != nil {
 		return nil, err

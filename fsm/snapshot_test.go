@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
@@ -85,30 +86,37 @@ func TestRestoreReadsVersion1(t *testing.T) {
 	}
 }
 
-// TestRestoreReadsVersion2: testdata/snapshot-v2.bin was written by the
-// build before the compact record layout (the state of populated(t, 30)),
-// with its records beside it as JSON. It restores to those records, hashes
-// included, and is written out again as the current version, which
-// restores to the same state.
-func TestRestoreReadsVersion2(t *testing.T) {
-	v2, err := os.ReadFile("testdata/snapshot-v2.bin")
+// TestRestoreReadsOlderVersions: testdata/snapshot-v2.bin was written by
+// the build before the compact record layout, snapshot-v3.bin by the build
+// before key ids were stored as ULIDs (both the state of populated(t, 30)),
+// each with its records beside it as JSON. Each restores to those records,
+// hashes included, and is written out again as the current version, which
+// is smaller and restores to the same state.
+func TestRestoreReadsOlderVersions(t *testing.T) {
+	for _, version := range []byte{2, 3} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) { testRestoreReads(t, version) })
+	}
+}
+
+func testRestoreReads(t *testing.T, version byte) {
+	old, err := os.ReadFile(fmt.Sprintf("testdata/snapshot-v%d.bin", version))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v2[len(snapshotMagic)] != 2 {
-		t.Fatalf("the fixture is version %d", v2[len(snapshotMagic)])
+	if old[len(snapshotMagic)] != version {
+		t.Fatalf("the fixture is version %d", old[len(snapshotMagic)])
 	}
 	var want []struct {
 		Record   json.RawMessage `json:"record"`
 		SHA256   string          `json:"sha256"`
 		Previous string          `json:"previous_sha256"`
 	}
-	j, err := os.ReadFile("testdata/snapshot-v2.json")
+	j, err := os.ReadFile(fmt.Sprintf("testdata/snapshot-v%d.json", version))
 	if err != nil || json.Unmarshal(j, &want) != nil || len(want) == 0 {
 		t.Fatalf("reading the fixture's records: %v", err)
 	}
 	dst := New()
-	if err := dst.Restore(io.NopCloser(bytes.NewReader(v2))); err != nil {
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(old))); err != nil {
 		t.Fatal(err)
 	}
 	i := 0
@@ -131,11 +139,25 @@ func TestRestoreReadsVersion2(t *testing.T) {
 		if found := dst.Index().GetByHash(r.Hash); found == nil || found.ID != r.ID {
 			t.Fatalf("record %s not found by its hash", r.ID)
 		}
+		if found := dst.Index().Get(r.ID); found == nil || found.Hash != r.Hash {
+			t.Fatalf("record %s not found by its id", r.ID)
+		}
 		i++
 		return true
 	})
 	if i != len(want) {
 		t.Fatalf("%d records restored, want %d", i, len(want))
+	}
+	// The same records applied as commands give the same digest: the
+	// restored records are held as this version encodes them.
+	applied := New()
+	a := &applier{t: t, f: applied}
+	dst.Index().Snapshot().Each(func(r *keyindex.Record) bool {
+		a.mustApply(&Command{Op: OpImport, Records: []*StoredRecord{Store(r)}})
+		return true
+	})
+	if applied.records != dst.records {
+		t.Fatal("the restored records digest differently from the same records applied")
 	}
 	current := snapshotBytes(t, dst)
 	again := New()
@@ -143,18 +165,18 @@ func TestRestoreReadsVersion2(t *testing.T) {
 		t.Fatal("the restored state does not round-trip as the current version")
 	}
 	if state(t, again) != state(t, dst) || digestOf(t, again) != digestOf(t, dst) {
-		t.Fatal("the current stream of a version 2 state restores to another state")
+		t.Fatalf("the current stream of a version %d state restores to another state", version)
 	}
-	if len(current) >= len(v2) {
-		t.Errorf("version %d (%d bytes) is not smaller than version 2 (%d)", snapshotVersion, len(current), len(v2))
+	if len(current) >= len(old) {
+		t.Errorf("version %d (%d bytes) is not smaller than version %d (%d)", snapshotVersion, len(current), version, len(old))
 	}
-	// The same version-2 stream relabelled as the current version (its
-	// checksum fixed): its records are not compact, and it is refused.
-	relabelled := append([]byte(nil), v2[:len(v2)-4]...)
+	// The same stream relabelled as the current version (its checksum
+	// fixed): its records are not in the current layout, and it is refused.
+	relabelled := append([]byte(nil), old[:len(old)-4]...)
 	relabelled[len(snapshotMagic)] = snapshotVersion
 	relabelled = binary.BigEndian.AppendUint32(relabelled, crc32.Checksum(relabelled, castagnoli))
 	if err := New().Restore(io.NopCloser(bytes.NewReader(relabelled))); !errors.Is(err, ErrBadSnapshot) {
-		t.Fatalf("older records in a version %d stream: %v, want ErrBadSnapshot", snapshotVersion, err)
+		t.Fatalf("version %d records in a version %d stream: %v, want ErrBadSnapshot", version, snapshotVersion, err)
 	}
 }
 

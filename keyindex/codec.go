@@ -31,11 +31,17 @@ import (
 // seconds (varint), nanoseconds (uvarint) and zone offset in seconds
 // (varint). Fields in brackets are present when their flag is set.
 //
-// The form byte makes the common values short (about 37 of an imported
+// The form byte makes the common values short (about 52 of an imported
 // key's 151 bytes): the type and environment as two bits each instead of
-// strings, an UpdatedAt equal to CreatedAt left out, and a CreatedBy that is
-// a key id ("key_" and a ULID) as the ULID's 16 bytes. The index keeps a
-// million records in memory, and these bytes were a seventh of them.
+// strings, an UpdatedAt equal to CreatedAt left out, and an ID or a
+// CreatedBy that is a key id ("key_" and a ULID, as NewID writes it) as the
+// ULID's 16 bytes instead of 31. The index keeps millions of records in
+// memory, and these bytes were a fifth of them.
+//
+// Records of commands and snapshots of version 3 have the ID written out
+// as a string even when it is a key id (formIDULID came with version 4).
+// DecodeRecord accepts that, and it is the one compact input that does not
+// encode back to the same bytes: AppendRecord writes the ULID.
 //
 // flagCompact marks this layout. Without it a record is in the layout of
 // snapshots version 2 and earlier commands: no form byte, every field
@@ -61,7 +67,8 @@ const (
 	formEnvMask     = 3 << formEnvShift
 	formSameUpdated = 1 << 4 // UpdatedAt is CreatedAt (same instant and offset): not written
 	formCreatedByID = 1 << 5 // CreatedBy is "key_" + the ULID of the next 16 bytes
-	formKnown       = 1<<6 - 1
+	formIDULID      = 1 << 6 // ID likewise
+	formKnown       = 1<<7 - 1
 )
 
 var (
@@ -119,8 +126,16 @@ func AppendRecord(dst []byte, r *Record) []byte {
 	if createdByID {
 		form |= formCreatedByID
 	}
+	id, idULID := keyIDULID(r.ID)
+	if idULID {
+		form |= formIDULID
+	}
 	b := append(dst, recordFlags(r)|flagCompact, form)
-	b = appendString(b, r.ID)
+	if idULID {
+		b = append(b, id[:]...)
+	} else {
+		b = appendString(b, r.ID)
+	}
 	b = appendString(b, r.WorkspaceID)
 	b = appendString(b, r.OwnerID)
 	b = appendString(b, r.Name)
@@ -188,7 +203,8 @@ func recordFlags(r *Record) byte {
 
 // DecodeRecord decodes what AppendRecord writes, and nothing else: every
 // accepted compact input encodes again to the same bytes (an input in the
-// older layout, to its compact form). Its times must be ones a record's
+// older layout, to its compact form; a version-3 one with its key id written
+// out, to the ULID form). Its times must be ones a record's
 // JSON form can carry (as every time in the state, which came in as JSON).
 // Hostile input is refused without panicking, and allocates at most a
 // small multiple of len(b).
@@ -218,7 +234,7 @@ func decodeRecord(r *Record, b []byte, alias bool) error {
 		}
 	}
 	*r = Record{
-		ID: rd.str(), WorkspaceID: rd.str(), OwnerID: rd.str(), Name: rd.str(),
+		ID: rd.keyID(form&formIDULID != 0), WorkspaceID: rd.str(), OwnerID: rd.str(), Name: rd.str(),
 		Active: flags&flagActive != 0, Imported: flags&flagImported != 0,
 	}
 	r.Type = readCompact(&rd, compactTypes[:], form&formTypeMask, compact)
@@ -234,7 +250,7 @@ func decodeRecord(r *Record, b []byte, alias bool) error {
 		rd.fail("updated_at written out though equal to created_at")
 	}
 	if form&formCreatedByID != 0 {
-		r.CreatedBy = keyIDPrefix + ulid.ULID(rd.bytes16()).String()
+		r.CreatedBy = rd.keyID(true)
 	} else if r.CreatedBy = rd.str(); compact {
 		if _, ok := keyIDULID(r.CreatedBy); ok {
 			rd.fail("created_by written out though a key id")
@@ -485,6 +501,15 @@ func (r *recordReader) optTime(present bool) *time.Time {
 	}
 	t := r.time()
 	return &t
+}
+
+// keyID reads an id or created_by: with asULID, a key id as its ULID's 16
+// bytes; otherwise a string.
+func (r *recordReader) keyID(asULID bool) string {
+	if asULID {
+		return keyIDPrefix + ulid.ULID(r.bytes16()).String()
+	}
+	return r.str()
 }
 
 func (r *recordReader) bytes16() [16]byte {

@@ -253,7 +253,9 @@ func mustJSON(t testing.TB, v any) string {
 }
 
 // FuzzDecodeRecord: DecodeRecord never panics, allocates at most a small
-// multiple of its input, and a record it accepts encodes to the same bytes.
+// multiple of its input, and a record it accepts encodes to the same bytes
+// (one in the older layout, or of version 3 with its key id written out, to
+// bytes that decode to the same record).
 func FuzzDecodeRecord(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r *Record
@@ -282,15 +284,15 @@ func FuzzDecodeRecord(f *testing.F) {
 			return
 		}
 		again := AppendRecord(nil, r)
-		if b[0]&flagCompact != 0 {
+		if _, keyID := keyIDULID(r.ID); b[0]&flagCompact != 0 && (b[1]&formIDULID != 0 || !keyID) {
 			if !bytes.Equal(again, b) {
 				t.Fatalf("decode→encode changed the bytes:\n%q\n%q", b, again)
 			}
 			return
 		}
-		// The older layout encodes to the compact one, with the same record.
+		// The older layouts encode to the current one, with the same record.
 		if r2, err := DecodeRecord(again); err != nil || !reflect.DeepEqual(r2, r) {
-			t.Fatalf("a record in the older layout re-encoded to %q: %v\n%+v\n%+v", again, err, r, r2)
+			t.Fatalf("a record in an older layout re-encoded to %q: %v\n%+v\n%+v", again, err, r, r2)
 		}
 	})
 }
@@ -309,48 +311,66 @@ func appendLegacyRecord(dst []byte, r *Record) []byte {
 	return appendState(b, r)
 }
 
-// TestRecordLegacyGolden: testdata/legacy-records.json holds records as the
-// build before flagCompact encoded them, with each record's JSON and token
-// hashes beside it: they decode to those records (and encode compact to the
-// same records), whatever the current code's own legacy encoder says.
-func TestRecordLegacyGolden(t *testing.T) {
-	b, err := os.ReadFile("testdata/legacy-records.json")
+// goldenRecord is an entry of a testdata file of records as an earlier
+// build encoded them, with the record's JSON and token hashes beside it.
+type goldenRecord struct {
+	Name     string          `json:"name"`
+	Legacy   []byte          `json:"legacy"`     // legacy-records.json
+	V3       []byte          `json:"compact_v3"` // compact-v3-records.json
+	Record   json.RawMessage `json:"record"`
+	SHA256   string          `json:"sha256"`
+	Previous string          `json:"previous_sha256"`
+}
+
+func readGolden(t *testing.T, file string) []goldenRecord {
+	t.Helper()
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var golden []struct {
-		Name     string          `json:"name"`
-		Legacy   []byte          `json:"legacy"`
-		Record   json.RawMessage `json:"record"`
-		SHA256   string          `json:"sha256"`
-		Previous string          `json:"previous_sha256"`
-	}
+	var golden []goldenRecord
 	if err := json.Unmarshal(b, &golden); err != nil || len(golden) < 5 {
 		t.Fatalf("reading the golden records: %v (%d)", err, len(golden))
 	}
-	for _, g := range golden {
+	return golden
+}
+
+// decode decodes enc and checks it is g's record, token hashes included,
+// and that its current encoding decodes to the same record.
+func (g *goldenRecord) decode(t *testing.T, enc []byte) *Record {
+	t.Helper()
+	r, err := DecodeRecord(enc)
+	if err != nil {
+		t.Fatalf("%s: %v", g.Name, err)
+	}
+	var got, want any
+	j, _ := json.Marshal(r)
+	if json.Unmarshal(j, &got) != nil || json.Unmarshal(g.Record, &want) != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s:\n got %s\nwant %s", g.Name, j, g.Record)
+	}
+	prev := ""
+	if r.Rotation != nil {
+		prev = hex.EncodeToString(r.Rotation.PreviousHash[:])
+	}
+	if hex.EncodeToString(r.Hash[:]) != g.SHA256 || prev != g.Previous {
+		t.Fatalf("%s: hashes %x / %s", g.Name, r.Hash, prev)
+	}
+	if again, err := DecodeRecord(AppendRecord(nil, r)); err != nil || !reflect.DeepEqual(again, r) {
+		t.Fatalf("%s: the current encoding decodes to another record: %v", g.Name, err)
+	}
+	return r
+}
+
+// TestRecordLegacyGolden: testdata/legacy-records.json holds records as the
+// build before flagCompact encoded them: they decode to those records (and
+// encode compact to the same records), whatever the current code's own
+// legacy encoder says.
+func TestRecordLegacyGolden(t *testing.T) {
+	for _, g := range readGolden(t, "testdata/legacy-records.json") {
 		if g.Legacy[0]&flagCompact != 0 {
 			t.Fatalf("%s: the golden bytes are compact", g.Name)
 		}
-		r, err := DecodeRecord(g.Legacy)
-		if err != nil {
-			t.Fatalf("%s: %v", g.Name, err)
-		}
-		var got, want any
-		j, _ := json.Marshal(r)
-		if json.Unmarshal(j, &got) != nil || json.Unmarshal(g.Record, &want) != nil || !reflect.DeepEqual(got, want) {
-			t.Fatalf("%s:\n got %s\nwant %s", g.Name, j, g.Record)
-		}
-		prev := ""
-		if r.Rotation != nil {
-			prev = hex.EncodeToString(r.Rotation.PreviousHash[:])
-		}
-		if hex.EncodeToString(r.Hash[:]) != g.SHA256 || prev != g.Previous {
-			t.Fatalf("%s: hashes %x / %s", g.Name, r.Hash, prev)
-		}
-		if again, err := DecodeRecord(AppendRecord(nil, r)); err != nil || !reflect.DeepEqual(again, r) {
-			t.Fatalf("%s: the compact form decodes to another record: %v", g.Name, err)
-		}
+		g.decode(t, g.Legacy)
 	}
 }
 
@@ -376,7 +396,8 @@ func TestRecordLegacyLayout(t *testing.T) {
 	// A key created by a key, as the API makes it: type, environment and
 	// created_by in their short forms (this one's updated_at differs).
 	want := len(appendString(nil, "secret")) + len(appendString(nil, "test")) +
-		len(appendString(nil, byKey.CreatedBy)) - 16 - 1 // the form byte; updated_at differs here
+		len(appendString(nil, byKey.CreatedBy)) - 16 + len(appendString(nil, byKey.ID)) - 16 -
+		1 // the form byte; updated_at differs here
 	if saved := len(appendLegacyRecord(nil, byKey)) - len(AppendRecord(nil, byKey)); saved != want {
 		t.Errorf("compact saves %d bytes on a created key, want %d", saved, want)
 	}
@@ -395,7 +416,7 @@ func TestWriteDecodeRecordFuzzSeeds(t *testing.T) {
 	for name, r := range codecRecords(t) {
 		b := AppendRecord(nil, r)
 		for seed, data := range map[string][]byte{name: b, name + "-cut": b[:len(b)/2], name + "-trailing": append(b, 0),
-			name + "-legacy": appendLegacyRecord(nil, r)} {
+			name + "-legacy": appendLegacyRecord(nil, r), name + "-v3": appendV3Record(nil, r)} {
 			if err := fuzzseed.Write(target, seed, data); err != nil {
 				t.Fatal(err)
 			}
@@ -403,5 +424,41 @@ func TestWriteDecodeRecordFuzzSeeds(t *testing.T) {
 	}
 	if err := fuzzseed.Write(target, "empty", []byte{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// appendV3Record writes r as version 3 did: the compact layout with the id
+// always a string.
+func appendV3Record(dst []byte, r *Record) []byte {
+	b := AppendRecord(nil, r)
+	if b[1]&formIDULID == 0 {
+		return append(dst, b...)
+	}
+	dst = append(dst, b[0], b[1]&^formIDULID)
+	dst = appendString(dst, r.ID)
+	return append(dst, b[headerLen+16:]...)
+}
+
+// TestRecordV3Golden: testdata/compact-v3-records.json holds records in the
+// compact layout as version 3 wrote them (key ids written out). They decode
+// to those records; the current encoding of each holds its key id as the
+// ULID's 16 bytes, 15 fewer; and appendV3Record, which the fuzz seeds use,
+// writes the same bytes as version 3 did.
+func TestRecordV3Golden(t *testing.T) {
+	keyIDs := 0
+	for _, g := range readGolden(t, "testdata/compact-v3-records.json") {
+		r := g.decode(t, g.V3)
+		if v3 := appendV3Record(nil, r); !bytes.Equal(v3, g.V3) {
+			t.Fatalf("%s: appendV3Record wrote\n%q\nversion 3 wrote\n%q", g.Name, v3, g.V3)
+		}
+		if _, ok := keyIDULID(r.ID); ok {
+			keyIDs++
+			if now := AppendRecord(nil, r); now[1]&formIDULID == 0 || len(now) != len(g.V3)-15 {
+				t.Errorf("%s: %d bytes (form %#x), want the ULID form, %d", g.Name, len(now), now[1], len(g.V3)-15)
+			}
+		}
+	}
+	if keyIDs == 0 {
+		t.Fatal("no golden record has a key id")
 	}
 }

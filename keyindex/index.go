@@ -84,10 +84,10 @@ func newStore() *store {
 	return st
 }
 
-func (st *store) orderKey(it orderItem) (workspace, id string) {
+func (st *store) orderKey(it orderItem) (workspace string, id storedID) {
 	if it&pivotBit != 0 {
 		p, _ := st.pivots.Load(it)
-		return p.(*pivotKey).workspace, p.(*pivotKey).id
+		return p.(*pivotKey).workspace, storedID{raw: p.(*pivotKey).id}
 	}
 	return readOrderKey(st.rec(uint32(it)))
 }
@@ -96,7 +96,7 @@ func (st *store) orderKey(it orderItem) (workspace, id string) {
 func (st *store) orderCompare(a, b orderItem) int {
 	wa, ia := st.orderKey(a)
 	wb, ib := st.orderKey(b)
-	return cmp.Or(strings.Compare(wa, wb), strings.Compare(ia, ib))
+	return cmp.Or(strings.Compare(wa, wb), compareIDs(ia, ib))
 }
 
 func (st *store) orderLess(a, b orderItem) bool { return st.orderCompare(a, b) < 0 }
@@ -127,7 +127,7 @@ func hashKey(h *Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 func (st *store) findID(id string) (uint32, bool) {
 	for p := st.byID.probe(idKey(id)); ; {
 		n, ok := p.next()
-		if !ok || readView(st.rec(n)).id == id {
+		if !ok || readHead(st.rec(n)).id.is(id) {
 			return n, ok
 		}
 	}
@@ -539,7 +539,7 @@ func (ix *Index) ExpiredRotations(nowNs int64) []string {
 	var ids []string
 	for n := range ix.st.rotating {
 		if b := ix.st.rec(n); nowNs >= readPrevExpires(b) {
-			ids = append(ids, strings.Clone(readView(b).id))
+			ids = append(ids, readHead(b).id.String())
 		}
 	}
 	return ids
@@ -641,7 +641,7 @@ func (ix *Index) List(q ListQuery) ([]*Record, string, error) {
 	st := ix.st
 	visit := func(it orderItem) bool {
 		v := readView(st.rec(uint32(it)))
-		if pivot != nil && q.Cursor != "" && v.workspace == pivot.workspace && v.id == pivot.id {
+		if pivot != nil && q.Cursor != "" && v.workspace == pivot.workspace && v.id.is(pivot.id) {
 			return true // the cursor names the last record of the previous page
 		}
 		if q.WorkspaceID != "" && v.workspace != q.WorkspaceID {
@@ -724,7 +724,7 @@ func (ix *Index) DrainUsage() []Usage {
 				n := uint32(c)*slotChunkLen + i
 				sl := st.slots.get(n)
 				if cnt := sl.uses.Swap(0); cnt > 0 && sl.ref != (recordRef{}) {
-					out = append(out, Usage{ID: strings.Clone(readView(st.rec(n)).id), Count: int64(cnt), LastUsedNs: sl.lastNs.Load()})
+					out = append(out, Usage{ID: readHead(st.rec(n)).id.String(), Count: int64(cnt), LastUsedNs: sl.lastNs.Load()})
 				}
 			}
 		}

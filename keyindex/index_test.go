@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -904,8 +906,8 @@ func TestArenaCompaction(t *testing.T) {
 			t.Fatalf("%s: got %+v, want %+v", k.rec.ID, got, k.rec)
 		}
 		d := ix.Verify(&VerifyRequest{Token: []byte(k.tok), NowNs: baseNow.UnixNano()})
-		if d.Code != CodeValid || d.Key().ID != k.rec.ID {
-			t.Fatalf("%s: verify %s %s", k.rec.ID, d.Code, d.Key().ID)
+		if id := string(d.AppendID(nil)); d.Code != CodeValid || id != k.rec.ID {
+			t.Fatalf("%s: verify %s %s", k.rec.ID, d.Code, id)
 		}
 		live += recordHeader + len(AppendRecord(nil, k.rec))
 	}
@@ -987,5 +989,91 @@ func TestAddUsage(t *testing.T) {
 func TestSlotSize(t *testing.T) {
 	if got := unsafe.Sizeof(slot{}); got != 48 {
 		t.Fatalf("slot is %d bytes, want 48", got)
+	}
+}
+
+// TestIDForms: ids NewID writes are stored as their ULID's bytes and every
+// other id as its string (an import may bring any). Both kinds are found by
+// id, listed in the order of their strings, paged through by cursor, and
+// shown as written in a verification's id and answer.
+func TestIDForms(t *testing.T) {
+	ids := map[string]bool{ // id → stored as a ULID
+		"key_01ARZ3NDEKTSV4RRFFQ69G5FAV":  true,
+		"key_7ZZZZZZZZZZZZZZZZZZZZZZZZZ":  true,  // the largest ULID
+		"key_00000000000000000000000000":  true,  // the smallest
+		"key_01arz3ndektsv4rrffq69g5fav":  false, // lower case: not how NewID writes it
+		"key_8ZZZZZZZZZZZZZZZZZZZZZZZZZ":  false, // past 128 bits
+		"key_01ARZ3NDEKTSV4RRFFQ69G5FA":   false, // one short
+		"key_01ARZ3NDEKTSV4RRFFQ69G5FAW":  true,
+		"key_01ARZ3NDEKTSV4RRFFQ69G5FAV0": false, // one long
+		"key_A":                           false,
+		"abc":                             false,
+		"zzz":                             false,
+		"key_":                            false,
+	}
+	ix := New()
+	toks := map[string]string{}
+	for id := range ids {
+		r, tok := newTestRecord(t, TypeSecret, func(r *Record) { r.ID, r.WorkspaceID = id, "ws_forms" })
+		if err := ix.Insert(r); err != nil {
+			t.Fatal(err)
+		}
+		toks[id] = tok
+	}
+	want := slices.Sorted(maps.Keys(ids))
+	for _, id := range want {
+		n, ok := ix.st.findID(id)
+		if !ok {
+			t.Fatalf("%s not found by id", id)
+		}
+		if got := readHead(ix.st.rec(n)).id; got.ulid != ids[id] || got.String() != id {
+			t.Errorf("%s stored as %q (ULID %v), want ULID %v", id, got.raw, got.ulid, ids[id])
+		}
+		if r := ix.Get(id); r == nil || r.ID != id {
+			t.Errorf("Get(%s) = %+v", id, r)
+		}
+		d := ix.Verify(&VerifyRequest{Token: []byte(toks[id]), NowNs: baseNow.UnixNano()})
+		var body struct {
+			KeyID string `json:"key_id"`
+		}
+		if err := json.Unmarshal(append(d.AppendValidBody(nil), `{}}`...), &body); err != nil || body.KeyID != id {
+			t.Errorf("%s: answer's key_id %q (%v)", id, body.KeyID, err)
+		}
+		if got := string(d.AppendID(nil)); d.Code != CodeValid || got != id {
+			t.Errorf("%s: verify %s, id %q", id, d.Code, got)
+		}
+	}
+	for _, near := range []string{"key_01ARZ3NDEKTSV4RRFFQ69G5FAX", "key_01arz3ndektsv4rrffq69g5faw", "ab"} {
+		if ix.Get(near) != nil {
+			t.Errorf("Get(%s) found a key", near)
+		}
+	}
+	all, _, err := ix.List(ListQuery{WorkspaceID: "ws_forms", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range all {
+		got = append(got, r.ID)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("listed\n%q\nwant\n%q", got, want)
+	}
+	got = nil
+	for cursor := ""; ; {
+		page, next, err := ix.List(ListQuery{WorkspaceID: "ws_forms", Limit: 1, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page {
+			got = append(got, r.ID)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("paged\n%q\nwant\n%q", got, want)
 	}
 }

@@ -18,7 +18,7 @@ type Loader struct {
 // a snapshot's claim, which is only trusted as the records arrive, and a
 // few bytes claiming a billion must not allocate much (the first record
 // already brings a 64 KiB arena chunk and a 2 MiB slot chunk). Past it the
-// tables grow by doubling as keys come, a few rehashes for a million.
+// tables grow by 5/3 as keys come, a dozen rehashes for a million.
 const maxLoaderHint = 1 << 12
 
 // NewLoader returns an empty Loader for about n records.
@@ -31,8 +31,9 @@ func NewLoader(n int) *Loader {
 }
 
 // Add checks enc and stores a copy of it; enc may be reused once Add
-// returns. A record that is not a valid encoding, has no id, or whose id
-// or token hashes an earlier record has is refused.
+// returns. A record that is not a valid encoding in the current compact
+// layout (as AppendRecord writes it), has no id, or whose id or token hashes
+// an earlier record has is refused.
 func (l *Loader) Add(enc []byte) error {
 	var r Record // aliases enc: nothing below keeps its strings
 	if err := decodeRecord(&r, enc, true); err != nil {
@@ -45,6 +46,11 @@ func (l *Loader) Add(enc []byte) error {
 	}
 	if r.ID == "" {
 		return errors.New("record: no id")
+	}
+	if _, keyID := keyIDULID(r.ID); keyID && enc[1]&formIDULID == 0 {
+		// Version 3 wrote key ids out. Every node must hold the same
+		// bytes for a record: the snapshot reader re-encodes those.
+		return errors.New("record: key id not in the current layout")
 	}
 	n, err := l.st.storeEncoded(&r, enc)
 	if err != nil {

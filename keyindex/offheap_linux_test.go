@@ -174,8 +174,8 @@ func TestDroppedChunkStaysWhileRead(t *testing.T) {
 	if _, ok := findVMA(t, first); !ok {
 		t.Fatal("the dropped chunk was unmapped while a Decision and a snapshot held records in it")
 	}
-	if k := d.Key(); d.Code != CodeValid || k.ID != r.ID || k.WorkspaceID != r.WorkspaceID {
-		t.Errorf("decision after compaction: %s %+v", d.Code, k)
+	if k, id := d.Key(), string(d.AppendID(nil)); d.Code != CodeValid || id != r.ID || k.WorkspaceID != r.WorkspaceID {
+		t.Errorf("decision after compaction: %s %s %+v", d.Code, id, k)
 	}
 	n := 0
 	snap.Each(func(got *Record) bool {
@@ -228,7 +228,7 @@ func TestInstallUnmapsOldSlotsAndTables(t *testing.T) {
 			t.Errorf("mapping %d of the replaced store is still mapped", i)
 		}
 	}
-	if d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid || d.Key().ID != r.ID {
+	if d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid || string(d.AppendID(nil)) != r.ID {
 		t.Errorf("verify after Install: %s", d.Code)
 	}
 	if ix.Len() != 1 {

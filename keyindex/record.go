@@ -150,8 +150,9 @@ var (
 func appendValidPrefix(b []byte, v *view) []byte {
 	b = append(b, `{"valid":true,"code":`...)
 	b = appendJSONString(b, CodeValid.String())
+	b = v.id.appendJSON(append(b, `,"key_id":`...))
 	for _, f := range [...]struct{ key, value string }{
-		{`,"key_id":`, v.id}, {`,"workspace_id":`, v.workspace}, {`,"owner_id":`, v.owner},
+		{`,"workspace_id":`, v.workspace}, {`,"owner_id":`, v.owner},
 		{`,"type":`, v.typ}, {`,"environment":`, v.environment},
 	} {
 		b = appendJSONString(append(b, f.key...), f.value)

@@ -3,13 +3,19 @@ package keyindex
 import "unsafe"
 
 // hashTable maps 64-bit key hashes to uint32 values (slot numbers) by open
-// addressing with linear probing over a power-of-two array of words, each
-// (the hash's top 32 bits << 32 | value+1), 0 for an empty word. It holds
-// no pointers, and lives outside the Go heap (offheap.go); it costs about 11
-// bytes a key at its load factor against ~50 for a Go map of 32-byte keys.
+// addressing with linear probing over an array of words, each (the hash's
+// top 32 bits << 32 | value+1), 0 for an empty word. It holds no pointers,
+// and lives outside the Go heap (offheap.go); it costs 11 to 13 bytes a key
+// (filled between 60% and 75%) against ~50 for a Go map of 32-byte keys.
 // The table keeps only 32 bits of each hash: callers confirm a candidate
 // value against the real key, and the position is derived from those same
 // 32 bits so the table can grow without the original keys.
+//
+// The array's length is not a power of two: a table that doubled was
+// between 37% and 75% full, half empty at exactly a million keys, and the
+// two tables were a sixth of the index's memory there. It grows by 5/3
+// instead, to 60% full, and a fingerprint's home is scaled to the length
+// (home).
 type hashTable struct {
 	words []uint64 // mem's bytes
 	mem   *mapping
@@ -20,7 +26,10 @@ const minTableWords = 64
 
 func fingerprint(h uint64) uint32 { return uint32(h >> 32) }
 
-func (t *hashTable) mask() uint32 { return uint32(len(t.words) - 1) }
+// home is where the entries of fingerprint fp start: fp scaled to the
+// table's length by multiplying and shifting (Lemire's "fastrange"), which,
+// unlike a mask, suits any length.
+func home(fp uint32, size int) uint32 { return uint32(uint64(fp) * uint64(size) >> 32) }
 
 // probe walks the values stored under one hash's fingerprint, in probe
 // order. It is a cursor rather than a callback so that the verify path's
@@ -31,7 +40,7 @@ type probe struct {
 }
 
 func (t *hashTable) probe(h uint64) probe {
-	return probe{words: t.words, fp: fingerprint(h), i: fingerprint(h)}
+	return probe{words: t.words, fp: fingerprint(h), i: home(fingerprint(h), len(t.words))}
 }
 
 // next returns the next value stored under the fingerprint, or false once
@@ -40,10 +49,11 @@ func (p *probe) next() (uint32, bool) {
 	if len(p.words) == 0 {
 		return 0, false
 	}
-	m := uint32(len(p.words) - 1)
 	for {
-		w := p.words[p.i&m]
-		p.i++
+		w := p.words[p.i]
+		if p.i++; p.i == uint32(len(p.words)) {
+			p.i = 0
+		}
 		if w == 0 {
 			return 0, false
 		}
@@ -63,26 +73,35 @@ func (t *hashTable) insert(h uint64, v uint32) {
 }
 
 func (t *hashTable) place(w uint64) {
-	m := t.mask()
-	i := uint32(w>>32) & m
+	i := home(uint32(w>>32), len(t.words))
 	for t.words[i] != 0 {
-		i = (i + 1) & m
+		i = t.after(i)
 	}
 	t.words[i] = w
+}
+
+// after is the position probed after i.
+func (t *hashTable) after(i uint32) uint32 {
+	if i++; i == uint32(len(t.words)) {
+		return 0
+	}
+	return i
 }
 
 // hasRoomFor reports whether k more entries keep t at most three quarters
 // full.
 func (t *hashTable) hasRoomFor(k int) bool { return (t.n+k)*4 <= len(t.words)*3 }
 
-// sizeFor is the smallest table length (a power of two) that holds n
-// entries at most three quarters full.
+// sizeFor is the length of a table grown (or sized) to hold n entries: 60%
+// full, so that it grows again after a sixth more, and rounded up to the
+// whole pages its mapping takes anyway (offheap.go).
 func sizeFor(n int) int {
-	size := minTableWords
-	for size*3 < n*4 {
-		size *= 2
+	size := max(minTableWords, (n*5+2)/3)
+	page := 4096
+	if size*8 >= hugePage/2 {
+		page = hugePage
 	}
-	return size
+	return (size*8 + page - 1) / page * page / 8
 }
 
 // reserve sizes the table for n keys at once (a restore).
@@ -92,13 +111,11 @@ func (t *hashTable) reserve(n int) {
 	}
 }
 
-// resize moves the entries to a new array of size words (a power of two)
-// and unmaps the old one: only holders of the write lock get here, and no
+// resize moves the entries to a new array of size words and unmaps the old one: only holders of the write lock get here, and no
 // reader can be walking it.
 func (t *hashTable) resize(size int) { t.replace(t.copyTo(size)) }
 
-// copyTo returns a table of size words (a power of two) holding t's
-// entries. It only reads t.
+// copyTo returns a table of size words holding t's entries. It only reads t.
 func (t *hashTable) copyTo(size int) hashTable {
 	nt := hashTable{mem: newMapping(size * 8), n: t.n}
 	nt.words = unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(nt.mem.b))), size)
@@ -136,16 +153,15 @@ func (t *hashTable) remove(h uint64, v uint32) {
 		return
 	}
 	want := uint64(fingerprint(h))<<32 | uint64(v+1)
-	m := t.mask()
-	i := fingerprint(h) & m
+	i := home(fingerprint(h), len(t.words))
 	for t.words[i] != want {
 		if t.words[i] == 0 {
 			return
 		}
-		i = (i + 1) & m
+		i = t.after(i)
 	}
-	for j := (i + 1) & m; t.words[j] != 0; j = (j + 1) & m {
-		home := uint32(t.words[j]>>32) & m
+	for j := t.after(i); t.words[j] != 0; j = t.after(j) {
+		home := home(uint32(t.words[j]>>32), len(t.words))
 		// The entry at j may move to the hole at i unless its home lies
 		// cyclically in (i, j]: then i comes before its home.
 		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {

@@ -117,8 +117,9 @@ func TestTablesGrowUnderReadLock(t *testing.T) {
 	}
 	defer func() { testHookRoomBuilt = nil }()
 
+	words := len(ix.st.byHash.words)
 	var more []*Record
-	for range 40 {
+	for range words*3/4 - len(recs) + 1 { // one more than the table has room for
 		r, tok := newTestRecord(t, TypeSecret, nil)
 		more, toks = append(more, r), append(toks, tok)
 	}
@@ -126,7 +127,7 @@ func TestTablesGrowUnderReadLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	if built == 0 {
-		t.Fatal("inserting 40 keys into a table of 64 words did not grow it")
+		t.Fatalf("filling a table of %d words past three quarters did not grow it", words)
 	}
 	for i, tok := range toks {
 		if d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid {
@@ -136,6 +137,55 @@ func TestTablesGrowUnderReadLock(t *testing.T) {
 	for _, r := range append(recs, more...) {
 		if ix.Get(r.ID) == nil {
 			t.Errorf("%s not found by id after the tables grew", r.ID)
+		}
+	}
+}
+
+// TestHashTableWrapsAtAnyLength: in a table whose length is not a power of
+// two, entries whose home is the last word wrap to the first ones, are
+// found there, and survive the removal of the entry before them.
+func TestHashTableWrapsAtAnyLength(t *testing.T) {
+	tab := (&hashTable{}).copyTo(700)
+	last := uint64(0xFFFFFFFF) << 32 // the largest fingerprint: home 699
+	if h := home(fingerprint(last), len(tab.words)); h != 699 {
+		t.Fatalf("home of the largest fingerprint is %d, want 699", h)
+	}
+	for v := uint32(0); v < 10; v++ {
+		tab.insert(last|uint64(v), v)
+	}
+	if tab.words[699] == 0 || tab.words[8] == 0 || tab.words[9] != 0 {
+		t.Fatalf("entries not at 699, 0…8: %x %x %x", tab.words[699], tab.words[8], tab.words[9])
+	}
+	tab.remove(last, 0)
+	for v := uint32(1); v < 10; v++ {
+		if !contains(&tab, last|uint64(v), v) {
+			t.Fatalf("value %d lost after removing the one at the end", v)
+		}
+	}
+	if tab.words[699] == 0 || tab.words[8] != 0 {
+		t.Fatal("backward shift did not move the wrapped run back across the end")
+	}
+}
+
+// TestSizeFor: a grown table is about 60% full (the old power-of-two
+// lengths left it as little as 37% full), has room for three
+// quarters, and uses the whole pages of its mapping.
+func TestSizeFor(t *testing.T) {
+	for _, n := range []int{0, 1, 100, 10_000, 1_000_000, 10_000_000} {
+		size := sizeFor(n)
+		if size*3 < n*4 {
+			t.Errorf("sizeFor(%d) = %d: less than room for three quarters", n, size)
+		}
+		page := 4096
+		if size*8 >= hugePage/2 {
+			page = hugePage
+		}
+		if size*8%page != 0 {
+			t.Errorf("sizeFor(%d) = %d words: not whole pages of %d", n, size, page)
+		}
+		// 60% full, less what rounding up to 2 MiB adds (at least 256Ki words).
+		if n >= 1_000_000 && float64(n)/float64(size) < 0.6*float64(size-1<<18)/float64(size) {
+			t.Errorf("sizeFor(%d) = %d: %.2f full, want about 0.6", n, size, float64(n)/float64(size))
 		}
 	}
 }

@@ -89,10 +89,11 @@ func (d *Decision) Record() *Record {
 	return r
 }
 
-// KeyRef is whose a matched key is: what an answer's headers say of it.
+// KeyRef is whose a matched key is: what an answer's headers say of it
+// (with AppendID).
 type KeyRef struct {
-	ID, WorkspaceID, OwnerID string
-	Type                     KeyType
+	WorkspaceID, OwnerID string
+	Type                 KeyType
 }
 
 // Key describes the matched key without allocating: its strings point into
@@ -101,7 +102,16 @@ type KeyRef struct {
 // not a use of d).
 func (d *Decision) Key() KeyRef {
 	h := readHead(d.rec)
-	return KeyRef{ID: h.id, WorkspaceID: h.workspace, OwnerID: h.owner, Type: KeyType(h.typ)}
+	return KeyRef{WorkspaceID: h.workspace, OwnerID: h.owner, Type: KeyType(h.typ)}
+}
+
+// AppendID appends the matched key's id. (The index keeps most ids as
+// their ULID's bytes, so there is no stored string of it to point at.)
+func (d *Decision) AppendID(dst []byte) []byte {
+	var buf [keyIDLen]byte
+	dst = append(dst, readHead(d.rec).id.text(&buf)...)
+	runtime.KeepAlive(d) // d.mem maps the bytes read
+	return dst
 }
 
 // AppendValidBody appends the JSON answer of a VALID decision up to its

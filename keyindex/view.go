@@ -1,11 +1,15 @@
 package keyindex
 
 import (
+	"bytes"
 	"encoding/binary"
 	"iter"
 	"math"
+	"strings"
 	"time"
 	"unsafe"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // view reads what verification needs of a stored record straight from its
@@ -15,9 +19,10 @@ import (
 // reader trusts them and does not check bounds beyond what the slice
 // access does.
 type view struct {
-	flags, form                            byte
-	id, workspace, owner, typ, environment string
-	listsAt                                int // offset of the scopes in the encoding
+	flags, form                        byte
+	id                                 storedID
+	workspace, owner, typ, environment string
+	listsAt                            int // offset of the scopes in the encoding
 	keyLists
 	metadata encodedList
 	expires  encodedTime // if flags&flagExpiresAt
@@ -51,8 +56,9 @@ type encodedTime struct{ sec, nsec, offset int64 }
 // head is the strings at the front of the encoding, read for an answer's
 // headers and for the listing order without walking the whole record.
 type head struct {
-	id, workspace, owner, typ string
-	rest                      []byte // from the environment on
+	id                    storedID
+	workspace, owner, typ string
+	rest                  []byte // from the environment on
 }
 
 // headerLen is the flags and form bytes before the first string.
@@ -60,7 +66,7 @@ const headerLen = 2
 
 func readHead(b []byte) head {
 	r := viewReader{b: b[headerLen:]}
-	h := head{id: r.str(), workspace: r.str(), owner: r.str()}
+	h := head{id: r.id(b[1]), workspace: r.str(), owner: r.str()}
 	r.str() // name
 	if code := b[1] & formTypeMask; code != 0 {
 		h.typ = string(compactTypes[code])
@@ -73,9 +79,9 @@ func readHead(b []byte) head {
 
 // readOrderKey reads only what the listing order compares: the first two
 // strings. The order's tree calls it ~20 times per insert.
-func readOrderKey(b []byte) (workspace, id string) {
+func readOrderKey(b []byte) (workspace string, id storedID) {
 	r := viewReader{b: b[headerLen:]}
-	id = r.str()
+	id = r.id(b[1])
 	return r.str(), id
 }
 
@@ -223,6 +229,16 @@ func (r *viewReader) varint() int64 {
 	return v
 }
 
+// id reads the id of a record whose form byte is form.
+func (r *viewReader) id(form byte) storedID {
+	if form&formIDULID != 0 {
+		u := r.b[:len(ulid.ULID{})]
+		r.b = r.b[len(u):]
+		return storedID{raw: unsafe.String(&u[0], len(u)), ulid: true}
+	}
+	return storedID{raw: r.str()}
+}
+
 func (r *viewReader) str() string {
 	n := r.uvarint()
 	s := r.b[:n]
@@ -248,4 +264,63 @@ func (r *viewReader) list(per int) encodedList {
 
 func (r *viewReader) time() encodedTime {
 	return encodedTime{sec: r.varint(), nsec: int64(r.uvarint()), offset: r.varint()}
+}
+
+// storedID is a record's id as its encoding holds it: the string, or for a
+// key id ("key_" and a ULID; formIDULID) the ULID's 16 bytes. Like the
+// view's strings, raw points into the arena.
+type storedID struct {
+	raw  string
+	ulid bool
+}
+
+// keyIDLen is the length of a key id NewID writes.
+const keyIDLen = len(keyIDPrefix) + ulid.EncodedSize
+
+// text is the id as the API shows it: in buf for a ULID, otherwise the
+// stored bytes themselves, which must not be written to.
+func (id storedID) text(buf *[keyIDLen]byte) []byte {
+	if !id.ulid {
+		return unsafe.Slice(unsafe.StringData(id.raw), len(id.raw))
+	}
+	var u ulid.ULID
+	copy(u[:], id.raw)
+	copy(buf[:], keyIDPrefix)
+	_ = u.MarshalTextTo(buf[len(keyIDPrefix):]) // cannot fail: the room is the encoded size
+	return buf[:]
+}
+
+// String returns the id as a string of its own (it allocates).
+func (id storedID) String() string {
+	var buf [keyIDLen]byte
+	return string(id.text(&buf))
+}
+
+// appendJSON appends the id as a JSON string.
+func (id storedID) appendJSON(b []byte) []byte {
+	if !id.ulid {
+		return appendJSONString(b, id.raw)
+	}
+	var buf [keyIDLen]byte
+	return append(append(append(b, '"'), id.text(&buf)...), '"') // nothing to escape
+}
+
+// is reports whether the id is s.
+func (id storedID) is(s string) bool {
+	if !id.ulid {
+		return id.raw == s
+	}
+	var buf [keyIDLen]byte
+	return string(id.text(&buf)) == s
+}
+
+// compareIDs orders ids as their strings. Two ULIDs compare as their
+// bytes: the text of a ULID (Crockford's base32, most significant bits
+// first, digits in ASCII order) sorts as its bytes do.
+func compareIDs(a, b storedID) int {
+	if a.ulid && b.ulid {
+		return strings.Compare(a.raw, b.raw)
+	}
+	var ba, bb [keyIDLen]byte
+	return bytes.Compare(a.text(&ba), b.text(&bb))
 }
