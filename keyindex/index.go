@@ -13,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/google/btree"
 )
 
 // Index holds every key in memory: by token hash (the current one, and a
@@ -44,12 +42,12 @@ type store struct {
 	// byHash maps token hashes to slot<<1, with the low bit set for a
 	// rotated key's previous hash; byID maps id hashes to slots.
 	byHash, byID hashTable
-	ordered      *btree.BTreeG[orderItem]
+	ordered      *orderSet
 	// rotating holds the slots of keys that still have a previous hash,
 	// so purging expired ones does not scan every key.
 	rotating map[uint32]struct{}
 	// pivots holds the search keys of listings in progress, by the
-	// orderItem that stands for them in the tree's comparisons.
+	// orderItem that stands for them in the order's comparisons.
 	pivots    sync.Map // orderItem → *pivotKey
 	nextPivot atomic.Uint32
 	count     int
@@ -58,7 +56,7 @@ type store struct {
 
 // orderItem is a key in the (workspace, id) order: a slot number, whose
 // record gives the order, or (with pivotBit set) a listing's search key in
-// st.pivots. It holds no pointer, so the tree's millions of items are
+// st.pivots. It holds no pointer, so the order's millions of items are
 // nothing for the garbage collector to scan (as a struct with a pivot
 // pointer they were most of its marking work), and take 4 bytes.
 type orderItem uint32
@@ -80,7 +78,7 @@ func (st *store) addPivot(p *pivotKey) orderItem {
 
 func newStore() *store {
 	st := &store{arena: newArena(), rotating: map[uint32]struct{}{}}
-	st.ordered = btree.NewG(32, st.orderLess)
+	st.ordered = newOrderSet(st.orderCompare)
 	return st
 }
 
@@ -99,17 +97,16 @@ func (st *store) orderCompare(a, b orderItem) int {
 	return cmp.Or(strings.Compare(wa, wb), compareIDs(ia, ib))
 }
 
-func (st *store) orderLess(a, b orderItem) bool { return st.orderCompare(a, b) < 0 }
-
 // insertOrdered puts stored keys into the (workspace, id) order, sorted
-// first: each tree comparison reads a stored record, and inserting a
-// million keys in random order made nearly every comparison a cache miss;
-// in sorted order they fall on records just inserted. (A restore's keys
-// arrive sorted already, Index.Snapshot's order: the sort is one pass.)
+// first: each comparison reads a stored record, and inserting a million
+// keys in random order made nearly every comparison a cache miss; in
+// sorted order they fall on records just inserted, and most go after every
+// key (orderSet.insert's one comparison). (A restore's keys arrive sorted
+// already, Index.Snapshot's order: the sort is one pass.)
 func (st *store) insertOrdered(items []orderItem) {
 	slices.SortFunc(items, st.orderCompare)
 	for _, it := range items {
-		st.ordered.ReplaceOrInsert(it)
+		st.ordered.insert(it)
 	}
 }
 
@@ -389,13 +386,13 @@ func (ix *Index) Replace(r *Record) error {
 	// workspace changes.
 	moved := old.WorkspaceID != r.WorkspaceID
 	if moved {
-		st.ordered.Delete(orderItem(n))
+		st.ordered.delete(orderItem(n))
 	}
 	st.unlink(n, old)
 	st.put(n, r)
 	st.link(n, r)
 	if moved {
-		st.ordered.ReplaceOrInsert(orderItem(n))
+		st.ordered.insert(orderItem(n))
 	}
 	ix.countImported(old, -1)
 	ix.countImported(r, 1)
@@ -423,7 +420,7 @@ func (st *store) remove(id string) (*Record, error) {
 		return nil, ErrNotFound
 	}
 	old := st.decode(n)
-	st.ordered.Delete(orderItem(n))
+	st.ordered.delete(orderItem(n))
 	st.unstore(n, old)
 	st.count--
 	return old, nil
@@ -549,8 +546,8 @@ func (ix *Index) ExpiredRotations(nowNs int64) []string {
 // while the index keeps changing: the arena's chunks never change once
 // written, so the snapshot only copies where each record is. Writers wait
 // while it runs, so it reads memory in order: the slots' refs one after the
-// other, and the order's tree (4-byte items); looking each slot up in the
-// tree's order instead missed the cache on nearly every key (65 ms at 1M
+// other, and the order's blocks (4-byte items); looking each slot up in the
+// order instead missed the cache on nearly every key (65 ms at 1M
 // keys in 1,000 workspaces, several times the in-order copy).
 func (ix *Index) Snapshot() *Records {
 	ix.mu.RLock()
@@ -565,7 +562,7 @@ func (ix *Index) Snapshot() *Records {
 	for n := range s.refs {
 		s.refs[n] = st.slots.get(uint32(n)).ref
 	}
-	st.ordered.Ascend(func(it orderItem) bool {
+	st.ordered.ascend(func(it orderItem) bool {
 		s.order = append(s.order, uint32(it))
 		return true
 	})
@@ -574,8 +571,8 @@ func (ix *Index) Snapshot() *Records {
 
 // Records is an immutable set of records from Snapshot, in (workspace, id)
 // order: equal states give equal snapshots whatever their history, and a
-// restore inserts into the order's tree ascending, each insert next to the
-// last (Install).
+// restore inserts into the order ascending, each insert after the last
+// (Install).
 type Records struct {
 	chunks [][]byte
 	mem    []*mapping  // keeps chunks mapped while the snapshot is in use
@@ -660,10 +657,10 @@ func (ix *Index) List(q ListQuery) ([]*Record, string, error) {
 	}
 	if pivot != nil {
 		it := st.addPivot(pivot)
-		st.ordered.AscendGreaterOrEqual(it, visit)
+		st.ordered.ascendFrom(it, visit)
 		st.pivots.Delete(it)
 	} else {
-		st.ordered.Ascend(visit)
+		st.ordered.ascend(visit)
 	}
 	ix.mu.RUnlock()
 	next := ""

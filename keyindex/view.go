@@ -78,7 +78,7 @@ func readHead(b []byte) head {
 }
 
 // readOrderKey reads only what the listing order compares: the first two
-// strings. The order's tree calls it ~20 times per insert.
+// strings. The order (orderSet) calls it ~20 times per insert.
 func readOrderKey(b []byte) (workspace string, id storedID) {
 	r := viewReader{b: b[headerLen:]}
 	id = r.id(b[1])
