@@ -2,6 +2,7 @@ package keyindex
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"sync/atomic"
 	"unsafe"
 )
@@ -150,8 +151,10 @@ func (s *slots) markUsed(n uint32) {
 }
 
 // arena stores encoded records in chunks. A record is appended after a
-// header of its slot number and length (4 bytes each), so a chunk can be
-// walked to find which of its records are still live. Chunk bytes are
+// header of its slot number (4 bytes) and its length (a uvarint: one byte
+// for most records, which are under 128 bytes when imported, two for the
+// rest), so a chunk can be walked to find which of its records are still
+// live. Chunk bytes are
 // never changed once written: a record that changes is appended anew, and
 // a chunk whose live bytes fall under half is compacted by copying its
 // live records into the current chunk and dropping it.
@@ -173,21 +176,27 @@ type arena struct {
 
 const (
 	arenaChunkLen = hugePage
-	recordHeader  = 8
+	slotNumberLen = 4 // the header's first part
 )
+
+// recordHeaderLen is the size of the header of a record of n bytes.
+func recordHeaderLen(n int) int { return slotNumberLen + uvarintLen(uint64(n)) }
+
+// uvarintLen is the length of binary.AppendUvarint's encoding of v.
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 
 func newArena() arena { return arena{cur: -1} }
 
 // put appends rec for slot n and returns where it is.
 func (a *arena) put(n uint32, rec []byte) recordRef {
-	need := recordHeader + len(rec)
+	need := recordHeaderLen(len(rec)) + len(rec)
 	if a.cur < 0 || cap(a.chunks[a.cur])-len(a.chunks[a.cur]) < need {
 		a.newChunk(max(a.nextChunkLen(), need))
 	}
 	c := a.chunks[a.cur]
-	off := len(c) + recordHeader
+	off := len(c) + need - len(rec)
 	c = binary.LittleEndian.AppendUint32(c, n)
-	c = binary.LittleEndian.AppendUint32(c, uint32(len(rec)))
+	c = binary.AppendUvarint(c, uint64(len(rec)))
 	a.chunks[a.cur] = append(c, rec...)
 	a.live[a.cur] += need
 	return recordRef{chunk: uint32(a.cur), off: uint32(off), n: uint32(len(rec))}
@@ -223,7 +232,7 @@ func (a *arena) bytes(ref recordRef) []byte {
 // drop forgets the record at ref and reports whether its chunk is now worth
 // compacting: not the chunk being filled, and less than half live.
 func (a *arena) drop(ref recordRef) bool {
-	a.live[ref.chunk] -= recordHeader + int(ref.n)
+	a.live[ref.chunk] -= recordHeaderLen(int(ref.n)) + int(ref.n)
 	return int(ref.chunk) != a.cur && a.live[ref.chunk]*2 < len(a.chunks[ref.chunk])
 }
 
@@ -233,12 +242,13 @@ func (a *arena) compact(c uint32, s *slots) {
 	old := a.chunks[c]
 	for off := 0; off < len(old); {
 		n := binary.LittleEndian.Uint32(old[off:])
-		size := int(binary.LittleEndian.Uint32(old[off+4:]))
-		at := recordRef{chunk: c, off: uint32(off + recordHeader), n: uint32(size)}
+		size, k := binary.Uvarint(old[off+slotNumberLen:])
+		start := off + slotNumberLen + k
+		at := recordRef{chunk: c, off: uint32(start), n: uint32(size)}
 		if n < s.next && s.get(n).ref == at {
-			s.get(n).ref = a.put(n, old[off+recordHeader:off+recordHeader+size])
+			s.get(n).ref = a.put(n, old[start:start+int(size)])
 		}
-		off += recordHeader + size
+		off = start + int(size)
 	}
 	a.chunks[c], a.mem[c], a.live[c] = nil, nil, 0
 	a.spare = append(a.spare, c)

@@ -909,7 +909,8 @@ func TestArenaCompaction(t *testing.T) {
 		if id := string(d.AppendID(nil)); d.Code != CodeValid || id != k.rec.ID {
 			t.Fatalf("%s: verify %s %s", k.rec.ID, d.Code, id)
 		}
-		live += recordHeader + len(AppendRecord(nil, k.rec))
+		enc := AppendRecord(nil, k.rec)
+		live += recordHeaderLen(len(enc)) + len(enc)
 	}
 	held := 0
 	for _, c := range ix.st.arena.chunks {
