@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -144,7 +145,7 @@ func stepHTTP() {
 	type runs struct{ kr, fl, rd []float64 }
 	byPlan := map[string]*runs{}
 	var non2xx float64
-	for p := 0; p < cfg.pairs; p++ {
+	for p := 0; p < cfg.httpPairs; p++ {
 		for _, plan := range plans {
 			plan.pin(servers...)
 			r := byPlan[plan.name]
@@ -152,9 +153,18 @@ func stepHTTP() {
 				r = &runs{}
 				byPlan[plan.name] = r
 			}
-			k, n := wrk(plan, nd.http, keysFile, cfg.wrkDur)
-			f, _ := wrk(plan, floorAddr, keysFile, cfg.wrkDur)
-			d := redisGet(plan, redisPort, int(redisN))
+			var k, n, f, d float64
+			order := []func(){
+				func() { k, n = wrk(plan, nd.http, keysFile, cfg.wrkDur) },
+				func() { f, _ = wrk(plan, floorAddr, keysFile, cfg.wrkDur) },
+				func() { d = redisGet(plan, redisPort, int(redisN)) },
+			}
+			if p%2 == 1 { // A B C, C B A: a drift in the machine's speed does not favour one server
+				slices.Reverse(order)
+			}
+			for _, run := range order {
+				run()
+			}
 			r.kr, r.fl, r.rd, non2xx = append(r.kr, k), append(r.fl, f), append(r.rd, d), max(non2xx, n)
 			logf("pair %d, %s: keyraft %.0f floor %.0f redis %.0f req/s", p, plan.name, k, f, d)
 		}

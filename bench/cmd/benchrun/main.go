@@ -24,11 +24,15 @@ import (
 )
 
 type config struct {
-	mode                      string // quick, full or long
-	keyraft, floor, vegeta    string // binaries
-	out, work, repo           string
-	steps                     map[string]bool
-	pairs                     int
+	mode                   string // quick, full or long
+	keyraft, floor, vegeta string // binaries
+	out, work, repo        string
+	steps                  map[string]bool
+	pairs                  int
+	// httpPairs is the number of interleaved closed-loop HTTP runs: more
+	// and shorter than the other steps' pairs, because on a shared 2-core
+	// machine one 8 s run of a server swung by a third from the next.
+	httpPairs                 int
 	wrkDur, vegDur, writeDur  time.Duration
 	benchSizes                string
 	scaleSizes                []int
@@ -106,17 +110,17 @@ func main() {
 	switch {
 	case *quick:
 		cfg.mode = "quick"
-		cfg.wrkDur, cfg.vegDur, cfg.writeDur = 2*time.Second, time.Second, time.Second
+		cfg.wrkDur, cfg.vegDur, cfg.writeDur, cfg.httpPairs = 2*time.Second, time.Second, time.Second, 3
 		cfg.benchSizes, cfg.benchtimeMsec = "1000,100000", 100
 		cfg.scaleSizes, cfg.catchupKeys = []int{100_000}, 100_000
 		cfg.vegTargets = 20_000
 	case *long:
 		cfg.mode = "long"
-		cfg.wrkDur, cfg.vegDur, cfg.writeDur = 15*time.Second, 10*time.Second, 5*time.Second
+		cfg.wrkDur, cfg.vegDur, cfg.writeDur, cfg.httpPairs = 8*time.Second, 10*time.Second, 5*time.Second, 6
 		cfg.benchSizes, cfg.benchtimeMsec = "1000,1000000,10000000", 1000
 		cfg.scaleSizes, cfg.catchupKeys = []int{100_000, 1_000_000, 10_000_000}, 1_000_000
 	default:
-		cfg.wrkDur, cfg.vegDur, cfg.writeDur = 8*time.Second, 5*time.Second, 3*time.Second
+		cfg.wrkDur, cfg.vegDur, cfg.writeDur, cfg.httpPairs = 4*time.Second, 5*time.Second, 3*time.Second, 6
 		cfg.benchSizes, cfg.benchtimeMsec = "1000,1000000", 500
 		cfg.scaleSizes, cfg.catchupKeys = []int{100_000, 1_000_000}, 1_000_000
 	}
