@@ -152,8 +152,8 @@ func (s *slots) markUsed(n uint32) {
 
 // arena stores encoded records in chunks. A record is appended after a
 // header of its slot number (4 bytes) and its length (a uvarint: one byte
-// for most records, which are under 128 bytes when imported, two for the
-// rest), so a chunk can be walked to find which of its records are still
+// for most records, which are under 128 bytes when imported, two or three
+// for longer ones), so a chunk can be walked to find which of its records are still
 // live. Chunk bytes are
 // never changed once written: a record that changes is appended anew, and
 // a chunk whose live bytes fall under half is compacted by copying its

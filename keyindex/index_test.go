@@ -994,7 +994,8 @@ func TestSlotSize(t *testing.T) {
 }
 
 // TestIDForms: ids NewID writes are stored as their ULID's bytes and every
-// other id as its string (an import may bring any). Both kinds are found by
+// other id as its string (the API makes none, but a command or snapshot
+// may carry any). Both kinds are found by
 // id, listed in the order of their strings, paged through by cursor, and
 // shown as written in a verification's id and answer.
 func TestIDForms(t *testing.T) {

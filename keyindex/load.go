@@ -18,7 +18,8 @@ type Loader struct {
 // a snapshot's claim, which is only trusted as the records arrive, and a
 // few bytes claiming a billion must not allocate much (the first record
 // already brings a 64 KiB arena chunk and a 2 MiB slot chunk). Past it the
-// tables grow by 5/3 as keys come, a dozen rehashes for a million.
+// tables grow by a quarter as keys come, about 25 rehashes for a million
+// (most of them small).
 const maxLoaderHint = 1 << 12
 
 // NewLoader returns an empty Loader for about n records.
@@ -47,10 +48,12 @@ func (l *Loader) Add(enc []byte) error {
 	if r.ID == "" {
 		return errors.New("record: no id")
 	}
-	if _, keyID := keyIDULID(r.ID); keyID && enc[1]&formIDULID == 0 {
-		// Version 3 wrote key ids out. Every node must hold the same
-		// bytes for a record: the snapshot reader re-encodes those.
-		return errors.New("record: key id not in the current layout")
+	if enc[1]&formIDULID == 0 {
+		if _, keyID := keyIDULID(r.ID); keyID {
+			// Version 3 wrote key ids out. Every node must hold the same
+			// bytes for a record: the snapshot reader re-encodes those.
+			return errors.New("record: key id not in the current layout")
+		}
 	}
 	n, err := l.st.storeEncoded(&r, enc)
 	if err != nil {

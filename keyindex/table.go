@@ -6,16 +6,19 @@ import "unsafe"
 // addressing with linear probing over an array of words, each (the hash's
 // top 32 bits << 32 | value+1), 0 for an empty word. It holds no pointers,
 // and lives outside the Go heap (offheap.go); it costs 11 to 13 bytes a key
-// (filled between 60% and 75%) against ~50 for a Go map of 32-byte keys.
+// filled between 60% and 75% (less full below a few million keys, where
+// rounding to whole 2 MiB pages adds a larger share) against ~50 for a Go
+// map of 32-byte keys.
 // The table keeps only 32 bits of each hash: callers confirm a candidate
 // value against the real key, and the position is derived from those same
 // 32 bits so the table can grow without the original keys.
 //
 // The array's length is not a power of two: a table that doubled was
 // between 37% and 75% full, half empty at exactly a million keys, and the
-// two tables were a sixth of the index's memory there. It grows by 5/3
-// instead, to 60% full, and a fingerprint's home is scaled to the length
-// (home).
+// two tables were a sixth of the index's memory there. Grown, it is 60%
+// full instead (a quarter longer than before: rebuilding ten times from 1M
+// to 10M keys, not three, each under the read lock, makeRoom), and a
+// fingerprint's home is scaled to the length (home).
 type hashTable struct {
 	words []uint64 // mem's bytes
 	mem   *mapping
@@ -93,7 +96,7 @@ func (t *hashTable) after(i uint32) uint32 {
 func (t *hashTable) hasRoomFor(k int) bool { return (t.n+k)*4 <= len(t.words)*3 }
 
 // sizeFor is the length of a table grown (or sized) to hold n entries: 60%
-// full, so that it grows again after a sixth more, and rounded up to the
+// full, so that it grows again after a quarter more, and rounded up to the
 // whole pages its mapping takes anyway (offheap.go).
 func sizeFor(n int) int {
 	size := max(minTableWords, (n*5+2)/3)

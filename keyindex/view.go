@@ -77,8 +77,9 @@ func readHead(b []byte) head {
 	return h
 }
 
-// readOrderKey reads only what the listing order compares: the first two
-// strings. The order (orderSet) calls it ~20 times per insert.
+// readOrderKey reads only what the listing order compares: the id and the
+// workspace at the front. The order (orderSet) calls it ~20 times per
+// insert.
 func readOrderKey(b []byte) (workspace string, id storedID) {
 	r := viewReader{b: b[headerLen:]}
 	id = r.id(b[1])

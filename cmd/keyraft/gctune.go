@@ -11,7 +11,7 @@ import (
 // The garbage collector's target (GOGC) is a percentage of the live heap
 // that may be allocated before the next collection. The index keeps its
 // records, slots and tables outside the heap (keyindex/offheap.go), so
-// the live heap is its listing tree, Raft's buffers and requests, and a
+// the live heap is its listing order, Raft's buffers and requests, and a
 // collection has little to mark; but on a loaded node each one still takes
 // CPU from verification for its mark phase and pauses it briefly, so how
 // often collections run shows in the verify p99. By default ("auto") the
