@@ -47,6 +47,8 @@ func stepScale() {
 			loaded += chunk
 		}
 		logf("scale: %d keys loaded (%.1f s)", loaded, time.Since(t0).Seconds())
+		// From the previous size up to this one, through the API.
+		fig(fmt.Sprintf("scale.import_s.%d", target), round(time.Since(t0).Seconds(), 1))
 		time.Sleep(2 * time.Second)
 		rss := rssBytes(big.p.pid())
 		fig(fmt.Sprintf("scale.rss_mib.%d", target), round(rss/(1<<20), 1))
