@@ -145,7 +145,7 @@ func stepHTTP() {
 	type runs struct{ kr, fl, rd []float64 }
 	byPlan := map[string]*runs{}
 	var non2xx float64
-	for p := 0; p < cfg.httpPairs; p++ {
+	for p := 0; p < cfg.noisyPairs; p++ {
 		for _, plan := range plans {
 			plan.pin(servers...)
 			r := byPlan[plan.name]

@@ -81,9 +81,15 @@ func stepScale() {
 	st := vegetaTargets(smallKeys, small.nodes[0].http, "small")
 	bt := vegetaTargets(bigKeys, big.http, "big")
 	var sp, bp []float64
-	for p := 0; p < cfg.pairs; p++ {
-		a := vegeta(st, rate, cfg.vegDur)
-		b := vegeta(bt, rate, cfg.vegDur)
+	for p := 0; p < cfg.noisyPairs; p++ {
+		var a, b latencies
+		if p%2 == 0 { // small then large, large then small: see http.go
+			a = vegeta(st, rate, cfg.vegDur)
+			b = vegeta(bt, rate, cfg.vegDur)
+		} else {
+			b = vegeta(bt, rate, cfg.vegDur)
+			a = vegeta(st, rate, cfg.vegDur)
+		}
 		sp, bp = append(sp, a.p99), append(bp, b.p99)
 		logf("p99 at %d/s pair %d: %d keys %.2f ms, %d keys %.2f ms", rate, p, cfg.p99Small, a.p99, loaded, b.p99)
 	}
