@@ -68,3 +68,62 @@ func TestGCPercentFollowsLiveHeap(t *testing.T) {
 	}
 	runtime.KeepAlive(live)
 }
+
+func TestWorthReleasing(t *testing.T) {
+	idle := idleRelease
+	for _, tc := range []struct {
+		h       heapState
+		idleFor time.Duration
+		want    bool
+	}{
+		{heapState{live: 10 << 20, held: 60 << 20}, idle, true},     // an import's garbage
+		{heapState{live: 10 << 20, held: 60 << 20}, idle / 2, false}, // still collecting
+		{heapState{live: 10 << 20, held: 25 << 20}, idle, false},     // within the slack
+		{heapState{live: 100 << 20, held: 140 << 20}, idle, false},   // within half the live heap
+		{heapState{live: 100 << 20, held: 160 << 20}, idle, true},
+	} {
+		if got := worthReleasing(tc.h, tc.idleFor); got != tc.want {
+			t.Errorf("worthReleasing(%+v, %v) = %v, want %v", tc.h, tc.idleFor, got, tc.want)
+		}
+	}
+}
+
+// Under auto, a heap left holding a burst's garbage is given back to the
+// OS once no collection has run for idleRelease.
+func TestIdleHeapIsReleased(t *testing.T) {
+	prevIdle, prevPercent := idleRelease, debug.SetGCPercent(100)
+	idleRelease = 300 * time.Millisecond
+	stop := make(chan struct{})
+	stopped := (&gcPercentFlag{auto: true}).apply(stop)
+	defer func() {
+		close(stop)
+		<-stopped
+		idleRelease = prevIdle
+		debug.SetGCPercent(prevPercent)
+	}()
+	// 32 MiB live, so the target leaves room for 32 MiB more; then a burst
+	// of 28 MiB of garbage, under that room: no collection runs after it.
+	live := make([]byte, 32<<20)
+	runtime.GC()
+	var sink []byte
+	for range 28 {
+		sink = make([]byte, 1<<20)
+	}
+	runtime.KeepAlive(sink)
+	sink = nil
+	if h := readHeapState(); h.held < h.live+releaseSlack+8<<20 {
+		t.Fatalf("the burst left only %d MiB held with %d MiB live", h.held>>20, h.live>>20)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h := readHeapState()
+		if h.held <= h.live+releaseSlack {
+			runtime.KeepAlive(live)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the heap still holds %d MiB with %d MiB live", h.held>>20, h.live>>20)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -11,6 +11,10 @@ import (
 	"time"
 )
 
+// settleAfterImport is how long the scale step waits after an import
+// before reading the node's memory.
+const settleAfterImport = 8 * time.Second
+
 // stepScale: resident memory per key as the index grows (import), verify
 // p99 on a small index against the largest one, and how long a new node
 // takes to catch up with a node holding cfg.catchupKeys keys.
@@ -49,7 +53,10 @@ func stepScale() {
 		logf("scale: %d keys loaded (%.1f s)", loaded, time.Since(t0).Seconds())
 		// From the previous size up to this one, through the API.
 		fig(fmt.Sprintf("scale.import_s.%d", target), round(time.Since(t0).Seconds(), 1))
-		time.Sleep(2 * time.Second)
+		// What the node holds once settled, as the empty one was measured:
+		// an idle node gives the import's garbage back after 5 s without a
+		// collection (serve --gc-percent auto, cmd/keyraft/gctune.go).
+		time.Sleep(settleAfterImport)
 		rss := rssBytes(big.p.pid())
 		fig(fmt.Sprintf("scale.rss_mib.%d", target), round(rss/(1<<20), 1))
 		fig(fmt.Sprintf("scale.rss_bytes_per_key.%d", target), math.Round((rss-rss0)/float64(target)))
