@@ -27,7 +27,8 @@ import (
 // faults them back in with the same bytes. It runs after every compaction,
 // after every dropMappedAfter bytes of entries stored, and every
 // dropMappedEvery (for pages that reads fault in: a follower far behind is
-// sent entries from bolt).
+// sent entries from bolt; and for what the last appends before a pause
+// touched, under dropMappedAfter).
 type logStore struct {
 	// Not embedded: every method raft calls is forwarded below, so a write
 	// a later raft-boltdb adds cannot bypass mapMu unnoticed.
@@ -52,7 +53,12 @@ const (
 	// scale`, 2026-12-06). A drop is a read of /proc/self/maps and one
 	// madvise over the pages still resident: well under a millisecond.
 	dropMappedAfter = 4 << 20
-	dropMappedEvery = 30 * time.Second
+	// 5 s, not 30: a node that had just imported a million keys held 12
+	// MiB more of the file than empty for up to 30 s after the import
+	// (`benchrun -only scale`, 2026-12-06, session 7), when its collected
+	// heap was otherwise back at its size; a drop costs well under a
+	// millisecond.
+	dropMappedEvery = 5 * time.Second
 )
 
 func openLogStore(path string, noSync bool) (*logStore, error) {

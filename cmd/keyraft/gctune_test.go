@@ -76,7 +76,7 @@ func TestWorthReleasing(t *testing.T) {
 		idleFor time.Duration
 		want    bool
 	}{
-		{heapState{live: 10 << 20, held: 60 << 20}, idle, true},     // an import's garbage
+		{heapState{live: 10 << 20, held: 60 << 20}, idle, true},      // an import's garbage
 		{heapState{live: 10 << 20, held: 60 << 20}, idle / 2, false}, // still collecting
 		{heapState{live: 10 << 20, held: 25 << 20}, idle, false},     // within the slack
 		{heapState{live: 100 << 20, held: 140 << 20}, idle, false},   // within half the live heap

@@ -6,14 +6,29 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// settleAfterImport is how long the scale step waits after an import
-// before reading the node's memory.
-const settleAfterImport = 8 * time.Second
+// settledRSS is what the node holds once settled after an import, as the
+// empty one was measured: an idle node gives the import's garbage back once
+// no collection has run for 5 s (serve --gc-percent auto,
+// cmd/keyraft/gctune.go), later if a snapshot taken after the import
+// collected meanwhile. So after 8 s it reads VmRSS every second until three
+// readings lie within 1 MiB, for at most 30 s.
+func settledRSS(pid int) float64 {
+	time.Sleep(8 * time.Second)
+	var last []float64
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		last = append(last, rssBytes(pid))
+		if n := len(last); time.Now().After(deadline) ||
+			n >= 3 && slices.Max(last[n-3:])-slices.Min(last[n-3:]) < 1<<20 {
+			return last[n-1]
+		}
+	}
+}
 
 // stepScale: resident memory per key as the index grows (import), verify
 // p99 on a small index against the largest one, and how long a new node
@@ -53,11 +68,7 @@ func stepScale() {
 		logf("scale: %d keys loaded (%.1f s)", loaded, time.Since(t0).Seconds())
 		// From the previous size up to this one, through the API.
 		fig(fmt.Sprintf("scale.import_s.%d", target), round(time.Since(t0).Seconds(), 1))
-		// What the node holds once settled, as the empty one was measured:
-		// an idle node gives the import's garbage back after 5 s without a
-		// collection (serve --gc-percent auto, cmd/keyraft/gctune.go).
-		time.Sleep(settleAfterImport)
-		rss := rssBytes(big.p.pid())
+		rss := settledRSS(big.p.pid())
 		fig(fmt.Sprintf("scale.rss_mib.%d", target), round(rss/(1<<20), 1))
 		fig(fmt.Sprintf("scale.rss_bytes_per_key.%d", target), math.Round((rss-rss0)/float64(target)))
 		fig(fmt.Sprintf("scale.rss_anon_mib.%d", target), round(procStatus(big.p.pid(), "RssAnon")/(1<<20), 1))
