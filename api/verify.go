@@ -175,7 +175,7 @@ func (s *Server) writeVerifyAnswer(ctx *fasthttp.RequestCtx, d *keyindex.Decisio
 		// would normalize them again on every answer (a tenth of the
 		// handler's time). The values are copied into the header.
 		var id [64]byte
-		resp.Header.SetCanonical(headerKeyID, d.AppendID(id[:0]))
+		resp.Header.SetCanonical(headerKeyID, k.AppendID(id[:0]))
 		resp.Header.SetCanonical(headerWorkspaceID, unsafeBytes(k.WorkspaceID))
 		resp.Header.SetCanonical(headerOwnerID, unsafeBytes(k.OwnerID))
 		if d.Rotated {

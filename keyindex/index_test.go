@@ -906,7 +906,7 @@ func TestArenaCompaction(t *testing.T) {
 			t.Fatalf("%s: got %+v, want %+v", k.rec.ID, got, k.rec)
 		}
 		d := ix.Verify(&VerifyRequest{Token: []byte(k.tok), NowNs: baseNow.UnixNano()})
-		if id := string(d.AppendID(nil)); d.Code != CodeValid || id != k.rec.ID {
+		if id := string(keyID(d)); d.Code != CodeValid || id != k.rec.ID {
 			t.Fatalf("%s: verify %s %s", k.rec.ID, d.Code, id)
 		}
 		enc := AppendRecord(nil, k.rec)
@@ -1041,7 +1041,7 @@ func TestIDForms(t *testing.T) {
 		if err := json.Unmarshal(append(d.AppendValidBody(nil), `{}}`...), &body); err != nil || body.KeyID != id {
 			t.Errorf("%s: answer's key_id %q (%v)", id, body.KeyID, err)
 		}
-		if got := string(d.AppendID(nil)); d.Code != CodeValid || got != id {
+		if got := string(keyID(d)); d.Code != CodeValid || got != id {
 			t.Errorf("%s: verify %s, id %q", id, d.Code, got)
 		}
 	}
@@ -1078,4 +1078,10 @@ func TestIDForms(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("paged\n%q\nwant\n%q", got, want)
 	}
+}
+
+// keyID is the id of the key d matched.
+func keyID(d Decision) string {
+	k := d.Key()
+	return string(k.AppendID(nil))
 }

@@ -44,6 +44,20 @@ type mapping struct {
 // (4 KiB base pages).
 const hugePage = 2 << 20
 
+// basePage is the size of a base page (x86-64, arm64).
+const basePage = 4 << 10
+
+// mappedLen is the length a mapping of size bytes takes: whole pages, and
+// from half a huge page on whole huge pages (mapOffHeap). The hash tables
+// size themselves to it, so none of what is mapped goes unused.
+func mappedLen(size int) int {
+	page := basePage
+	if size >= hugePage/2 {
+		page = hugePage
+	}
+	return (size + page - 1) &^ (page - 1)
+}
+
 // useOffHeap: false in race-detector builds.
 var useOffHeap = true
 

@@ -12,12 +12,8 @@ import (
 // 2 MiB boundary, so that every 2 MiB of it can be one huge page: it is
 // mapped a huge page longer and the unaligned ends unmapped.
 func mapOffHeap(size int) []byte {
-	page := unix.Getpagesize()
 	huge := size >= hugePage/2
-	if huge {
-		page = hugePage
-	}
-	size = (size + page - 1) &^ (page - 1)
+	size = mappedLen(size)
 	span := size
 	if huge {
 		span += hugePage

@@ -174,7 +174,8 @@ func TestDroppedChunkStaysWhileRead(t *testing.T) {
 	if _, ok := findVMA(t, first); !ok {
 		t.Fatal("the dropped chunk was unmapped while a Decision and a snapshot held records in it")
 	}
-	if k, id := d.Key(), string(d.AppendID(nil)); d.Code != CodeValid || id != r.ID || k.WorkspaceID != r.WorkspaceID {
+	k := d.Key()
+	if id := string(k.AppendID(nil)); d.Code != CodeValid || id != r.ID || k.WorkspaceID != r.WorkspaceID {
 		t.Errorf("decision after compaction: %s %s %+v", d.Code, id, k)
 	}
 	n := 0
@@ -228,7 +229,7 @@ func TestInstallUnmapsOldSlotsAndTables(t *testing.T) {
 			t.Errorf("mapping %d of the replaced store is still mapped", i)
 		}
 	}
-	if d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid || string(d.AppendID(nil)) != r.ID {
+	if d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: baseNow.UnixNano()}); d.Code != CodeValid || string(keyID(d)) != r.ID {
 		t.Errorf("verify after Install: %s", d.Code)
 	}
 	if ix.Len() != 1 {

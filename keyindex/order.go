@@ -21,7 +21,6 @@ import (
 type orderSet struct {
 	blocks  [][]orderItem // non-empty, each sorted and ordered after the one before
 	compare func(a, b orderItem) int
-	n       int
 }
 
 // orderBlockLen is the capacity of a block: 2 KiB. Inserting into one moves
@@ -32,9 +31,6 @@ const orderBlockLen = 512
 func newOrderSet(compare func(a, b orderItem) int) *orderSet {
 	return &orderSet{compare: compare}
 }
-
-// Len is the number of items.
-func (s *orderSet) Len() int { return s.n }
 
 // search finds where it is or would go: the first block whose last item is
 // not before it and the position of the first item there not before it;
@@ -61,7 +57,6 @@ func (s *orderSet) insert(it orderItem) {
 			return
 		}
 	}
-	s.n++
 	// Between two blocks (or after the last): into the end of the one
 	// before if it has room, else into a new block if the one after is
 	// full. Either way no block is split, so items that arrive in order
@@ -104,7 +99,6 @@ func (s *orderSet) delete(it orderItem) {
 	if b == len(s.blocks) || s.compare(s.blocks[b][i], it) != 0 {
 		return
 	}
-	s.n--
 	blk := slices.Delete(s.blocks[b], i, i+1)
 	s.blocks[b] = blk
 	switch {

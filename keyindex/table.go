@@ -99,12 +99,7 @@ func (t *hashTable) hasRoomFor(k int) bool { return (t.n+k)*4 <= len(t.words)*3 
 // full, so that it grows again after a quarter more, and rounded up to the
 // whole pages its mapping takes anyway (offheap.go).
 func sizeFor(n int) int {
-	size := max(minTableWords, (n*5+2)/3)
-	page := 4096
-	if size*8 >= hugePage/2 {
-		page = hugePage
-	}
-	return (size*8 + page - 1) / page * page / 8
+	return mappedLen(max(minTableWords, (n*5+2)/3)*8) / 8
 }
 
 // reserve sizes the table for n keys at once (a restore).

@@ -89,11 +89,11 @@ func (d *Decision) Record() *Record {
 	return r
 }
 
-// KeyRef is whose a matched key is: what an answer's headers say of it
-// (with AppendID).
+// KeyRef is whose a matched key is: what an answer's headers say of it.
 type KeyRef struct {
 	WorkspaceID, OwnerID string
 	Type                 KeyType
+	id                   storedID // see AppendID
 }
 
 // Key describes the matched key without allocating: its strings point into
@@ -102,16 +102,15 @@ type KeyRef struct {
 // not a use of d).
 func (d *Decision) Key() KeyRef {
 	h := readHead(d.rec)
-	return KeyRef{WorkspaceID: h.workspace, OwnerID: h.owner, Type: KeyType(h.typ)}
+	return KeyRef{WorkspaceID: h.workspace, OwnerID: h.owner, Type: KeyType(h.typ), id: h.id}
 }
 
-// AppendID appends the matched key's id. (The index keeps most ids as
-// their ULID's bytes, so there is no stored string of it to point at.)
-func (d *Decision) AppendID(dst []byte) []byte {
+// AppendID appends the key's id. (The index keeps most ids as their ULID's
+// bytes, so there is no stored string of it to point at.) Like the strings,
+// it reads the index's memory: valid while the Decision is reachable.
+func (k *KeyRef) AppendID(dst []byte) []byte {
 	var buf [keyIDLen]byte
-	dst = append(dst, readHead(d.rec).id.text(&buf)...)
-	runtime.KeepAlive(d) // d.mem maps the bytes read
-	return dst
+	return append(dst, k.id.text(&buf)...)
 }
 
 // AppendValidBody appends the JSON answer of a VALID decision up to its
