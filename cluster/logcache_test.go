@@ -7,7 +7,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// countingStore counts the reads that reach the store under the cache.
+// countingStore counts the entries read from it.
 type countingStore struct {
 	*raft.InmemStore
 	reads int

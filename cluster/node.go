@@ -103,6 +103,8 @@ type Node struct {
 	fsm       *fsm.FSM
 	raft      *raft.Raft
 	store     *logStore
+	logs      *logCache // what raft reads and writes the log through
+	fsmTail   fsmTail   // for ReadIndex
 	transport *raft.NetworkTransport
 	log       hclog.Logger
 
@@ -163,7 +165,7 @@ func Open(cfg Config) (*Node, error) {
 		n.store.Close()
 		return nil, err
 	}
-	logs := newLogCache(n.store)
+	n.logs = newLogCache(n.store)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, cfg.Logger.Named("snapshot"))
 	if err != nil {
 		return fail(fmt.Errorf("opening snapshot store: %w", err))
@@ -179,17 +181,17 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("raft transport: %w", err))
 	}
-	existing, err := raft.HasExistingState(logs, n.store, snaps)
+	existing, err := raft.HasExistingState(n.logs, n.store, snaps)
 	if err != nil {
 		return fail(err)
 	}
 	if !existing && cfg.Bootstrap {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.transport.LocalAddr()}}}
-		if err := raft.BootstrapCluster(rc, logs, n.store, snaps, n.transport, boot); err != nil {
+		if err := raft.BootstrapCluster(rc, n.logs, n.store, snaps, n.transport, boot); err != nil {
 			return fail(fmt.Errorf("bootstrapping: %w", err))
 		}
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.transport)
+	n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.store, snaps, n.transport)
 	if err != nil {
 		return fail(fmt.Errorf("starting raft: %w", err))
 	}

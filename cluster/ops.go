@@ -113,12 +113,13 @@ func (n *Node) ConfirmLeadership() error {
 }
 
 // ReadIndex returns an index that covers every write acknowledged before
-// the call: a node that has applied up to it misses none of them (the
+// the call: a node whose FSM has applied up to it misses none of them (the
 // read-index of the Raft thesis, §6.4). Only a leader that a quorum still
 // confirms answers, so a deposed leader cannot vouch for its old state; and
-// it answers with its last log index, not its applied one, because a new
+// it answers from its last log index, not its applied one, because a new
 // leader's log holds every committed entry (Leader Completeness) before
-// its FSM has applied them all.
+// its FSM has applied them all — stepping back from it past entries the
+// FSM never sees (fsmTail), so that the index is one an FSM reaches.
 func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, ErrNotLeader
@@ -135,7 +136,7 @@ func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 	case <-time.After(timeout):
 		return 0, fmt.Errorf("%w: no quorum confirmed the leadership within %s", ErrNotLeader, timeout)
 	}
-	return n.raft.LastIndex(), nil
+	return n.fsmTail.newestVisible(n.logs, n.raft.LastIndex(), n.fsm.AppliedIndex), nil
 }
 
 // ErrBadBackup is returned by RestoreBackup for a stream that is not a

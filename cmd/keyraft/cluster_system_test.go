@@ -876,6 +876,24 @@ func TestClusterCatchUpThroughSnapshot(t *testing.T) {
 	}
 }
 
+// TestMaxStaleAfterRestart: a restarted single node with --max-stale
+// becomes fresh on its own. Its last log entry is the no-op it appends on
+// winning the election, which the FSM never applies: a read index naming
+// it kept the node STALE until some write came along.
+func TestMaxStaleAfterRestart(t *testing.T) {
+	dir, raftAddr := t.TempDir(), freePort(t)
+	n := startNode(t, dir, raftAddr, nil, "--max-stale", "500ms")
+	c := &testCluster{t: t, root: n.rootKey()}
+	k := c.write(n, "POST", "/v1/keys", `{"name":"svc","workspace_id":"acme"}`, 201)
+	n.stop()
+	n = startNode(t, dir, raftAddr, nil, "--max-stale", "500ms")
+	defer n.stop()
+	c.waitUntil(10*time.Second, "the restarted node to verify", func() bool {
+		code, _ := verifyOn(n, k.Key, 0)
+		return code == 200
+	})
+}
+
 // TestClusterMaxStale: with --max-stale, a node answers a verify from its
 // own state only while it is known to hold every acknowledged write. A
 // leader cut off from its quorum turns STALE and comes back once healed;

@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/keyraft/keyraft/fsm"
+)
+
+func appendLogs(t *testing.T, s raft.LogStore, term uint64, types ...raft.LogType) {
+	t.Helper()
+	last, _ := s.LastIndex()
+	for i, typ := range types {
+		if err := s.StoreLog(&raft.Log{Index: last + uint64(i) + 1, Term: term, Type: typ}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func noFallback(t *testing.T) func() uint64 {
+	return func() uint64 { t.Fatal("fell back with the log intact"); return 0 }
+}
+
+// TestFSMTailSkipsEntriesTheFSMNeverSees: a read index names the newest
+// command or configuration change, never a no-op or barrier after it.
+func TestFSMTailSkipsEntriesTheFSMNeverSees(t *testing.T) {
+	s := &countingStore{InmemStore: raft.NewInmemStore()}
+	appendLogs(t, s, 1, raft.LogConfiguration, raft.LogNoop)
+	var tail fsmTail
+	if got := tail.newestVisible(s, 2, noFallback(t)); got != 1 {
+		t.Fatalf("after a bootstrap and a no-op: %d, want the configuration's 1", got)
+	}
+	appendLogs(t, s, 1, raft.LogCommand, raft.LogBarrier, raft.LogBarrier)
+	if got := tail.newestVisible(s, 5, noFallback(t)); got != 3 {
+		t.Fatalf("barriers after a command: %d, want 3", got)
+	}
+	appendLogs(t, s, 1, raft.LogBarrier)
+	s.reads = 0
+	if got := tail.newestVisible(s, 6, noFallback(t)); got != 3 || s.reads != 2 {
+		t.Fatalf("one more barrier: %d after %d reads, want 3 after 2 (the new entry and the memo's)", got, s.reads)
+	}
+	appendLogs(t, s, 1, raft.LogCommand)
+	if got := tail.newestVisible(s, 7, noFallback(t)); got != 7 {
+		t.Fatalf("a command last: %d, want 7", got)
+	}
+}
+
+// TestFSMTailMemoFollowsARewrittenLog: when the entries after a command
+// are replaced by a later term's, the memo of the old tail is not used.
+func TestFSMTailMemoFollowsARewrittenLog(t *testing.T) {
+	s := raft.NewInmemStore()
+	appendLogs(t, s, 1, raft.LogCommand, raft.LogCommand, raft.LogNoop, raft.LogBarrier)
+	var tail fsmTail
+	if got := tail.newestVisible(s, 4, noFallback(t)); got != 2 {
+		t.Fatalf("term 1: %d, want 2", got)
+	}
+	if err := s.DeleteRange(3, 4); err != nil {
+		t.Fatal(err)
+	}
+	appendLogs(t, s, 2, raft.LogCommand, raft.LogNoop)
+	if got := tail.newestVisible(s, 4, noFallback(t)); got != 3 {
+		t.Fatalf("term 2 rewrote 3 and 4: %d, want the new command at 3", got)
+	}
+}
+
+// TestFSMTailCompactedLog: with nothing visible left in the log, the FSM's
+// own applied index (which holds the snapshot) is the answer.
+func TestFSMTailCompactedLog(t *testing.T) {
+	s := raft.NewInmemStore()
+	for i, typ := range []raft.LogType{raft.LogNoop, raft.LogBarrier} {
+		if err := s.StoreLog(&raft.Log{Index: uint64(10 + i), Term: 3, Type: typ}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tail fsmTail
+	if got := tail.newestVisible(s, 11, func() uint64 { return 8 }); got != 8 {
+		t.Fatalf("compacted below 10: %d, want the FSM's 8", got)
+	}
+}
+
+// TestReadIndexAfterRestartIsReached: a restarted single node leads with a
+// no-op as its last entry; its read index must still be one its FSM
+// reaches, or --max-stale would keep it stale until the next write.
+func TestReadIndexAfterRestartIsReached(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr(t)
+	cfg := Config{DataDir: dir, RaftAddr: addr, Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond}
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.WaitLeader(5 * time.Second) {
+		t.Fatal("no leader")
+	}
+	if _, _, err := n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	n, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for !n.IsLeader() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	idx, err := n.ReadIndex(time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last raft.Log
+	if err := n.logs.GetLog(n.raft.LastIndex(), &last); err != nil || last.Type != raft.LogNoop {
+		t.Fatalf("the restarted leader's last entry is %v (%v), not its no-op: the test sets up nothing", last.Type, err)
+	}
+	if !n.WaitApplied(idx, 5*time.Second) {
+		t.Fatalf("read index %d never applied (FSM at %d, log at %d)", idx, n.FSM().AppliedIndex(), n.raft.LastIndex())
+	}
+}
