@@ -18,14 +18,20 @@ import (
 // Cluster operations (spec §5) are for root keys only: a workspace admin
 // manages keys, never the cluster.
 func (s *Server) authenticateRoot(ctx *fasthttp.RequestCtx, scope string) *apiError {
+	_, aerr := s.authenticateRootCaller(ctx, scope)
+	return aerr
+}
+
+// authenticateRootCaller is authenticateRoot for a handler that audits.
+func (s *Server) authenticateRootCaller(ctx *fasthttp.RequestCtx, scope string) (*keyindex.Record, *apiError) {
 	caller, aerr := s.authenticate(ctx, scope)
 	if aerr != nil {
-		return aerr
+		return nil, aerr
 	}
 	if !caller.IsRoot() {
-		return newError(fasthttp.StatusForbidden, codeForbidden, "cluster operations need a root key")
+		return nil, newError(fasthttp.StatusForbidden, codeForbidden, "cluster operations need a root key")
 	}
-	return nil
+	return caller, nil
 }
 
 // nodeView is one node in GET /v1/cluster: the status plus what the node
@@ -193,11 +199,12 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
-	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+	caller, aerr := s.authenticateRootCaller(ctx, keyindex.ScopeClusterWrite)
+	if aerr != nil {
 		writeError(ctx, aerr)
 		return
 	}
-	err := s.node.RestoreBackup(s.restoreBody(ctx))
+	idx, err := s.node.RestoreBackup(s.restoreBody(ctx), s.audit(ctx, caller, "cluster.restore", keyindex.RootWorkspace, "cluster", time.Now().UTC()))
 	switch {
 	case errors.Is(err, cluster.ErrBadBackup):
 		writeError(ctx, newError(fasthttp.StatusBadRequest, codeBadRequest, err.Error()))
@@ -207,7 +214,7 @@ func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, internal(err))
 	default:
 		m := newMeta(ctx)
-		m.Index = s.node.Raft().AppliedIndex()
+		m.Index = idx
 		writeData(ctx, fasthttp.StatusOK, map[string]any{"restored": true, "keys": s.index.Len()}, m)
 	}
 }

@@ -144,25 +144,35 @@ func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 var ErrBadBackup = errors.New("not a complete keyraft snapshot")
 
 // RestoreBackup replaces the whole cluster's state with a backup made by
-// fsm.Backup (leader only). The stream is checked completely before
-// Raft sees it, so a damaged backup changes nothing.
-func (n *Node) RestoreBackup(r io.Reader) error {
+// fsm.Backup (leader only), then commits an fsm.OpRestored entry carrying
+// audit, and returns its index: once it is acknowledged a quorum holds the
+// restored state, and a node that has applied the index answers from it.
+// The stream is checked completely before Raft sees it, so a damaged
+// backup changes nothing.
+func (n *Node) RestoreBackup(r io.Reader, audit *fsm.AuditEntry) (uint64, error) {
 	if !n.IsLeader() {
-		return ErrNotLeader
+		return 0, ErrNotLeader
 	}
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	applied, err := fsm.CheckSnapshot(bytes.NewReader(data))
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadBackup, err)
+		return 0, fmt.Errorf("%w: %v", ErrBadBackup, err)
 	}
 	sm := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: applied, Size: int64(len(data))}
 	if err := n.raft.Restore(sm, bytes.NewReader(data), time.Minute); err != nil {
-		return fmt.Errorf("restoring: %w", err)
+		return 0, fmt.Errorf("restoring: %w", err)
 	}
-	return nil
+	res, idx, err := n.Apply(&fsm.Command{Op: fsm.OpRestored, Audit: audit})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: the restore was not confirmed by a quorum (%v); check the state and retry", ErrNotLeader, err)
+	}
+	return idx, nil
 }
 
 // IsMember reports whether id is in the Raft configuration.

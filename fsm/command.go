@@ -35,6 +35,14 @@ const (
 	OpImport         Op = "import"
 	OpUsage          Op = "usage"
 	OpPurgeRotations Op = "purge_rotations"
+	// OpRestored follows a restore from a backup. It changes no key: its
+	// audit entry records who restored the cluster, and its index, the one
+	// the restore answers with, is reached only by a node holding the
+	// restored state (Raft's user restore leaves a gap in the log before it
+	// that only the snapshot fills). Its commit is also what makes the
+	// restore durable: until a quorum has the snapshot, a new leader could
+	// carry on from the old state.
+	OpRestored Op = "restored"
 )
 
 // Command is one state change. Everything non-deterministic (ids, times,

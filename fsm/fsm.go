@@ -188,6 +188,8 @@ func (f *FSM) applyCommand(c *Command) *Result {
 			})
 		}
 		return &Result{}
+	case OpRestored:
+		return &Result{}
 	case OpPurgeRotations:
 		for _, id := range c.IDs {
 			f.change(id, func(r *keyindex.Record) error {
@@ -345,7 +347,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.initialized.Store(meta.Initialized)
 	f.unsnapshotted.reset()
-	f.setApplied(meta.AppliedIndex)
+	// Never backwards: a backup restored by an operator carries the index
+	// it was taken at, often below what this node has applied, and a
+	// min_index a client already holds must stay reached. The OpRestored
+	// entry after the restore moves every node past it.
+	f.setApplied(max(f.applied.Load(), meta.AppliedIndex))
 	return nil
 }
 

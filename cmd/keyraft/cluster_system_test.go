@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -685,6 +686,32 @@ func digestOf(t *testing.T, n *node) (uint64, string) {
 	return st.AppliedIndex, st.Digest
 }
 
+// listOf returns the data array of a GET.
+func listOf(t *testing.T, n *node, token, path string) []map[string]any {
+	t.Helper()
+	code, b := call(n, "GET", path, token, "")
+	var page struct {
+		Data []map[string]any `json:"data"`
+	}
+	if code != 200 || json.Unmarshal(b, &page) != nil {
+		t.Fatalf("GET %s: %d %s", path, code, b)
+	}
+	return page.Data
+}
+
+// keyIDOf returns the id of the key a token belongs to.
+func keyIDOf(t *testing.T, n *node, token string) string {
+	t.Helper()
+	code, b := call(n, "GET", "/v1/verify", token, "")
+	var v struct {
+		KeyID string `json:"key_id"`
+	}
+	if code != 200 || json.Unmarshal(b, &v) != nil || v.KeyID == "" {
+		t.Fatalf("verify: %d %s", code, b)
+	}
+	return v.KeyID
+}
+
 func TestClusterSnapshotSaveWipeRestore(t *testing.T) {
 	// Usage flushes are slowed down so the state holds still while compared.
 	quiet := []string{"--usage-flush-interval", "1h"}
@@ -697,6 +724,7 @@ func TestClusterSnapshotSaveWipeRestore(t *testing.T) {
 	}
 	c.write(n, "POST", "/v1/keys/"+keys[0].ID+"/revoke", "", 200)
 	_, before := digestOf(t, n)
+	keysBefore, auditBefore := listOf(t, n, c.root, "/v1/keys?limit=100"), listOf(t, n, c.root, "/v1/audit?limit=100")
 
 	code, backup := call(n, "GET", "/v1/cluster/snapshot", c.root, "")
 	if code != 200 || len(backup) == 0 {
@@ -711,13 +739,29 @@ func TestClusterSnapshotSaveWipeRestore(t *testing.T) {
 	// restore brings back the old state, root key included.
 	n2 := startNode(t, dir, raftAddr, nil, quiet...)
 	newRoot := n2.rootKey()
-	if code, b := call(n2, "POST", "/v1/cluster/restore", newRoot, string(backup)); code != 200 {
+	restorer := keyIDOf(t, n2, newRoot)
+	code, b := call(n2, "POST", "/v1/cluster/restore", newRoot, string(backup))
+	var restored struct {
+		Meta struct {
+			Index uint64 `json:"index"`
+		} `json:"meta"`
+	}
+	if code != 200 || json.Unmarshal(b, &restored) != nil || restored.Meta.Index == 0 {
 		t.Fatalf("restore: %d %s", code, b)
 	}
-	if _, after := digestOf(t, n2); after != before {
-		t.Fatalf("digest after restore %s, before %s", after, before)
+	// The keys are the backup's; the audit log is the backup's with the
+	// restore on top, by the key that made it.
+	if after := listOf(t, n2, c.root, "/v1/keys?limit=100"); !reflect.DeepEqual(after, keysBefore) {
+		t.Fatalf("keys after restore:\n%v\nbefore:\n%v", after, keysBefore)
 	}
-	if code, what := verifyOn(n2, keys[1].Key, 0); code != 200 {
+	auditAfter := listOf(t, n2, c.root, "/v1/audit?limit=100")
+	if len(auditAfter) != len(auditBefore)+1 || !reflect.DeepEqual(auditAfter[1:], auditBefore) ||
+		auditAfter[0]["action"] != "cluster.restore" || auditAfter[0]["actor_key_id"] != restorer {
+		t.Fatalf("audit after restore:\n%v\nbefore:\n%v", auditAfter, auditBefore)
+	}
+	_, before = digestOf(t, n2)
+	// The restore's index works as min_index like a write's.
+	if code, what := verifyOn(n2, keys[1].Key, restored.Meta.Index); code != 200 {
 		t.Fatalf("restored key: %d %s", code, what)
 	}
 	if code, what := verifyOn(n2, keys[0].Key, 0); what != "KEY_REVOKED" {
@@ -734,6 +778,43 @@ func TestClusterSnapshotSaveWipeRestore(t *testing.T) {
 		t.Fatal("a refused restore changed the state")
 	}
 	n2.stop()
+}
+
+// TestClusterRestoreReachesEveryNode: a backup restored into a three-node
+// cluster replaces the state on every node; the restore's index, given as
+// min_index, is reached only by a node holding the restored state.
+func TestClusterRestoreReachesEveryNode(t *testing.T) {
+	src := startNode(t, t.TempDir(), freePort(t), nil)
+	srcRoot := src.rootKey()
+	old := (&testCluster{t: t, root: srcRoot}).write(src, "POST", "/v1/keys", `{"name":"from backup","workspace_id":"w"}`, 201)
+	code, backup := call(src, "GET", "/v1/cluster/snapshot", srcRoot, "")
+	if code != 200 {
+		t.Fatalf("snapshot: %d", code)
+	}
+	src.stop()
+
+	c := startCluster(t, 3, nil, 0)
+	mine := c.write(c.leader().node, "POST", "/v1/keys?wait=all", `{"name":"replaced","workspace_id":"w"}`, 201)
+	code, b := call(c.leader().node, "POST", "/v1/cluster/restore", c.root, string(backup))
+	var restored struct {
+		Meta struct {
+			Index uint64 `json:"index"`
+		} `json:"meta"`
+	}
+	if code != 200 || json.Unmarshal(b, &restored) != nil || restored.Meta.Index <= mine.Index {
+		t.Fatalf("restore: %d %s (the replaced key was written at %d)", code, b, mine.Index)
+	}
+	c.root = srcRoot // the backup's root key came back with it
+	for _, m := range c.alive() {
+		c.waitUntil(10*time.Second, "the restored key on "+m.id(), func() bool {
+			code, _ := verifyOn(m.node, old.Key, restored.Meta.Index)
+			return code == 200
+		})
+		if code, what := verifyOn(m.node, mine.Key, restored.Meta.Index); what != "KEY_NOT_FOUND" {
+			t.Fatalf("%s: a key the restore replaced: %d %s", m.id(), code, what)
+		}
+	}
+	c.converged()
 }
 
 func TestClusterLostQuorumRecovery(t *testing.T) {
