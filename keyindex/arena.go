@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -12,24 +13,26 @@ import (
 // and the counters verification updates. Neither holds a pointer, and both
 // live outside the Go heap (offheap.go): a million keys are nothing for the
 // garbage collector to scan or to make room for, and a key costs its
-// encoding plus a 48-byte slot instead of a graph of Go objects (about 1 KB).
+// encoding plus a 40-byte slot instead of a graph of Go objects (about 1 KB).
 
-// slot is one key's place in the index. ref and the hot fields are written
-// under the index's write lock and read under its read lock; the counters
-// are atomics that readers update. The fields are ordered to leave no
-// padding: 48 bytes (TestSlotSize).
+// slot is one key's place in the index. The record's location and the hot
+// fields are written under the index's write lock and read under its read
+// lock; the counters are atomics that readers update. 40 bytes, with no
+// padding (TestSlotSize): the location and the hot fields are packed, since
+// at ten million keys every byte of a slot is 10 MB.
 type slot struct {
-	ref recordRef // zero: the slot is free
-	// The hot fields (hotFields) are kept unpacked, in the gaps the
-	// counters leave.
-	rateLimit   int32
-	expiresNs   int64
-	limiter     rateLimiter
-	lastNs      atomic.Int64
-	uses        atomic.Uint32 // verifications since the last drain, every few seconds
-	listsAt     uint16
-	flags       byte
-	publishable bool
+	limiter rateLimiter
+	lastNs  atomic.Int64
+	// Where the record is (recordRef, split so that no field pads).
+	refOff, refLen uint32
+	refChunk       uint16
+	// The hot fields (hotFields): listsAt; rate limit, flags and
+	// publishable packed as packHot does; the expiry as expirySecond
+	// condenses it.
+	listsAt uint16
+	packed  uint32
+	expires uint32
+	uses    atomic.Uint32 // verifications since the last drain, every few seconds
 }
 
 // hotFields are what most verifications decide on, copied out of the
@@ -37,8 +40,8 @@ type slot struct {
 // it already touches for the rate limit instead of walking the encoding:
 // about a third of the decision's time.
 type hotFields struct {
-	rateLimit int32 // clamped to [0, MaxRateLimitPerMin], which the API enforces
-	expiresNs int64 // 0: no expiry
+	rateLimit int32  // clamped to [0, MaxRateLimitPerMin], which the API enforces
+	expires   uint32 // expirySecond
 	// listsAt is the offset of the scopes, origins and resources lists in
 	// the encoding, or listsAtFar. Records the API accepts have them within
 	// the first kilobyte (names, ids and the workspace are bounded).
@@ -53,17 +56,70 @@ const listsAtFar = 1<<16 - 1
 
 func hotFieldsOf(r *Record, enc []byte) hotFields {
 	return hotFields{rateLimit: int32(min(max(r.RateLimitPerMin, 0), MaxRateLimitPerMin)),
-		expiresNs: unixNanoOrZero(r.ExpiresAt), listsAt: uint16(min(readView(enc).listsAt, listsAtFar)),
+		expires: expirySecond(r.ExpiresAt), listsAt: uint16(min(readView(enc).listsAt, listsAtFar)),
 		flags: enc[0], publishable: r.Type == TypePublishable}
 }
 
+// The packed hot word: the rate limit in the low rateLimitBits, the flags
+// byte above it, then the publishable bit.
+const (
+	rateLimitBits   = 20
+	rateLimitMask   = 1<<rateLimitBits - 1
+	flagsShift      = rateLimitBits
+	publishableBit  = 1 << (flagsShift + 8)
+	maxExpirySecond = 1<<32 - 2 // expirySecond's largest value
+)
+
+// Every rate limit the API accepts fits the packed word.
+var _ [rateLimitMask - MaxRateLimitPerMin]byte
+
+func (sl *slot) rateLimit() int    { return int(sl.packed & rateLimitMask) }
+func (sl *slot) flags() byte       { return byte(sl.packed >> flagsShift) }
+func (sl *slot) publishable() bool { return sl.packed&publishableBit != 0 }
+func (sl *slot) ref() recordRef {
+	return recordRef{chunk: uint32(sl.refChunk), off: sl.refOff, n: sl.refLen}
+}
+func (sl *slot) setRef(r recordRef) { sl.refChunk, sl.refOff, sl.refLen = uint16(r.chunk), r.off, r.n }
+func (sl *slot) isFree() bool       { return sl.refLen == 0 } // every stored encoding has a flags byte
+
 func (sl *slot) hot() hotFields {
-	return hotFields{rateLimit: sl.rateLimit, expiresNs: sl.expiresNs, listsAt: sl.listsAt, flags: sl.flags,
-		publishable: sl.publishable}
+	return hotFields{rateLimit: int32(sl.rateLimit()), expires: sl.expires, listsAt: sl.listsAt, flags: sl.flags(),
+		publishable: sl.publishable()}
 }
 
 func (sl *slot) setHot(h hotFields) {
-	sl.rateLimit, sl.expiresNs, sl.listsAt, sl.flags, sl.publishable = h.rateLimit, h.expiresNs, h.listsAt, h.flags, h.publishable
+	sl.packed = uint32(h.rateLimit) | uint32(h.flags)<<flagsShift
+	if h.publishable {
+		sl.packed |= publishableBit
+	}
+	sl.expires, sl.listsAt = h.expires, h.listsAt
+}
+
+// expirySecond condenses an expiry into 4 bytes: 0 for none, otherwise its
+// Unix second plus one, clamped to [1, maxExpirySecond]. An expiry of
+// second s-1 lies in [(s-1)e9, s·e9) ns, so a verification outside that
+// second decides from the slot alone; one inside it, or against a clamped
+// value (before 1970 or after 2106), reads the exact time from the record
+// (expired).
+func expirySecond(t *time.Time) uint32 {
+	if t == nil {
+		return 0
+	}
+	return uint32(min(max(t.Unix(), 0), maxExpirySecond-1) + 1)
+}
+
+// expired reports whether the key of this slot, which has an expiry, has
+// expired at nowNs. rec is its record.
+func (sl *slot) expired(nowNs int64, rec []byte) bool {
+	if s := int64(sl.expires); s > 1 && s < maxExpirySecond {
+		if nowNs < (s-1)*1e9 {
+			return false
+		}
+		if nowNs >= s*1e9 {
+			return true
+		}
+	}
+	return nowNs >= readView(rec).expires.unixNano()
 }
 
 // lists returns the scopes, origins and resources lists of rec, the
@@ -79,10 +135,13 @@ func (sl *slot) lists(rec []byte) []byte {
 // length of its bytes.
 type recordRef struct{ chunk, off, n uint32 }
 
+// maxArenaChunks: a slot keeps a chunk number in 16 bits.
+const maxArenaChunks = 1 << 16
+
 // slotChunkLen is how many slots a chunk holds: as many as fit, with their
 // dirty bits, in one huge page (offheap.go). A multiple of 64, so that a
 // chunk's dirty bits fill whole words.
-const slotChunkLen = 43_520
+const slotChunkLen = 52_224
 
 // slotChunk is a fixed block of slots, so growing the index never copies
 // (or moves under a reader) the slots already handed out. dirty has a bit
@@ -134,7 +193,7 @@ func (s *slots) alloc() uint32 {
 // release frees slot n; its counters start from zero for the next key.
 func (s *slots) release(n uint32) {
 	sl := s.get(n)
-	sl.ref = recordRef{}
+	sl.setRef(recordRef{})
 	sl.setHot(hotFields{})
 	sl.limiter.word.Store(0)
 	sl.uses.Store(0)
@@ -217,6 +276,9 @@ func (a *arena) newChunk(size int) {
 		a.chunks[a.cur], a.mem[a.cur] = m.b[:0], m
 		return
 	}
+	if len(a.chunks) == maxArenaChunks {
+		panic("keyindex: the arena's chunk numbers are exhausted") // 128 GiB of records
+	}
 	a.chunks = append(a.chunks, m.b[:0])
 	a.mem = append(a.mem, m)
 	a.live = append(a.live, 0)
@@ -245,8 +307,8 @@ func (a *arena) compact(c uint32, s *slots) {
 		size, k := binary.Uvarint(old[off+slotNumberLen:])
 		start := off + slotNumberLen + k
 		at := recordRef{chunk: c, off: uint32(start), n: uint32(size)}
-		if n < s.next && s.get(n).ref == at {
-			s.get(n).ref = a.put(n, old[start:start+int(size)])
+		if n < s.next && s.get(n).ref() == at {
+			s.get(n).setRef(a.put(n, old[start:start+int(size)]))
 		}
 		off = start + int(size)
 	}

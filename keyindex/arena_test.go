@@ -26,21 +26,21 @@ func TestArenaCompactsEveryHeaderLength(t *testing.T) {
 	for i, size := range sizes {
 		recs[i] = bytes.Repeat([]byte{byte('a' + i)}, size)
 		n := s.alloc()
-		s.get(n).ref = a.put(n, recs[i])
+		s.get(n).setRef(a.put(n, recs[i]))
 	}
 	for n := 0; n < len(sizes); n += 2 { // every other one dies
-		a.drop(s.get(uint32(n)).ref)
+		a.drop(s.get(uint32(n)).ref())
 		s.release(uint32(n))
 	}
-	first := s.get(1).ref.chunk
-	if s.get(uint32(len(sizes)-1)).ref.chunk != first {
+	first := s.get(1).ref().chunk
+	if s.get(uint32(len(sizes)-1)).ref().chunk != first {
 		t.Fatal("the records did not fit one chunk")
 	}
 	a.newChunk(a.nextChunkLen()) // compaction moves records into the current chunk
 	a.compact(first, &s)
 	live := 0
 	for n := 1; n < len(sizes); n += 2 {
-		ref := s.get(uint32(n)).ref
+		ref := s.get(uint32(n)).ref()
 		if ref.chunk == first || !bytes.Equal(a.bytes(ref), recs[n]) {
 			t.Fatalf("record of %d bytes not moved intact: %+v", sizes[n], ref)
 		}

@@ -123,29 +123,48 @@ func checkParsed(t *testing.T, tok []byte) (TokenInfo, bool) {
 	return info, true
 }
 
-// TestUnixNanoClamps: expiry times int64 nanoseconds cannot hold are clamped
-// (a key expiring in 2300 is not expired today), and the epoch is not "never".
-func TestUnixNanoClamps(t *testing.T) {
-	at := func(s string) *time.Time {
-		v, err := time.Parse(time.RFC3339, s)
+// TestExpiryIsExact: the slot's 4-byte expiry decides a verification
+// exactly as the record's full time does, at and around the expiry's own
+// second and for times the slot clamps (before 1970, after 2106, past what
+// int64 nanoseconds hold).
+func TestExpiryIsExact(t *testing.T) {
+	for _, s := range []string{
+		"2026-01-02T03:04:05Z", "2026-01-02T03:04:05.000000001Z", "2026-01-02T03:04:05.999999999Z",
+		"2026-01-02T03:04:05.5+02:00", "1970-01-01T00:00:00Z", "1970-01-01T00:00:01Z", "1969-12-31T23:59:59.5Z",
+		"1600-01-01T00:00:00Z", "2106-02-07T06:28:14Z", "2106-02-07T06:28:16Z", "2300-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+	} {
+		exp, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &v
-	}
-	for s, want := range map[string]int64{
-		"2300-01-01T00:00:00Z": math.MaxInt64,
-		"9999-12-31T23:59:59Z": math.MaxInt64,
-		"1600-01-01T00:00:00Z": math.MinInt64,
-		"1970-01-01T00:00:00Z": 1,
-		"2026-01-02T03:04:05Z": at("2026-01-02T03:04:05Z").UnixNano(),
-	} {
-		if got := unixNanoOrZero(at(s)); got != want {
-			t.Errorf("%s: %d, want %d", s, got, want)
+		r := &Record{ID: "key_x", WorkspaceID: "w", Type: TypeSecret, Environment: EnvLive, Active: true, ExpiresAt: &exp}
+		rec := AppendRecord(nil, r)
+		var sl slot
+		sl.setHot(hotFieldsOf(r, rec))
+		if sl.expires == 0 {
+			t.Fatalf("%s: no expiry in the slot", s)
+		}
+		expNs := readView(rec).expires.unixNano()
+		for _, now := range []int64{expNs - 2e9, expNs - 1e9, expNs - 1, expNs, expNs + 1, expNs + 1e9, expNs + 2e9,
+			time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC).UnixNano(), math.MinInt64 + 2e9, math.MaxInt64 - 2e9} {
+			if now > expNs+2e9 && expNs > math.MaxInt64-2e9 || now < expNs-2e9 && expNs < math.MinInt64+2e9 {
+				continue // the offsets above wrapped
+			}
+			if got, want := sl.expired(now, rec), now >= expNs; got != want {
+				t.Errorf("expiry %s at %d ns: expired %v, want %v", s, now, got, want)
+			}
 		}
 	}
-	if unixNanoOrZero(nil) != 0 {
-		t.Error("nil is not 0")
+	for s, want := range map[string]int64{ // the record's time, clamped
+		"2300-01-01T00:00:00Z": math.MaxInt64,
+		"1600-01-01T00:00:00Z": math.MinInt64,
+		"1970-01-01T00:00:00Z": 1,
+	} {
+		exp, _ := time.Parse(time.RFC3339, s)
+		rec := AppendRecord(nil, &Record{ID: "key_x", Type: TypeSecret, ExpiresAt: &exp})
+		if got := readView(rec).expires.unixNano(); got != want {
+			t.Errorf("%s: %d ns, want %d", s, got, want)
+		}
 	}
 }
 

@@ -111,7 +111,7 @@ func (st *store) insertOrdered(items []orderItem) {
 }
 
 // rec is the stored encoding of the key in slot n.
-func (st *store) rec(n uint32) []byte { return st.arena.bytes(st.slots.get(n).ref) }
+func (st *store) rec(n uint32) []byte { return st.arena.bytes(st.slots.get(n).ref()) }
 
 var idSeed = maphash.MakeSeed()
 
@@ -148,7 +148,7 @@ func (st *store) findHash(h *Hash) (hashMatch, bool) {
 			return hashMatch{}, false
 		}
 		sl := st.slots.get(v >> 1)
-		b := st.arena.bytes(sl.ref)
+		b := st.arena.bytes(sl.ref())
 		stored := b[len(b)-len(h):]
 		if v&1 == 1 {
 			stored = b[len(b)-2*len(h) : len(b)-len(h)]
@@ -359,7 +359,7 @@ func (st *store) storeEncoded(r *Record, enc []byte) (uint32, error) {
 func (st *store) unstore(n uint32, r *Record) {
 	st.unlink(n, r)
 	st.byID.remove(idKey(r.ID), n)
-	ref := st.slots.get(n).ref
+	ref := st.slots.get(n).ref()
 	st.slots.release(n) // before compacting: the record must not be moved
 	if st.arena.drop(ref) {
 		st.arena.compact(ref.chunk, &st.slots)
@@ -461,8 +461,8 @@ func (st *store) put(n uint32, r *Record) {
 // putEncoded stores enc, the encoding of slot n's record, with its hot fields.
 func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
 	sl := st.slots.get(n)
-	old := sl.ref
-	sl.ref = st.arena.put(n, enc)
+	old := sl.ref()
+	sl.setRef(st.arena.put(n, enc))
 	sl.setHot(hot)
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
@@ -490,7 +490,7 @@ func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time, changed fu
 	}
 	before := st.rec(n)
 	// Held until changed returns: putEncoded may drop before's chunk.
-	beforeMem := st.arena.mem[st.slots.get(n).ref.chunk]
+	beforeMem := st.arena.mem[st.slots.get(n).refChunk]
 	u := readUsage(before)
 	b := append(st.scratch[:0], before[:u.start]...)
 	if before[0]&flagLastUsedAt != 0 && !lastUsed.After(u.lastUsed.time()) {
@@ -560,7 +560,7 @@ func (ix *Index) Snapshot() *Records {
 		order:  make([]uint32, 0, st.count),
 	}
 	for n := range s.refs {
-		s.refs[n] = st.slots.get(uint32(n)).ref
+		s.refs[n] = st.slots.get(uint32(n)).ref()
 	}
 	st.ordered.ascend(func(it orderItem) bool {
 		s.order = append(s.order, uint32(it))
@@ -720,7 +720,7 @@ func (ix *Index) DrainUsage() []Usage {
 				word &= word - 1
 				n := uint32(c)*slotChunkLen + i
 				sl := st.slots.get(n)
-				if cnt := sl.uses.Swap(0); cnt > 0 && sl.ref != (recordRef{}) {
+				if cnt := sl.uses.Swap(0); cnt > 0 && !sl.isFree() {
 					out = append(out, Usage{ID: readHead(st.rec(n)).id.String(), Count: int64(cnt), LastUsedNs: sl.lastNs.Load()})
 				}
 			}

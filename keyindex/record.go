@@ -2,7 +2,6 @@ package keyindex
 
 import (
 	"io"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -113,31 +112,6 @@ func cloneTime(t *time.Time) *time.Time {
 	c := *t
 	return &c
 }
-
-// unixNanoOrZero is t in Unix nanoseconds for the hot path, 0 for nil (no
-// expiry). Times past what int64 nanoseconds hold (after 2262, before 1678)
-// are clamped, not wrapped: UnixNano of 2300-01-01 is negative, which would
-// make a key expire at once. The one real time that is 0 ns, the Unix
-// epoch, becomes 1 so that it does not read as "never".
-func unixNanoOrZero(t *time.Time) int64 {
-	switch {
-	case t == nil:
-		return 0
-	case t.After(maxNanoTime):
-		return math.MaxInt64
-	case t.Before(minNanoTime):
-		return math.MinInt64
-	}
-	if ns := t.UnixNano(); ns != 0 {
-		return ns
-	}
-	return 1
-}
-
-var (
-	maxNanoTime = time.Unix(0, math.MaxInt64)
-	minNanoTime = time.Unix(0, math.MinInt64)
-)
 
 // appendValidPrefix appends the part of a VALID verify answer that depends
 // only on the record; the answer is completed with the ratelimit object

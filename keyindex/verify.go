@@ -158,7 +158,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	sl := m.sl
-	d := Decision{rec: m.rec, mem: st.arena.mem[sl.ref.chunk]}
+	d := Decision{rec: m.rec, mem: st.arena.mem[sl.refChunk]}
 	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
 		if req.NowNs >= readPrevExpires(d.rec) {
@@ -167,20 +167,20 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		d.Rotated = true
 	}
 	switch {
-	case sl.flags&flagRevokedAt != 0:
+	case sl.flags()&flagRevokedAt != 0:
 		d.Code = CodeKeyRevoked
-	case sl.flags&flagActive == 0:
+	case sl.flags()&flagActive == 0:
 		d.Code = CodeKeyDisabled
-	case sl.expiresNs != 0 && req.NowNs >= sl.expiresNs:
+	case sl.expires != 0 && sl.expired(req.NowNs, d.rec):
 		d.Code = CodeKeyExpired
-	case len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || sl.publishable:
-		d.Code = listsCode(sl.lists(d.rec), sl.publishable, req)
+	case len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || sl.publishable():
+		d.Code = listsCode(sl.lists(d.rec), sl.publishable(), req)
 	}
 	if d.Code != CodeValid {
 		return d
 	}
-	if sl.rateLimit > 0 {
-		ok, rl := sl.limiter.allow(req.NowNs, int(sl.rateLimit))
+	if limit := sl.rateLimit(); limit > 0 {
+		ok, rl := sl.limiter.allow(req.NowNs, limit)
 		d.RateLimit = rl
 		if !ok {
 			d.Code = CodeRateLimited

@@ -157,8 +157,10 @@ func readUsage(b []byte) usageFields {
 // time is the instant (in UTC: only comparisons use it).
 func (t encodedTime) time() time.Time { return time.Unix(t.sec, t.nsec) }
 
-// unixNano is the time in Unix nanoseconds, clamped like unixNanoOrZero
-// (and never 0, which means "no time" on the hot path).
+// unixNano is the time in Unix nanoseconds. Times int64 nanoseconds cannot
+// hold (after 2262, before 1678) are clamped, not wrapped: UnixNano of
+// 2300-01-01 is negative, which would make a key expire at once. The one
+// real time that is 0 ns, the Unix epoch, becomes 1, as 0 means "no time".
 func (t encodedTime) unixNano() int64 {
 	const maxSec = math.MaxInt64/int64(1e9) - 1
 	switch {
