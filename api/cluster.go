@@ -210,12 +210,12 @@ func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, newError(fasthttp.StatusBadRequest, codeBadRequest, err.Error()))
 	case errors.Is(err, cluster.ErrNotLeader):
 		writeError(ctx, noLeader("leadership changed; retry"))
+	case errors.Is(err, cluster.ErrRestoreUnconfirmed):
+		writeError(ctx, noLeader("leadership was lost during the restore, so the cluster may not hold the backup everywhere: restore it again"))
 	case err != nil:
 		writeError(ctx, internal(err))
 	default:
-		m := newMeta(ctx)
-		m.Index = idx
-		writeData(ctx, fasthttp.StatusOK, map[string]any{"restored": true, "keys": s.index.Len()}, m)
+		writeData(ctx, fasthttp.StatusOK, map[string]any{"restored": true, "keys": s.index.Len()}, s.writeMeta(ctx, idx))
 	}
 }
 

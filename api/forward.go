@@ -71,6 +71,10 @@ func (s *Server) leaderGate(ctx *fasthttp.RequestCtx) bool {
 				writeError(ctx, noLeader("leadership could not be confirmed; retry"))
 				return true
 			}
+		} else if err := s.node.CaughtUpAsLeader(); err != nil {
+			// Writes are authenticated and checked against this state.
+			writeError(ctx, noLeader("the new leader has not caught up yet; retry"))
+			return true
 		}
 		return false
 	}

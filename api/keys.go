@@ -488,10 +488,10 @@ func (s *Server) writeChange(ctx *fasthttp.RequestCtx, cmd *fsm.Command, plainte
 func (s *Server) propose(cmd *fsm.Command) (*fsm.Result, uint64, *apiError) {
 	res, idx, err := s.node.Apply(cmd)
 	switch {
-	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrShutdown):
-		e := newError(fasthttp.StatusServiceUnavailable, codeNoLeader, "no leader is available to accept writes; retry")
-		e.RetryAfter = 1
-		return nil, 0, e
+	case errors.Is(err, cluster.ErrNotLeader):
+		return nil, 0, noLeader("no leader is available to accept writes; retry")
+	case errors.Is(err, cluster.ErrOutcomeUnknown):
+		return nil, 0, noLeader("leadership was lost while the write was in flight: it may still take effect, so check before retrying")
 	case err != nil:
 		return nil, 0, internal(err)
 	case errors.Is(res.Err, fsm.ErrNotFound):

@@ -84,13 +84,13 @@ func (n *Node) leaderLoop(h Housekeeping) {
 			}
 			n.announceProgress()
 		}
-		leader := n.IsLeader()
-		becameLeader := leader && !rc.wasLeader
-		rc.wasLeader = leader
-		if !leader {
-			rc.caughtUp = false
+		if !n.IsLeader() {
+			rc.leaderTerm = 0
 			continue
 		}
+		term := n.raft.CurrentTerm()
+		becameLeader := term != rc.leaderTerm
+		rc.leaderTerm = term
 		if becameLeader {
 			// What an earlier term observed is not this term's evidence.
 			rc.forget()
@@ -100,14 +100,12 @@ func (n *Node) leaderLoop(h Housekeeping) {
 			rc.lastFull = time.Now()
 			n.reconcile(rc)
 		}
-		if !rc.caughtUp {
-			// A new leader may not have applied its whole log yet (right
-			// after a restart it replays it): until it has, "not
-			// initialized" may be stale, and acting on it would make a
-			// second root key. Tried again on every tick until it works.
-			if rc.caughtUp = n.raft.Barrier(n.cfg.ApplyTimeout).Error() == nil; !rc.caughtUp {
-				continue
-			}
+		// A new leader may not have applied its whole log yet (right
+		// after a restart it replays it): until it has, "not initialized"
+		// may be stale, and acting on it would make a second root key.
+		// Tried again on every tick until it works.
+		if n.CaughtUpAsLeader() != nil {
+			continue
 		}
 		if !n.fsm.Initialized() {
 			if err := n.createRootKey(h); err != nil {

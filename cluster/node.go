@@ -98,15 +98,18 @@ func (c *Config) setDefaults() {
 
 // Node is one keyraft Raft node.
 type Node struct {
-	cfg       Config
-	id        string
-	fsm       *fsm.FSM
-	raft      *raft.Raft
-	store     *logStore
-	logs      *logCache // what raft reads and writes the log through
-	fsmTail   fsmTail   // for ReadIndex
-	transport *raft.NetworkTransport
-	log       hclog.Logger
+	cfg     Config
+	id      string
+	fsm     *fsm.FSM
+	raft    *raft.Raft
+	store   *logStore
+	logs    *logCache // what raft reads and writes the log through
+	fsmTail fsmTail   // for ReadIndex
+	// caughtUpTerm is the last term in which this node, leading, had
+	// applied everything committed before it (CaughtUpAsLeader).
+	caughtUpTerm atomic.Uint64
+	transport    *raft.NetworkTransport
+	log          hclog.Logger
 
 	gossip *gossip // nil without GossipAddr
 	// removed is set when the leader tells this node it was removed.
@@ -122,10 +125,13 @@ type Node struct {
 	wg           sync.WaitGroup
 }
 
-// Errors of Apply.
+// Errors of Apply. ErrNotLeader: the command was not proposed, and may be
+// sent again. ErrOutcomeUnknown: it was proposed but leadership was lost
+// (or the node shut down) before it committed; a later leader may still
+// commit it, so sending it again may apply it twice.
 var (
-	ErrNotLeader = errors.New("this node is not the leader")
-	ErrShutdown  = errors.New("node is shutting down")
+	ErrNotLeader      = errors.New("this node is not the leader")
+	ErrOutcomeUnknown = errors.New("leadership was lost before the command committed")
 )
 
 // Open starts a node on cfg.DataDir, recovering whatever state is there.
@@ -325,10 +331,12 @@ func (n *Node) Apply(c *fsm.Command) (*fsm.Result, uint64, error) {
 	f := n.raft.Apply(b, n.cfg.ApplyTimeout)
 	if err := f.Error(); err != nil {
 		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			return nil, 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, 0, ErrShutdown
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
+			// The entry may be in the log already, and a later leader
+			// may commit it.
+			return nil, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 		}
 		return nil, 0, err
 	}

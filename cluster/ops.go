@@ -99,6 +99,27 @@ func stateName(s raft.RaftState) string {
 	return "shutdown"
 }
 
+// CaughtUpAsLeader returns once this node, as leader, has applied every
+// entry committed before its term. A new leader applies its predecessor's
+// last entries only after its own first entry commits; until then its
+// state may lack writes already acknowledged (a revoked admin key still
+// active), and admin writes are authenticated and checked against it. A
+// barrier once per term closes the gap; later calls in the term return at
+// once.
+func (n *Node) CaughtUpAsLeader() error {
+	term := n.raft.CurrentTerm()
+	if n.caughtUpTerm.Load() == term {
+		return nil
+	}
+	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	// A barrier that finished in a later term than the one read above
+	// leaves the cache on the older term: the next call simply asks again.
+	n.caughtUpTerm.Store(term)
+	return nil
+}
+
 // ConfirmLeadership returns once a quorum has confirmed this node still
 // leads and everything committed before the call is applied here: the basis
 // of ?consistent=true reads.
@@ -139,9 +160,14 @@ func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 	return n.fsmTail.newestVisible(n.logs, n.raft.LastIndex(), n.fsm.AppliedIndex), nil
 }
 
-// ErrBadBackup is returned by RestoreBackup for a stream that is not a
-// complete keyraft snapshot.
-var ErrBadBackup = errors.New("not a complete keyraft snapshot")
+// Errors of RestoreBackup. ErrRestoreUnconfirmed: this node may have taken
+// the backup's state while the cluster has not (its leadership or quorum
+// was lost before a quorum confirmed the restore); restoring again
+// through the current leader puts every node on the backup.
+var (
+	ErrBadBackup          = errors.New("not a complete keyraft snapshot")
+	ErrRestoreUnconfirmed = errors.New("the restore was not confirmed by a quorum")
+)
 
 // RestoreBackup replaces the whole cluster's state with a backup made by
 // fsm.Backup (leader only), then commits an fsm.OpRestored entry carrying
@@ -162,15 +188,21 @@ func (n *Node) RestoreBackup(r io.Reader, audit *fsm.AuditEntry) (uint64, error)
 		return 0, fmt.Errorf("%w: %v", ErrBadBackup, err)
 	}
 	sm := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: applied, Size: int64(len(data))}
-	if err := n.raft.Restore(sm, bytes.NewReader(data), time.Minute); err != nil {
-		return 0, fmt.Errorf("restoring: %w", err)
+	// No timeout: raft's one timer covers the restore and the no-op after
+	// it, so a large backup that takes longer would fail a restore that
+	// took effect. Losing leadership or shutting down still ends the wait.
+	if err := n.raft.Restore(sm, bytes.NewReader(data), 0); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return 0, ErrNotLeader // refused before anything changed
+		}
+		return 0, fmt.Errorf("%w: %v", ErrRestoreUnconfirmed, err)
 	}
 	res, idx, err := n.Apply(&fsm.Command{Op: fsm.OpRestored, Audit: audit})
 	if err == nil {
 		err = res.Err
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%w: the restore was not confirmed by a quorum (%v); check the state and retry", ErrNotLeader, err)
+		return 0, fmt.Errorf("%w: %v", ErrRestoreUnconfirmed, err)
 	}
 	return idx, nil
 }

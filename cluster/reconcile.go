@@ -65,12 +65,12 @@ type reconciler struct {
 	candidates map[string]candidate
 	// wakeAt asks for a pass at this time (a candidate becomes promotable);
 	// zero when no pass is due before the periodic one.
-	wakeAt    time.Time
-	lastFull  time.Time
-	wasLeader bool
-	// caughtUp: this leader's FSM has applied everything committed before
-	// its term (a Barrier returned), so its state can be trusted.
-	caughtUp bool
+	wakeAt   time.Time
+	lastFull time.Time
+	// leaderTerm is the term this node last led in, 0 while it does not:
+	// by term, so that losing and winning leadership between two ticks
+	// still starts afresh.
+	leaderTerm uint64
 }
 
 func newReconciler() *reconciler {

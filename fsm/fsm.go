@@ -347,11 +347,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.initialized.Store(meta.Initialized)
 	f.unsnapshotted.reset()
-	// Never backwards: a backup restored by an operator carries the index
-	// it was taken at, often below what this node has applied, and a
-	// min_index a client already holds must stay reached. The OpRestored
-	// entry after the restore moves every node past it.
-	f.setApplied(max(f.applied.Load(), meta.AppliedIndex))
+	// The snapshot's own index, even when it is below what this node had
+	// applied (a backup an operator restores): this state has applied
+	// nothing after it, and a node that got the backup but not the
+	// cluster's later entries (a restore whose leader lost its quorum) must
+	// not count itself caught up with them. The OpRestored entry after a
+	// restore moves every node holding it past the index it replaced.
+	f.setApplied(meta.AppliedIndex)
 	return nil
 }
 

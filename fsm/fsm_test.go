@@ -406,9 +406,9 @@ func TestDigestTracksStateIncrementally(t *testing.T) {
 }
 
 // TestRestoreOfAnOlderBackup: an operator's restore of a backup taken at a
-// lower index replaces the state but never moves the applied index back
-// (a min_index already handed out stays reached); the OpRestored entry
-// after it adds its audit entry and changes no key.
+// lower index replaces the state and its applied index (this state has
+// applied nothing after the backup's); the OpRestored entry after it adds
+// its audit entry, changes no key and moves the index past the old one.
 func TestRestoreOfAnOlderBackup(t *testing.T) {
 	backup := snapshotBytes(t, populated(t, 3)) // applied 5
 	a := &applier{t: t, f: populated(t, 10)}    // applied 12
@@ -416,13 +416,13 @@ func TestRestoreOfAnOlderBackup(t *testing.T) {
 	if err := a.f.Restore(io.NopCloser(bytes.NewReader(backup))); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.f.AppliedIndex(); got != 12 {
+	if got := a.f.AppliedIndex(); got != 5 {
 		t.Fatalf("applied index %d after restoring a backup of index 5 at 12", got)
 	}
 	restoredKeys := a.f.Index().Len()
 	a.mustApply(&Command{Op: OpRestored, Audit: &AuditEntry{Time: t0, Action: "cluster.restore", ActorKeyID: "key_x", Target: "cluster"}})
 	page, _ := a.f.Audit(AuditQuery{Limit: 1})
-	if a.f.Index().Len() != restoredKeys || restoredKeys != 3 || len(page) != 1 || page[0].Action != "cluster.restore" || page[0].Seq != 13 {
+	if a.f.Index().Len() != restoredKeys || restoredKeys != 3 || len(page) != 1 || page[0].Action != "cluster.restore" || page[0].Seq != 13 || a.f.AppliedIndex() != 13 {
 		t.Fatalf("after the restore marker: %d keys (restored %d), audit %+v", a.f.Index().Len(), restoredKeys, page)
 	}
 }
