@@ -382,7 +382,7 @@ func (s *Server) handleUpdate(ctx *fasthttp.RequestCtx, id string) {
 			return
 		}
 	}
-	s.writeChange(ctx, &fsm.Command{Op: fsm.OpUpdate, ID: id, Time: now, Update: &u,
+	s.writeChange(ctx, &fsm.Command{Op: fsm.OpUpdate, ID: id, Time: now, Update: &u, KeepRoot: cur.IsRoot(),
 		Audit: s.audit(ctx, caller, "key.update", cur.WorkspaceID, id, now)}, "")
 }
 
@@ -448,18 +448,15 @@ func (s *Server) simpleWrite(ctx *fasthttp.RequestCtx, id string, op fsm.Op, act
 		return
 	}
 	now := time.Now().UTC()
-	s.writeChange(ctx, &fsm.Command{Op: op, ID: id, Time: now, Audit: s.audit(ctx, caller, action, cur.WorkspaceID, id, now)}, "")
+	s.writeChange(ctx, &fsm.Command{Op: op, ID: id, Time: now, KeepRoot: cur.IsRoot(),
+		Audit: s.audit(ctx, caller, action, cur.WorkspaceID, id, now)}, "")
 }
 
 // keepOneRootKey refuses to revoke, disable or delete the last working root
 // key: nobody could administer the cluster afterwards.
+// The command carries KeepRoot too, for two such writes racing.
 func (s *Server) keepOneRootKey(target *keyindex.Record, verb string) *apiError {
-	if !target.IsRoot() || target.RevokedAt != nil || !target.Active {
-		return nil
-	}
-	active := true
-	roots, _, _ := s.index.List(keyindex.ListQuery{WorkspaceID: keyindex.RootWorkspace, Type: keyindex.TypeAdmin, Active: &active, Limit: 2})
-	if len(roots) < 2 {
+	if s.fsm.LastActiveRoot(target.ID) {
 		return newError(fasthttp.StatusConflict, codeConflict, "the last active root key cannot be "+verb+"; create another root key first")
 	}
 	return nil

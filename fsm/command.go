@@ -65,6 +65,14 @@ type Command struct {
 
 	Usage []Usage  `json:"usage,omitempty"`
 	IDs   []string `json:"ids,omitempty"` // purge_rotations
+
+	// KeepRoot makes a revoke, a delete or an update that disables refuse
+	// to take away the last active root key. The API checks that before
+	// proposing, but two such writes racing each pass that check; the
+	// second is refused here, where writes are ordered. A field rather
+	// than a rule of Apply so that logs written before it replay as they
+	// applied.
+	KeepRoot bool `json:"keep_root,omitempty"`
 }
 
 // StoredRecord is a record as commands and snapshots carry it, token hashes

@@ -129,6 +129,9 @@ func (f *FSM) apply(l *raft.Log) *Result {
 
 func (f *FSM) applyCommand(c *Command) *Result {
 	ix := f.index
+	if c.KeepRoot && c.takesAwayKey() && f.LastActiveRoot(c.ID) {
+		return &Result{Err: fmt.Errorf("%w: the last active root key cannot be revoked, disabled or deleted", ErrConflict)}
+	}
 	switch c.Op {
 	case OpCreate:
 		r, err := c.Record.record()
@@ -228,6 +231,28 @@ func (f *FSM) change(id string, fn func(*keyindex.Record) error) *Result {
 	f.records.sub(recordHash(cur))
 	f.records.add(recordHash(next))
 	return &Result{Record: next}
+}
+
+// takesAwayKey reports whether c leaves its key unable to authenticate.
+func (c *Command) takesAwayKey() bool {
+	switch c.Op {
+	case OpRevoke, OpDelete:
+		return true
+	case OpUpdate:
+		return c.Update != nil && c.Update.Active != nil && !*c.Update.Active
+	}
+	return false
+}
+
+// LastActiveRoot reports whether key id is the only active root key.
+func (f *FSM) LastActiveRoot(id string) bool {
+	r := f.index.Get(id)
+	if r == nil || !r.IsRoot() || !r.Active || r.RevokedAt != nil {
+		return false
+	}
+	active := true
+	roots, _, _ := f.index.List(keyindex.ListQuery{WorkspaceID: keyindex.RootWorkspace, Type: keyindex.TypeAdmin, Active: &active, Limit: 2})
+	return len(roots) < 2
 }
 
 func conflict(err error) error {

@@ -426,3 +426,37 @@ func TestRestoreOfAnOlderBackup(t *testing.T) {
 		t.Fatalf("after the restore marker: %d keys (restored %d), audit %+v", a.f.Index().Len(), restoredKeys, page)
 	}
 }
+
+// TestKeepRootRefusesTheLastRootKey: with KeepRoot, a revoke, a disabling
+// update or a delete that would leave no active root key is refused, as
+// the second of two racing ones would be; without it (a log written before
+// the field) the command applies as it did.
+func TestKeepRootRefusesTheLastRootKey(t *testing.T) {
+	root := func(a *applier, n int) string {
+		r, _ := newRecord(t, keyindex.RootWorkspace, n)
+		r.Type = keyindex.TypeAdmin
+		a.mustApply(&Command{Op: OpCreate, Record: Store(r)})
+		return r.ID
+	}
+	off := false
+	for _, last := range []func(id string) *Command{
+		func(id string) *Command { return &Command{Op: OpRevoke, ID: id, Time: t0, KeepRoot: true} },
+		func(id string) *Command { return &Command{Op: OpDelete, ID: id, KeepRoot: true} },
+		func(id string) *Command {
+			return &Command{Op: OpUpdate, ID: id, Time: t0, Update: &Update{Active: &off}, KeepRoot: true}
+		},
+	} {
+		a := &applier{t: t, f: New()}
+		first, second := root(a, 1), root(a, 2)
+		a.mustApply(last(first)) // another root key is left
+		if res := a.apply(last(second)); !errors.Is(res.Err, ErrConflict) {
+			t.Fatalf("%s of the last root key: %v, want a conflict", last(second).Op, res.Err)
+		}
+		if got := a.f.Index().Get(second); got == nil || !got.Active || got.RevokedAt != nil {
+			t.Fatalf("a refused %s changed the key: %+v", last(second).Op, got)
+		}
+		unguarded := last(second)
+		unguarded.KeepRoot = false
+		a.mustApply(unguarded)
+	}
+}
