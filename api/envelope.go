@@ -24,6 +24,7 @@ const (
 	codeRateLimited      = "RATE_LIMITED"
 	codeStale            = "STALE"
 	codeNoLeader         = "NO_LEADER"
+	codeOutcomeUnknown   = "OUTCOME_UNKNOWN"
 	codeInternal         = "INTERNAL"
 )
 

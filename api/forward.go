@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,6 +89,14 @@ func noLeader(msg string) *apiError {
 	return e
 }
 
+// outcomeUnknown answers a write that may or may not take effect: unlike
+// NO_LEADER it has no Retry-After, since sending it again may apply it
+// twice (a second key, a second rotation ending the first one's grace).
+func outcomeUnknown() *apiError {
+	return newError(fasthttp.StatusServiceUnavailable, codeOutcomeUnknown,
+		"the write was in flight when leadership was lost: it may still take effect; check before sending it again")
+}
+
 // waitLeaderHTTP waits up to noLeaderWait for a leader whose API address is known.
 func (s *Server) waitLeaderHTTP() (string, bool) {
 	deadline := time.Now().Add(noLeaderWait)
@@ -135,6 +144,11 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, relay bool) {
 	if err := forwardClient.DoTimeout(req, resp, forwardTimeout); err != nil {
 		resp.Reset()
 		s.log.Warn("forwarding to the leader failed", "leader", addr, "error", err)
+		if errors.Is(err, fasthttp.ErrTimeout) && !ctx.IsGet() && !ctx.IsHead() {
+			// The leader had the write and did not answer in time.
+			writeError(ctx, outcomeUnknown())
+			return
+		}
 		writeError(ctx, noLeader("the leader could not be reached; retry"))
 		return
 	}

@@ -456,7 +456,7 @@ func (s *Server) simpleWrite(ctx *fasthttp.RequestCtx, id string, op fsm.Op, act
 // key: nobody could administer the cluster afterwards.
 // The command carries KeepRoot too, for two such writes racing.
 func (s *Server) keepOneRootKey(target *keyindex.Record, verb string) *apiError {
-	if s.fsm.LastActiveRoot(target.ID) {
+	if s.fsm.LastActiveRoot(target.ID, time.Now()) {
 		return newError(fasthttp.StatusConflict, codeConflict, "the last active root key cannot be "+verb+"; create another root key first")
 	}
 	return nil
@@ -488,7 +488,7 @@ func (s *Server) propose(cmd *fsm.Command) (*fsm.Result, uint64, *apiError) {
 	case errors.Is(err, cluster.ErrNotLeader):
 		return nil, 0, noLeader("no leader is available to accept writes; retry")
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
-		return nil, 0, noLeader("leadership was lost while the write was in flight: it may still take effect, so check before retrying")
+		return nil, 0, outcomeUnknown()
 	case err != nil:
 		return nil, 0, internal(err)
 	case errors.Is(res.Err, fsm.ErrNotFound):

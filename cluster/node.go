@@ -108,8 +108,11 @@ type Node struct {
 	// caughtUpTerm is the last term in which this node, leading, had
 	// applied everything committed before it (CaughtUpAsLeader).
 	caughtUpTerm atomic.Uint64
-	transport    *raft.NetworkTransport
-	log          hclog.Logger
+	catchUpMu    sync.Mutex
+	// restoring is set while RestoreBackup runs (ReadIndex gives none).
+	restoring atomic.Bool
+	transport *raft.NetworkTransport
+	log       hclog.Logger
 
 	gossip *gossip // nil without GossipAddr
 	// removed is set when the leader tells this node it was removed.

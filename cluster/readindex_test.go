@@ -165,3 +165,29 @@ func TestCaughtUpAsLeaderOncePerTerm(t *testing.T) {
 		}
 	}
 }
+
+// TestReadIndexWaitsForARestore: while a restore is being confirmed the
+// leader's log ends in the gap raft leaves for the snapshot, and no index
+// in it is one only nodes holding the backup reach: no read index is given.
+func TestReadIndexWaitsForARestore(t *testing.T) {
+	n, err := Open(Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for !n.IsLeader() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := n.ReadIndex(time.Second); err != nil {
+		t.Fatalf("a leader refused a read index: %v", err)
+	}
+	n.restoring.Store(true)
+	if _, err := n.ReadIndex(time.Second); err == nil {
+		t.Fatal("a read index was given during a restore")
+	}
+	n.restoring.Store(false)
+	if _, err := n.ReadIndex(time.Second); err != nil {
+		t.Fatalf("after the restore: %v", err)
+	}
+}

@@ -14,14 +14,16 @@ import (
 // Version is the encoding version written as the first byte of every command.
 // Decoders accept every version up to this one, so later releases can replay
 // old logs; a command from a newer release is refused, not misread.
-// Version 4 carries records in the compact binary layout (keyindex/codec.go)
+// Version 5 added the restored op and KeepRoot, which an older build would
+// refuse or ignore while newer nodes apply them. Version 4 carries records
+// in the compact binary layout (keyindex/codec.go)
 // with key ids as their ULID's bytes, version 3 in the compact layout with
 // key ids written out, version 2 in the older binary layout
 // (StoredRecord.MarshalJSON), version 1 field by field; a record of any of
 // them decodes. Each bump keeps an older build from failing on a record it
 // cannot read inside an otherwise readable command: it refuses the command
 // whole, as every node of its version does.
-const Version = 4
+const Version = 5
 
 // Op names a command.
 type Op string

@@ -41,7 +41,8 @@ type FSM struct {
 	// changed with it under stateMu.
 	records, audits setHash
 
-	applied atomic.Uint64
+	applied  atomic.Uint64
+	restores atomic.Uint64 // snapshots restored into this FSM
 	// unsnapshotted counts the log applied since the last snapshot (bytes
 	// of command data, and entries), so the node can snapshot by size.
 	unsnapshotted logVolume
@@ -129,7 +130,7 @@ func (f *FSM) apply(l *raft.Log) *Result {
 
 func (f *FSM) applyCommand(c *Command) *Result {
 	ix := f.index
-	if c.KeepRoot && c.takesAwayKey() && f.LastActiveRoot(c.ID) {
+	if c.KeepRoot && c.takesAwayKey() && f.LastActiveRoot(c.ID, c.Time) {
 		return &Result{Err: fmt.Errorf("%w: the last active root key cannot be revoked, disabled or deleted", ErrConflict)}
 	}
 	switch c.Op {
@@ -244,15 +245,29 @@ func (c *Command) takesAwayKey() bool {
 	return false
 }
 
-// LastActiveRoot reports whether key id is the only active root key.
-func (f *FSM) LastActiveRoot(id string) bool {
-	r := f.index.Get(id)
-	if r == nil || !r.IsRoot() || !r.Active || r.RevokedAt != nil {
+// LastActiveRoot reports whether key id is a root key that works at time
+// at and no other root key does: active, not revoked, not expired.
+func (f *FSM) LastActiveRoot(id string, at time.Time) bool {
+	works := func(r *keyindex.Record) bool {
+		return r != nil && r.IsRoot() && r.Active && r.RevokedAt == nil && (r.ExpiresAt == nil || at.Before(*r.ExpiresAt))
+	}
+	if !works(f.index.Get(id)) {
 		return false
 	}
 	active := true
-	roots, _, _ := f.index.List(keyindex.ListQuery{WorkspaceID: keyindex.RootWorkspace, Type: keyindex.TypeAdmin, Active: &active, Limit: 2})
-	return len(roots) < 2
+	q := keyindex.ListQuery{WorkspaceID: keyindex.RootWorkspace, Type: keyindex.TypeAdmin, Active: &active, Limit: 100}
+	for {
+		page, next, _ := f.index.List(q)
+		for _, r := range page {
+			if r.ID != id && works(r) {
+				return false
+			}
+		}
+		if next == "" {
+			return true
+		}
+		q.Cursor = next
+	}
 }
 
 func conflict(err error) error {
@@ -379,8 +394,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	// not count itself caught up with them. The OpRestored entry after a
 	// restore moves every node holding it past the index it replaced.
 	f.setApplied(meta.AppliedIndex)
+	f.restores.Add(1)
 	return nil
 }
+
+// Restores counts the snapshots restored into this FSM (raft's installs
+// and restores, and the one a node starts from).
+func (f *FSM) Restores() uint64 { return f.restores.Load() }
 
 // Unsnapshotted is how much log (bytes of command data, and entries) was
 // applied since the last snapshot or restore.

@@ -459,4 +459,16 @@ func TestKeepRootRefusesTheLastRootKey(t *testing.T) {
 		unguarded.KeepRoot = false
 		a.mustApply(unguarded)
 	}
+	// An expired root key does not count as one left.
+	a := &applier{t: t, f: New()}
+	working := root(a, 1)
+	expired, _ := newRecord(t, keyindex.RootWorkspace, 2)
+	expired.Type, expired.ExpiresAt = keyindex.TypeAdmin, &t0
+	a.mustApply(&Command{Op: OpCreate, Record: Store(expired)})
+	if res := a.apply(&Command{Op: OpRevoke, ID: working, Time: t0.Add(time.Second), KeepRoot: true}); !errors.Is(res.Err, ErrConflict) {
+		t.Fatalf("revoking the one unexpired root key: %v, want a conflict", res.Err)
+	}
+	if a.f.LastActiveRoot(working, t0.Add(-time.Second)) {
+		t.Fatal("before the other root key expired, it counted as none")
+	}
 }
