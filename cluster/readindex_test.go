@@ -98,15 +98,8 @@ func TestReadIndexAfterRestartIsReached(t *testing.T) {
 	if err := n.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	n, err = Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n = openLeader(t, cfg)
 	defer n.Shutdown()
-	deadline := time.Now().Add(5 * time.Second)
-	for !n.IsLeader() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
 	idx, err := n.ReadIndex(time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -128,15 +121,9 @@ func TestCaughtUpAsLeaderOncePerTerm(t *testing.T) {
 	cfg := Config{DataDir: dir, RaftAddr: addr, Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond}
 	var cmdIndex uint64
 	for term := 0; term < 2; term++ { // the second term: after a restart
-		n, err := Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for !n.IsLeader() && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
+		n := openLeader(t, cfg)
 		if term == 0 {
+			var err error
 			if _, cmdIndex, err = n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations}); err != nil {
 				t.Fatal(err)
 			}
@@ -170,15 +157,8 @@ func TestCaughtUpAsLeaderOncePerTerm(t *testing.T) {
 // leader's log ends in the gap raft leaves for the snapshot, and no index
 // in it is one only nodes holding the backup reach: no read index is given.
 func TestReadIndexWaitsForARestore(t *testing.T) {
-	n, err := Open(Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := openLeader(t, Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
 	defer n.Shutdown()
-	deadline := time.Now().Add(5 * time.Second)
-	for !n.IsLeader() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
 	if _, err := n.ReadIndex(time.Second); err != nil {
 		t.Fatalf("a leader refused a read index: %v", err)
 	}
@@ -190,4 +170,22 @@ func TestReadIndexWaitsForARestore(t *testing.T) {
 	if _, err := n.ReadIndex(time.Second); err != nil {
 		t.Fatalf("after the restore: %v", err)
 	}
+}
+
+// openLeader opens a one-node cluster's node and waits until it leads.
+func openLeader(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !n.IsLeader() {
+		if time.Now().After(deadline) {
+			n.Shutdown()
+			t.Fatal("the node did not become leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return n
 }
