@@ -3,6 +3,7 @@ package cluster
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -146,7 +147,20 @@ func (n *Node) createRootKey(h Housekeeping) error {
 	rec.SetToken(tok)
 	cmd := &fsm.Command{Op: fsm.OpCreate, Record: fsm.Store(rec), Bootstrap: true,
 		Audit: &fsm.AuditEntry{Time: now, ActorKeyID: "bootstrap", WorkspaceID: keyindex.RootWorkspace, Action: "key.create", Target: id}}
+	announce := func() {
+		if h.RootToken == "" && h.AnnounceRootKey != nil {
+			h.AnnounceRootKey(tok.Plaintext)
+		}
+	}
 	res, _, err := n.Apply(cmd)
+	if errors.Is(err, ErrOutcomeUnknown) {
+		// A later leader may commit this key, and then no other root key
+		// is made: its token must not be lost with the answer.
+		n.log.Warn("the root key's creation may or may not commit; if the cluster turns out initialized with this key id, the token printed is its root key",
+			"key_id", id, "preview", tok.Preview)
+		announce()
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -154,9 +168,7 @@ func (n *Node) createRootKey(h Housekeeping) error {
 		return res.Err
 	}
 	n.log.Info("cluster initialized with a root key", "key_id", id, "preview", tok.Preview)
-	if h.RootToken == "" && h.AnnounceRootKey != nil {
-		h.AnnounceRootKey(tok.Plaintext)
-	}
+	announce()
 	return nil
 }
 
