@@ -957,6 +957,40 @@ func TestClusterCatchUpThroughSnapshot(t *testing.T) {
 	}
 }
 
+// TestClusterWriteOutcomeUnknown: a write whose leader loses its quorum
+// while the write waits to commit is answered 503 OUTCOME_UNKNOWN without
+// Retry-After (a later leader may still commit it), not NO_LEADER "retry".
+func TestClusterWriteOutcomeUnknown(t *testing.T) {
+	c := startCluster(t, 3, nil, 0)
+	c.write(c.leader().node, "POST", "/v1/keys?wait=all", `{"name":"first","workspace_id":"w"}`, 201)
+	leader, followers := c.leader(), c.followers()
+	for _, f := range followers {
+		f.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+	defer func() {
+		for _, f := range followers {
+			f.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	req, _ := http.NewRequest("POST", leader.node.url("/v1/keys"), strings.NewReader(`{"name":"in flight","workspace_id":"w"}`))
+	req.Header.Set("Authorization", "Bearer "+c.root)
+	resp, err := testHTTP.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != 503 || body.Error.Code != "OUTCOME_UNKNOWN" || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("a write cut off from its quorum: %d %s (Retry-After %q), want 503 OUTCOME_UNKNOWN without Retry-After",
+			resp.StatusCode, body.Error.Code, resp.Header.Get("Retry-After"))
+	}
+}
+
 // TestMaxStaleAfterRestart: a restarted single node with --max-stale
 // becomes fresh on its own. Its last log entry is the no-op it appends on
 // winning the election, which the FSM never applies: a read index naming
