@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,8 +145,9 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, relay bool) {
 	if err := forwardClient.DoTimeout(req, resp, forwardTimeout); err != nil {
 		resp.Reset()
 		s.log.Warn("forwarding to the leader failed", "leader", addr, "error", err)
-		if errors.Is(err, fasthttp.ErrTimeout) && !ctx.IsGet() && !ctx.IsHead() {
-			// The leader had the write and did not answer in time.
+		if !ctx.IsGet() && !ctx.IsHead() && !neverSent(err) {
+			// The leader may have the write: no answer in time, or the
+			// connection broke after the request went out.
 			writeError(ctx, outcomeUnknown())
 			return
 		}
@@ -157,6 +159,14 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, relay bool) {
 	if idx, err := strconv.ParseUint(string(resp.Header.Peek("Keyraft-Index")), 10, 64); err == nil && idx > 0 {
 		s.node.WaitApplied(idx, maxMinIndexWait)
 	}
+}
+
+// neverSent reports whether a forwarding error means the request never
+// reached the leader: no connection could be made.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, fasthttp.ErrDialTimeout) || errors.Is(err, fasthttp.ErrNoFreeConns) ||
+		(errors.As(err, &op) && op.Op == "dial")
 }
 
 // writeMeta is the meta of a write's answer: its index, and with ?wait=all

@@ -90,8 +90,8 @@ func (w *Workload) Run(ctx context.Context, seed int64) {
 	wg.Wait()
 }
 
-// classify maps an HTTP answer to an outcome.
-func classify(code int, err error) string {
+// classify maps an HTTP answer (status and body) to an outcome.
+func classify(code int, body []byte, err error) string {
 	switch {
 	case err != nil:
 		if errors.Is(err, syscall.ECONNREFUSED) {
@@ -104,10 +104,26 @@ func classify(code int, err error) string {
 		return ResNotFound
 	case code == 409:
 		return ResConflict
+	case code == 503 && errorCode(body) == "NO_LEADER":
+		// keyraft promises nothing was written (OUTCOME_UNKNOWN is the
+		// answer when it cannot tell): checked by treating it as a failure,
+		// which a write that did apply would contradict in the history.
+		return ResFail
 	case code >= 500:
-		return ResUnknown // 503 NO_LEADER may follow a lost leadership with the entry committed
+		return ResUnknown // OUTCOME_UNKNOWN, or any other server error
 	}
 	return ResFail
+}
+
+// errorCode is the code of an error answer, "" if there is none.
+func errorCode(body []byte) string {
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	json.Unmarshal(body, &e)
+	return e.Error.Code
 }
 
 func (w *Workload) one(r *rand.Rand, hc *http.Client, client int) {
@@ -145,7 +161,7 @@ func (w *Workload) create(hc *http.Client, n *Node, client int) {
 	w.mu.Unlock()
 	op := Op{Client: client, Kind: OpCreate, Node: n.Name, Name: name, Invoke: w.H.Now()}
 	code, b, err := w.C.Call(hc, n, "POST", "/v1/keys", map[string]any{"name": name, "workspace_id": "chaos"})
-	op.Return, op.Status, op.Result = w.H.Now(), code, classify(code, err)
+	op.Return, op.Status, op.Result = w.H.Now(), code, classify(code, b, err)
 	if err != nil {
 		op.Err = err.Error()
 	}
@@ -186,7 +202,7 @@ func (w *Workload) write(hc *http.Client, n *Node, client int, k *keyInfo, kind,
 	case OpDelete:
 		code, b, err = w.C.Call(hc, n, "DELETE", "/v1/keys/"+k.ID, nil)
 	}
-	op.Return, op.Status, op.Result = w.H.Now(), code, classify(code, err)
+	op.Return, op.Status, op.Result = w.H.Now(), code, classify(code, b, err)
 	if err != nil {
 		op.Err = err.Error()
 	} else if op.Result != ResOK {
@@ -228,7 +244,7 @@ type RecordView struct {
 func (w *Workload) read(hc *http.Client, n *Node, client int, k *keyInfo) {
 	op := Op{Client: client, Kind: OpRead, Key: k.ID, Node: n.Name, Invoke: w.H.Now()}
 	code, b, err := w.C.Call(hc, n, "GET", "/v1/keys/"+k.ID+"?consistent=true", nil)
-	op.Return, op.Status, op.Result = w.H.Now(), code, classify(code, err)
+	op.Return, op.Status, op.Result = w.H.Now(), code, classify(code, b, err)
 	if err != nil {
 		op.Err = err.Error()
 	}

@@ -65,3 +65,24 @@ func TestModelNotLinearizable(t *testing.T) {
 		}
 	}
 }
+
+// TestClassify: NO_LEADER is a definite failure (keyraft wrote nothing), an
+// unknown outcome or any other server error is unknown.
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		code int
+		body string
+		want string
+	}{
+		{503, `{"error":{"code":"NO_LEADER","message":"retry"}}`, ResFail},
+		{503, `{"error":{"code":"OUTCOME_UNKNOWN","message":"check"}}`, ResUnknown},
+		{503, `not json`, ResUnknown},
+		{500, `{"error":{"code":"INTERNAL"}}`, ResUnknown},
+		{409, `{"error":{"code":"CONFLICT"}}`, ResConflict},
+		{201, `{}`, ResOK},
+	} {
+		if got := classify(c.code, []byte(c.body), nil); got != c.want {
+			t.Errorf("%d %s: %s, want %s", c.code, c.body, got, c.want)
+		}
+	}
+}
