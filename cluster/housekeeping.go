@@ -214,7 +214,13 @@ func (n *Node) flushUsage(pending map[string]fsm.Usage) {
 	}
 	batch := make([]fsm.Usage, 0, min(len(pending), usageChunk))
 	send := func() bool {
-		if err := n.proposeUsage(batch); err != nil {
+		err := n.proposeUsage(batch)
+		switch {
+		case errors.Is(err, ErrOutcomeUnknown):
+			// It may still commit: sending it again could count these
+			// verifications twice. Counts are dropped rather than doubled.
+			n.log.Warn("a usage flush's outcome is unknown; its counts are not sent again", "keys", len(batch))
+		case err != nil:
 			n.log.Debug("usage flush deferred", "error", err)
 			return false
 		}
