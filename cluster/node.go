@@ -109,8 +109,9 @@ type Node struct {
 	// applied everything committed before it (CaughtUpAsLeader).
 	caughtUpTerm atomic.Uint64
 	catchUpMu    sync.Mutex
-	// restoring is set while RestoreBackup runs (ReadIndex gives none).
-	restoring atomic.Bool
+	// restoring counts the RestoreBackup calls running (ReadIndex gives
+	// no index meanwhile).
+	restoring atomic.Int32
 	transport *raft.NetworkTransport
 	log       hclog.Logger
 

@@ -152,7 +152,7 @@ func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, ErrNotLeader
 	}
-	if n.restoring.Load() {
+	if n.restoring.Load() > 0 {
 		return 0, fmt.Errorf("%w: a restore is being confirmed", ErrNotLeader)
 	}
 	// VerifyLeader has no deadline of its own: a leader cut off from its
@@ -202,8 +202,8 @@ func (n *Node) RestoreBackup(r io.Reader, audit *fsm.AuditEntry) (uint64, error)
 	// backup's while its log ends in the gap raft leaves for it: no read
 	// index names an entry that only nodes holding the backup reach, so
 	// none is given (ReadIndex).
-	n.restoring.Store(true)
-	defer n.restoring.Store(false)
+	n.restoring.Add(1)
+	defer n.restoring.Add(-1)
 	restoresBefore := n.fsm.Restores()
 	// No timeout: raft's one timer covers the restore and the no-op after
 	// it, so a large backup that takes longer would fail a restore that

@@ -162,11 +162,11 @@ func TestReadIndexWaitsForARestore(t *testing.T) {
 	if _, err := n.ReadIndex(time.Second); err != nil {
 		t.Fatalf("a leader refused a read index: %v", err)
 	}
-	n.restoring.Store(true)
+	n.restoring.Add(1)
 	if _, err := n.ReadIndex(time.Second); err == nil {
 		t.Fatal("a read index was given during a restore")
 	}
-	n.restoring.Store(false)
+	n.restoring.Add(-1)
 	if _, err := n.ReadIndex(time.Second); err != nil {
 		t.Fatalf("after the restore: %v", err)
 	}
