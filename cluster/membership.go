@@ -171,12 +171,19 @@ func (n *Node) RemoveNode(id string) error {
 		}
 		return ErrNotLeader
 	}
-	known := false
+	servers := map[string]raft.Server{}
 	for _, s := range n.raftServers() {
-		known = known || string(s.ID) == id
+		servers[string(s.ID)] = s
 	}
-	if !known {
+	if _, known := servers[id]; !known {
 		return ErrUnknownNode
+	}
+	// Raft uses a configuration as soon as it is appended: a removal that
+	// leaves the live voters short of a majority stalls before it commits,
+	// and the cluster has no leader until the dead come back. Without
+	// gossip there is no view of who is alive to check against.
+	if n.gossip != nil && !canRemove(n.id, servers, n.gossip.snapshot(), id) {
+		return ErrWouldLoseQuorum
 	}
 	n.markRemoved(id)
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
@@ -199,8 +206,11 @@ func (n *Node) RemoveNode(id string) error {
 	return nil
 }
 
-// ErrUnknownNode is returned for a node id that is not in the configuration.
-var ErrUnknownNode = errors.New("no such node in the cluster")
+// Errors of RemoveNode. ErrUnknownNode: the id is not in the configuration.
+var (
+	ErrUnknownNode     = errors.New("no such node in the cluster")
+	ErrWouldLoseQuorum = errors.New("removing this node would leave the live voters short of a majority: bring the dead voters back, or remove them first")
+)
 
 func (n *Node) raftServers() []raft.Server {
 	f := n.raft.GetConfiguration()

@@ -208,7 +208,8 @@ func (rc *reconciler) promotion(m Member, v membershipView) (membershipChange, b
 
 // canRemove reports whether removing server id keeps a working quorum: the
 // voters that are alive must be a majority of the current configuration
-// (so the change can commit) and of the configuration after it.
+// (so the change can commit), and those left alive after it a majority of
+// the configuration after it (removing a live voter takes its vote away).
 func canRemove(self string, servers map[string]raft.Server, members []Member, id string) bool {
 	alive := map[string]bool{self: true}
 	for _, m := range members {
@@ -226,9 +227,12 @@ func canRemove(self string, servers map[string]raft.Server, members []Member, id
 			aliveVoters++
 		}
 	}
-	after := voters
-	if servers[id].Suffrage == raft.Voter {
+	after, aliveAfter := voters, aliveVoters
+	if s, ok := servers[id]; ok && s.Suffrage == raft.Voter {
 		after--
+		if alive[id] {
+			aliveAfter--
+		}
 	}
-	return aliveVoters >= voters/2+1 && aliveVoters >= after/2+1 && after >= 1
+	return aliveVoters >= voters/2+1 && aliveAfter >= after/2+1 && after >= 1
 }

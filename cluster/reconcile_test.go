@@ -235,6 +235,10 @@ func TestCanRemoveKeepsQuorum(t *testing.T) {
 		{"dead nonvoter", config(voter("a"), voter("b"), nonvoter("r")), alive("b"), "r", true},
 		{"2 voters, the other dead", config(voter("a"), voter("b")), nil, "b", false},
 		{"last voter", config(voter("a")), nil, "a", false},
+		{"a live voter while another is dead: the two left need both", config(voter("a"), voter("b"), voter("c")), alive("b"), "b", false},
+		{"a live voter of three, all alive", config(voter("a"), voter("b"), voter("c")), alive("b", "c"), "b", true},
+		{"a live voter of five, one dead", config(voter("a"), voter("b"), voter("c"), voter("d"), voter("e")), alive("b", "c", "d"), "b", true},
+		{"a live voter of five, two dead", config(voter("a"), voter("b"), voter("c"), voter("d"), voter("e")), alive("b", "c"), "b", false},
 	}
 	for _, tc := range cases {
 		if got := canRemove("a", tc.servers, tc.members, tc.remove); got != tc.want {

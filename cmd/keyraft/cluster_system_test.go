@@ -957,6 +957,37 @@ func TestClusterCatchUpThroughSnapshot(t *testing.T) {
 	}
 }
 
+// TestClusterRemoveKeepsQuorum: with one of three voters dead, removing
+// a live one would leave the dead one's vote needed for every commit (Raft
+// uses the new configuration at once): refused with 409, and the cluster
+// keeps its leader. Removing the dead one is fine.
+func TestClusterRemoveKeepsQuorum(t *testing.T) {
+	c := startCluster(t, 3, nil, 0)
+	followers := c.followers()
+	dead, live := followers[0], followers[1]
+	deadID := dead.id()
+	dead.kill()
+	c.waitUntil(30*time.Second, "gossip to see the killed node dead", func() bool {
+		st, err := c.status(c.leader())
+		if err != nil {
+			return false
+		}
+		for _, n := range st.Nodes {
+			if n.ID == deadID {
+				return n.Gossip == "dead"
+			}
+		}
+		return false
+	})
+	if code, b := call(c.leader().node, "DELETE", "/v1/cluster/nodes/"+live.id(), c.root, ""); code != 409 {
+		t.Fatalf("removing a live voter with another dead: %d %s, want 409", code, b)
+	}
+	c.write(c.leader().node, "POST", "/v1/keys", `{"name":"after","workspace_id":"w"}`, 201)
+	if code, b := call(c.leader().node, "DELETE", "/v1/cluster/nodes/"+deadID, c.root, ""); code != 204 {
+		t.Fatalf("removing the dead voter: %d %s", code, b)
+	}
+}
+
 // TestClusterWriteOutcomeUnknown: a write whose leader loses its quorum
 // while the write waits to commit is answered 503 OUTCOME_UNKNOWN without
 // Retry-After (a later leader may still commit it), not NO_LEADER "retry".
