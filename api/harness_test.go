@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -202,7 +203,7 @@ func (n *testNode) stop() {
 	}
 	n.up = false
 	n.client.CloseIdleConnections()
-	if err := n.srv.Shutdown(); err != nil {
+	if err := n.srv.Shutdown(context.Background()); err != nil {
 		n.t.Errorf("HTTP shutdown: %v", err)
 	}
 	if err := <-n.served; err != nil {

@@ -4,6 +4,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -143,9 +144,9 @@ func New(node *cluster.Node, cfg Config) *Server {
 func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
 
 // Shutdown stops accepting connections and waits for requests in flight.
-func (s *Server) Shutdown() error {
+func (s *Server) Shutdown(ctx context.Context) error {
 	close(s.stop)
-	return s.http.Shutdown()
+	return s.http.ShutdownWithContext(ctx)
 }
 
 // Handle routes one request. Routes are matched by hand: the verify path

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -19,6 +20,11 @@ import (
 	"github.com/keyraft/keyraft/api"
 	"github.com/keyraft/keyraft/cluster"
 )
+
+// shutdownDrain bounds the wait for requests in flight on shutdown: a write
+// waits for its commit (seconds at worst), a backup download only for its
+// client.
+const shutdownDrain = 30 * time.Second
 
 // serveConfig is every flag of `keyraft serve`.
 type serveConfig struct {
@@ -230,9 +236,21 @@ func serve(cfg *serveConfig) error {
 	}
 	// Stop taking requests and finish those in flight (their writes are
 	// acknowledged only once committed), then hand over leadership and
-	// close Raft and the stores.
-	if err := srv.Shutdown(); err != nil {
-		log.Warn("HTTP shutdown", "error", err)
+	// close Raft and the stores. A slow client (a backup being streamed)
+	// does not hold the node up for longer than shutdownDrain, and a second
+	// signal stops waiting at once.
+	drain, stopWaiting := context.WithTimeout(context.Background(), shutdownDrain)
+	defer stopWaiting()
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Warn("second signal: not waiting for the requests in flight", "signal", sig.String())
+			stopWaiting()
+		case <-drain.Done():
+		}
+	}()
+	if err := srv.Shutdown(drain); err != nil {
+		log.Warn("HTTP shutdown: requests still in flight are cut off", "error", err)
 	}
 	if err := node.Shutdown(); err != nil {
 		return fmt.Errorf("closing the node: %w", err)
