@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +73,16 @@ func TestRecoverRejectsBadInput(t *testing.T) {
 		if err := Recover(dir, peers, nil); err == nil {
 			t.Errorf("%s: recovered", name)
 		}
+	}
+	// A peers file without this node (a mistyped id) is refused before
+	// the log is touched: the node would never campaign.
+	os.WriteFile(filepath.Join(dir, "node-id"), []byte("node-me\n"), 0o600)
+	os.WriteFile(peers, []byte(`[{"id":"node-typo","address":"127.0.0.1:1"}]`), 0o600)
+	if err := Recover(dir, peers, nil); err == nil || !strings.Contains(err.Error(), "node-me") {
+		t.Errorf("a peers file without this node: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "raft.db")); !os.IsNotExist(err) {
+		t.Errorf("the raft log was opened: %v", err)
 	}
 }
 

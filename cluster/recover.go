@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -55,11 +56,17 @@ func Recover(dataDir, peersFile string, logger hclog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("reading the node id of %s: %w", dataDir, err)
 	}
+	self := strings.TrimSpace(string(idBytes))
+	if !slices.ContainsFunc(conf.Servers, func(s raft.Server) bool { return string(s.ID) == self }) {
+		// Started outside its own configuration, the node would never
+		// campaign: a mistyped id would leave the cluster without a leader.
+		return fmt.Errorf("%s: this node (%s) is not among the peers", peersFile, self)
+	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(strings.TrimSpace(string(idBytes)))
+	rc.LocalID = raft.ServerID(self)
 	rc.Logger = logger.Named("raft")
 	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dataDir, "raft.db")})
 	if err != nil {
