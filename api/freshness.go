@@ -34,9 +34,24 @@ func (f *freshness) staleFor(nowNs int64, max time.Duration) bool {
 // maxPendingProbes bounds the probes kept while this node catches up.
 const maxPendingProbes = 64
 
+// readyWindow is how recently a node must have caught up with a confirmed
+// leader for /readyz: --max-stale when set, else readyFreshness.
+func (s *Server) readyWindow() time.Duration {
+	if s.cfg.MaxStale > 0 {
+		return s.cfg.MaxStale
+	}
+	return readyFreshness
+}
+
+// readyFreshness: without --max-stale a node still verifies from whatever
+// state it has, but is ready only if it caught up with a confirmed leader
+// this recently. Commit and applied indexes alone cannot tell: a follower
+// far behind counts as committed only what its own log holds.
+const readyFreshness = 3 * time.Second
+
 // trackFreshness runs until stop is closed.
 func (s *Server) trackFreshness(stop <-chan struct{}) {
-	every := min(max(s.cfg.MaxStale/4, 10*time.Millisecond), 250*time.Millisecond)
+	every := min(max(s.readyWindow()/4, 10*time.Millisecond), 250*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var pending []probe

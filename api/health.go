@@ -16,10 +16,11 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 }
 
 // handleReady: 200 only with a known leader, the applied index within
-// ReadyLag of the commit index and, with --max-stale, a node fresh enough
-// to answer verify from its own state. A node cut off from the leader
-// still verifies on its last state (unless --max-stale), but says here
-// that it is not ready, so load balancers send the traffic elsewhere.
+// ReadyLag of the commit index, and a node that caught up with a confirmed
+// leader's read index within --max-stale (readyFreshness without it). A
+// node cut off from the leader, or catching up after a partition, still
+// verifies on its last state (unless --max-stale), but says here that it
+// is not ready, so load balancers send the traffic elsewhere.
 func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 	r := s.node.Raft()
 	leaderAddr, leaderID := s.node.Leader()
@@ -36,8 +37,8 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 		ready, body["reason"] = false, fmt.Sprintf("applied index trails the commit index by %d", commit-applied)
 	case !s.fsm.Initialized():
 		ready, body["reason"] = false, "cluster not initialized yet"
-	case s.cfg.MaxStale > 0 && s.fresh.staleFor(time.Now().UnixNano(), s.cfg.MaxStale):
-		ready, body["reason"] = false, "stale: not caught up with a confirmed leader within --max-stale"
+	case s.fresh.staleFor(time.Now().UnixNano(), s.readyWindow()):
+		ready, body["reason"] = false, "stale: not caught up with a confirmed leader within "+s.readyWindow().String()
 	}
 	if !ready {
 		status = fasthttp.StatusServiceUnavailable

@@ -62,7 +62,7 @@ type Server struct {
 	log     hclog.Logger
 	http    *fasthttp.Server
 	metrics metrics
-	fresh   freshness     // for MaxStale
+	fresh   freshness     // for MaxStale and /readyz
 	stop    chan struct{} // closed by Shutdown: ends background work
 }
 
@@ -105,9 +105,7 @@ func New(node *cluster.Node, cfg Config) *Server {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	s := &Server{cfg: cfg, node: node, fsm: node.FSM(), index: node.FSM().Index(), log: cfg.Logger, stop: make(chan struct{})}
-	if cfg.MaxStale > 0 {
-		go s.trackFreshness(s.stop)
-	}
+	go s.trackFreshness(s.stop) // for /readyz, and verify with MaxStale
 	s.http = &fasthttp.Server{
 		Handler:            s.Handle,
 		ErrorHandler:       s.handleTransportError,
