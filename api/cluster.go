@@ -17,13 +17,7 @@ import (
 
 // Cluster operations (spec §5) are for root keys only: a workspace admin
 // manages keys, never the cluster.
-func (s *Server) authenticateRoot(ctx *fasthttp.RequestCtx, scope string) *apiError {
-	_, aerr := s.authenticateRootCaller(ctx, scope)
-	return aerr
-}
-
-// authenticateRootCaller is authenticateRoot for a handler that audits.
-func (s *Server) authenticateRootCaller(ctx *fasthttp.RequestCtx, scope string) (*keyindex.Record, *apiError) {
+func (s *Server) authenticateRoot(ctx *fasthttp.RequestCtx, scope string) (*keyindex.Record, *apiError) {
 	caller, aerr := s.authenticate(ctx, scope)
 	if aerr != nil {
 		return nil, aerr
@@ -44,7 +38,7 @@ type nodeView struct {
 }
 
 func (s *Server) handleClusterStatus(ctx *fasthttp.RequestCtx) {
-	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterRead); aerr != nil {
+	if _, aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterRead); aerr != nil {
 		writeError(ctx, aerr)
 		return
 	}
@@ -113,7 +107,7 @@ func (s *Server) handleInternalApplied(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) handleRemoveNode(ctx *fasthttp.RequestCtx, id string) {
-	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+	if _, aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
 		writeError(ctx, aerr)
 		return
 	}
@@ -138,7 +132,7 @@ func (s *Server) handleRemoveNode(ctx *fasthttp.RequestCtx, id string) {
 }
 
 func (s *Server) handleSnapshot(ctx *fasthttp.RequestCtx) {
-	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterRead); aerr != nil {
+	if _, aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterRead); aerr != nil {
 		writeError(ctx, aerr)
 		return
 	}
@@ -199,7 +193,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
-	caller, aerr := s.authenticateRootCaller(ctx, keyindex.ScopeClusterWrite)
+	caller, aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite)
 	if aerr != nil {
 		writeError(ctx, aerr)
 		return
@@ -221,7 +215,7 @@ func (s *Server) handleRestore(ctx *fasthttp.RequestCtx) {
 
 // handleLeave makes this node leave the cluster for good, then stop.
 func (s *Server) handleLeave(ctx *fasthttp.RequestCtx) {
-	if aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+	if _, aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
 		writeError(ctx, aerr)
 		return
 	}

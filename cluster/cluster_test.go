@@ -21,18 +21,36 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// A one-node cluster on a real data dir: Apply returns the index, the node
-// id sticks to the data dir, and a restart recovers every command.
-func TestSingleNodeApplyAndRestart(t *testing.T) {
-	dir, addr := t.TempDir(), freeAddr(t)
-	cfg := Config{DataDir: dir, RaftAddr: addr, Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond}
+// singleNodeConfig is a one-node cluster on a fresh data dir, with short
+// timeouts.
+func singleNodeConfig(t *testing.T) Config {
+	return Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond}
+}
+
+// openLeader opens a one-node cluster's node and waits until it leads.
+func openLeader(t *testing.T, cfg Config) *Node {
+	t.Helper()
 	n, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !n.WaitLeader(5 * time.Second) {
-		t.Fatal("no leader")
+	deadline := time.Now().Add(5 * time.Second)
+	for !n.IsLeader() {
+		if time.Now().After(deadline) {
+			n.Shutdown()
+			t.Fatal("the node did not become leader")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	return n
+}
+
+// A one-node cluster on a real data dir: Apply returns the index, the node
+// id sticks to the data dir, and a restart recovers every command.
+func TestSingleNodeApplyAndRestart(t *testing.T) {
+	cfg := singleNodeConfig(t)
+	dir, addr := cfg.DataDir, cfg.RaftAddr
+	n := openLeader(t, cfg)
 	id := n.ID()
 	var last uint64
 	for i := 0; i < 5; i++ {

@@ -102,10 +102,7 @@ func (n *Node) reconcile(rc *reconciler) {
 		rc.wakeAt = time.Time{} // the next periodic pass tries again
 		return
 	}
-	servers := map[string]raft.Server{}
-	for _, s := range f.Configuration().Servers {
-		servers[string(s.ID)] = s
-	}
+	servers := byID(f.Configuration().Servers)
 	members := n.gossip.snapshot()
 	for _, m := range members {
 		if m.State == GossipLeft || m.State == GossipDead {
@@ -171,10 +168,7 @@ func (n *Node) RemoveNode(id string) error {
 		}
 		return ErrNotLeader
 	}
-	servers := map[string]raft.Server{}
-	for _, s := range n.raftServers() {
-		servers[string(s.ID)] = s
-	}
+	servers := byID(n.raftServers())
 	if _, known := servers[id]; !known {
 		return ErrUnknownNode
 	}
@@ -211,6 +205,15 @@ var (
 	ErrUnknownNode     = errors.New("no such node in the cluster")
 	ErrWouldLoseQuorum = errors.New("removing this node would leave the live voters short of a majority: bring the dead voters back, or remove them first")
 )
+
+// byID indexes servers by their id.
+func byID(servers []raft.Server) map[string]raft.Server {
+	m := make(map[string]raft.Server, len(servers))
+	for _, s := range servers {
+		m[string(s.ID)] = s
+	}
+	return m
+}
 
 func (n *Node) raftServers() []raft.Server {
 	f := n.raft.GetConfiguration()

@@ -83,15 +83,8 @@ func TestFSMTailCompactedLog(t *testing.T) {
 // no-op as its last entry; its read index must still be one its FSM
 // reaches, or --max-stale would keep it stale until the next write.
 func TestReadIndexAfterRestartIsReached(t *testing.T) {
-	dir, addr := t.TempDir(), freeAddr(t)
-	cfg := Config{DataDir: dir, RaftAddr: addr, Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond}
-	n, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !n.WaitLeader(5 * time.Second) {
-		t.Fatal("no leader")
-	}
+	cfg := singleNodeConfig(t)
+	n := openLeader(t, cfg)
 	if _, _, err := n.Apply(&fsm.Command{Op: fsm.OpPurgeRotations}); err != nil {
 		t.Fatal(err)
 	}
@@ -117,8 +110,7 @@ func TestReadIndexAfterRestartIsReached(t *testing.T) {
 // before it serves admin requests (so its state holds every write an
 // earlier leader acknowledged), and none after that in the same term.
 func TestCaughtUpAsLeaderOncePerTerm(t *testing.T) {
-	dir, addr := t.TempDir(), freeAddr(t)
-	cfg := Config{DataDir: dir, RaftAddr: addr, Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond}
+	cfg := singleNodeConfig(t)
 	var cmdIndex uint64
 	for term := 0; term < 2; term++ { // the second term: after a restart
 		n := openLeader(t, cfg)
@@ -157,7 +149,7 @@ func TestCaughtUpAsLeaderOncePerTerm(t *testing.T) {
 // leader's log ends in the gap raft leaves for the snapshot, and no index
 // in it is one only nodes holding the backup reach: no read index is given.
 func TestReadIndexWaitsForARestore(t *testing.T) {
-	n := openLeader(t, Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), Bootstrap: true, HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
+	n := openLeader(t, singleNodeConfig(t))
 	defer n.Shutdown()
 	if _, err := n.ReadIndex(time.Second); err != nil {
 		t.Fatalf("a leader refused a read index: %v", err)
@@ -170,22 +162,4 @@ func TestReadIndexWaitsForARestore(t *testing.T) {
 	if _, err := n.ReadIndex(time.Second); err != nil {
 		t.Fatalf("after the restore: %v", err)
 	}
-}
-
-// openLeader opens a one-node cluster's node and waits until it leads.
-func openLeader(t *testing.T, cfg Config) *Node {
-	t.Helper()
-	n, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !n.IsLeader() {
-		if time.Now().After(deadline) {
-			n.Shutdown()
-			t.Fatal("the node did not become leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return n
 }

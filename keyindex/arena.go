@@ -27,7 +27,7 @@ type slot struct {
 	refOff, refLen uint32
 	refChunk       uint16
 	// The hot fields (hotFields): listsAt; rate limit, flags and
-	// publishable packed as packHot does; the expiry as expirySecond
+	// publishable packed as setHot does; the expiry as expirySecond
 	// condenses it.
 	listsAt uint16
 	packed  uint32

@@ -166,10 +166,10 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		}
 		d.Rotated = true
 	}
-	switch {
-	case sl.flags()&flagRevokedAt != 0:
+	switch flags := sl.flags(); {
+	case flags&flagRevokedAt != 0:
 		d.Code = CodeKeyRevoked
-	case sl.flags()&flagActive == 0:
+	case flags&flagActive == 0:
 		d.Code = CodeKeyDisabled
 	case sl.expires != 0 && sl.expired(req.NowNs, d.rec):
 		d.Code = CodeKeyExpired

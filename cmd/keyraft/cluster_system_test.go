@@ -208,15 +208,33 @@ func (c *testCluster) waitUntil(limit time.Duration, what string, cond func() bo
 }
 
 type clusterStatus struct {
-	LeaderID string `json:"leader_id"`
-	Nodes    []struct {
-		ID           string  `json:"id"`
-		Suffrage     string  `json:"suffrage"`
-		Gossip       string  `json:"gossip"`
-		HTTPAddr     string  `json:"http_addr"`
-		AppliedIndex *uint64 `json:"applied_index"`
-		Digest       string  `json:"digest"`
-	} `json:"nodes"`
+	LeaderID string       `json:"leader_id"`
+	Nodes    []nodeStatus `json:"nodes"`
+}
+
+type nodeStatus struct {
+	ID           string  `json:"id"`
+	Suffrage     string  `json:"suffrage"`
+	Gossip       string  `json:"gossip"`
+	HTTPAddr     string  `json:"http_addr"`
+	AppliedIndex *uint64 `json:"applied_index"`
+	Digest       string  `json:"digest"`
+}
+
+// node is the status of node id (all empty when it is not listed).
+func (st *clusterStatus) node(id string) nodeStatus {
+	for _, n := range st.Nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	return nodeStatus{}
+}
+
+// inConfig reports whether node id is in the Raft configuration.
+func (st *clusterStatus) inConfig(id string) bool {
+	s := st.node(id).Suffrage
+	return s != "" && s != "none"
 }
 
 func countSuffrage(st *clusterStatus, s string) int {
@@ -462,10 +480,8 @@ func TestClusterTerminateHandsOverAndLeaves(t *testing.T) {
 		if err != nil || st.LeaderID == leaderID {
 			return false
 		}
-		for _, n := range st.Nodes {
-			if n.ID == leaderID && n.Suffrage != "none" {
-				return false
-			}
+		if st.inConfig(leaderID) {
+			return false
 		}
 		return countSuffrage(st, "voter") == 2
 	})
@@ -517,12 +533,7 @@ func TestClusterTerminateHandsOverAndStays(t *testing.T) {
 	if err != nil || st.LeaderID == "" || st.LeaderID == leaderID {
 		t.Fatalf("right after the handover: leader %q (the old one was %q), %v", st.LeaderID, leaderID, err)
 	}
-	var suffrage string
-	for _, n := range st.Nodes {
-		if n.ID == leaderID {
-			suffrage = n.Suffrage
-		}
-	}
+	suffrage := st.node(leaderID).Suffrage
 	if suffrage != "voter" || countSuffrage(st, "voter") != 3 {
 		t.Fatalf("the stopped leader is %q in the configuration (%d voters), want still a voter of 3", suffrage, countSuffrage(st, "voter"))
 	}
@@ -586,10 +597,8 @@ func TestClusterMembershipJoinNonvoterReapRemove(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		for _, n := range st.Nodes {
-			if n.ID == fourthID && n.Suffrage != "none" {
-				return false
-			}
+		if st.inConfig(fourthID) {
+			return false
 		}
 		return countSuffrage(st, "voter") == 3
 	})
@@ -631,10 +640,8 @@ func TestClusterMembershipJoinNonvoterReapRemove(t *testing.T) {
 		if err != nil || st.LeaderID == "" || st.LeaderID == oldID {
 			return false
 		}
-		for _, n := range st.Nodes {
-			if n.ID == oldID && n.Suffrage != "none" {
-				return false
-			}
+		if st.inConfig(oldID) {
+			return false
 		}
 		return true
 	})
@@ -972,12 +979,7 @@ func TestClusterRemoveKeepsQuorum(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		for _, n := range st.Nodes {
-			if n.ID == deadID {
-				return n.Gossip == "dead"
-			}
-		}
-		return false
+		return st.node(deadID).Gossip == "dead"
 	})
 	if code, b := call(c.leader().node, "DELETE", "/v1/cluster/nodes/"+live.id(), c.root, ""); code != 409 {
 		t.Fatalf("removing a live voter with another dead: %d %s, want 409", code, b)
