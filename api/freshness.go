@@ -61,6 +61,9 @@ func (s *Server) trackFreshness(stop <-chan struct{}) {
 			pending = append(pending, probe{sentNs: now, readIndex: idx})
 		}
 		pending = s.fresh.advance(pending, s.fsm.AppliedIndex())
+		if s.fresh.ns.Load() != 0 {
+			s.node.MarkCaughtUp()
+		}
 		if len(pending) > maxPendingProbes { // far behind: keep the newest
 			pending = pending[len(pending)-maxPendingProbes:]
 		}

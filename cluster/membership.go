@@ -33,11 +33,15 @@ func (n *Node) bootstrapLoop() {
 			return true
 		}
 		err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
-		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		if errors.Is(err, raft.ErrCantBootstrap) {
+			return false // a leader reached it first: it votes once caught up
+		}
+		if err != nil {
 			n.log.Error("bootstrapping the cluster failed", "error", err)
 			return true
 		}
 		n.log.Info("bootstrapped a new cluster", "servers", len(servers))
+		n.transport.resume() // its state is the cluster's first: nothing to forget
 		n.gossip.announce()
 		return false
 	})

@@ -112,7 +112,7 @@ type Node struct {
 	// restoring counts the RestoreBackup calls running (ReadIndex gives
 	// no index meanwhile).
 	restoring atomic.Int32
-	transport *raft.NetworkTransport
+	transport *voteGuard
 	log       hclog.Logger
 
 	gossip *gossip // nil without GossipAddr
@@ -187,13 +187,18 @@ func Open(cfg Config) (*Node, error) {
 	if advertise.IP == nil || advertise.IP.IsUnspecified() {
 		return fail(fmt.Errorf("raft address %q must name a reachable IP, not 0.0.0.0", cfg.RaftAddr))
 	}
-	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, cfg.Logger.Named("transport"))
+	tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, cfg.Logger.Named("transport"))
 	if err != nil {
 		return fail(fmt.Errorf("raft transport: %w", err))
 	}
+	n.transport = newVoteGuard(tcp, rc.LocalID)
 	existing, err := raft.HasExistingState(n.logs, n.store, snaps)
 	if err != nil {
 		return fail(err)
+	}
+	if !existing && !cfg.Bootstrap {
+		n.transport.withhold()
+		n.log.Info("starting without raft state: this node takes no part in elections until it has caught up with a leader (it may be a voter that lost its data)")
 	}
 	if !existing && cfg.Bootstrap {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.transport.LocalAddr()}}}

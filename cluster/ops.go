@@ -27,18 +27,22 @@ type ServerStatus struct {
 
 // Status is the cluster as this node sees it.
 type Status struct {
-	LeaderID    string         `json:"leader_id"`
-	LeaderAddr  string         `json:"leader_raft_addr"`
-	Term        uint64         `json:"term"`
-	CommitIndex uint64         `json:"commit_index"`
-	Servers     []ServerStatus `json:"nodes"`
+	LeaderID    string `json:"leader_id"`
+	LeaderAddr  string `json:"leader_raft_addr"`
+	Term        uint64 `json:"term"`
+	CommitIndex uint64 `json:"commit_index"`
+	// VotesWithheld: the answering node started without Raft state and
+	// takes no part in elections until it has caught up (voteGuard).
+	VotesWithheld bool           `json:"votes_withheld"`
+	Servers       []ServerStatus `json:"nodes"`
 }
 
 // Status reports the Raft configuration merged with the gossip ring.
 func (n *Node) Status() Status {
 	addr, leaderID := n.Leader()
 	term, _ := strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
-	st := Status{LeaderID: leaderID, LeaderAddr: addr, Term: term, CommitIndex: n.raft.CommitIndex()}
+	st := Status{LeaderID: leaderID, LeaderAddr: addr, Term: term, CommitIndex: n.raft.CommitIndex(),
+		VotesWithheld: n.transport.withholding.Load()}
 	members := map[string]Member{}
 	if n.gossip != nil {
 		for _, m := range n.gossip.snapshot() {
@@ -168,6 +172,16 @@ func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 		return 0, fmt.Errorf("%w: no quorum confirmed the leadership within %s", ErrNotLeader, timeout)
 	}
 	return n.fsmTail.newestVisible(n.logs, n.raft.LastIndex(), n.fsm.AppliedIndex), nil
+}
+
+// MarkCaughtUp tells the node it has applied a read index that a confirmed
+// leader gave after it started (the API's freshness probes): its log holds
+// everything committed, so a node that started without Raft state takes
+// part in elections from now on (voteGuard).
+func (n *Node) MarkCaughtUp() {
+	if n.transport.resume() {
+		n.log.Info("caught up with the leader: this node takes part in elections")
+	}
 }
 
 // Errors of RestoreBackup. ErrRestoreUnconfirmed: this node may have taken

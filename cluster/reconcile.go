@@ -97,6 +97,12 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 		delete(servers, id)
 	}
 	rc.wakeAt = time.Time{}
+	aliveIDs := map[string]bool{v.self: true}
+	for _, m := range v.members {
+		if m.State == GossipAlive {
+			aliveIDs[m.ID] = true
+		}
+	}
 	seen := map[string]bool{}
 	for _, m := range v.members {
 		seen[m.ID] = true
@@ -118,6 +124,20 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 				}
 			case v.tombstoned(m.ID):
 			case !inConfig || string(s.Address) != m.RaftAddr:
+				// Raft takes one server per address. One that another id
+				// holds was most often the node's own past: restarted on a
+				// new data dir, it has a new id. The old server goes first,
+				// unless gossip says it is alive (then the two conflict,
+				// and neither changes).
+				if holder, taken := serverAt(servers, m.RaftAddr, m.ID); taken {
+					if aliveIDs[holder] {
+						continue
+					}
+					remove(holder, "its address now belongs to "+m.ID, true)
+					if _, still := servers[holder]; still {
+						continue // not without losing quorum
+					}
+				}
 				out = append(out, membershipChange{kind: addNonvoter, member: m, id: m.ID})
 			case s.Suffrage == raft.Nonvoter && m.Role == RoleVoter:
 				if c, ok := rc.promotion(m, v); ok {
@@ -164,6 +184,16 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 		}
 	}
 	return out
+}
+
+// serverAt returns the server other than id at addr, if any.
+func serverAt(servers map[string]raft.Server, addr, id string) (string, bool) {
+	for sid, s := range servers {
+		if string(s.Address) == addr && sid != id {
+			return sid, true
+		}
+	}
+	return "", false
 }
 
 // candidate is what a leader noted when it first saw a nonvoter that wants

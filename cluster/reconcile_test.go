@@ -246,3 +246,23 @@ func TestCanRemoveKeepsQuorum(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanReplacesAServerAtATakenAddress: a node restarted on a new data
+// dir comes back with a new id at its old address. Raft refuses a second
+// server at one address, so the old one is removed first, unless gossip
+// says it is alive, or its removal would cost the quorum.
+func TestPlanReplacesAServerAtATakenAddress(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	reborn := gossiping("c2", GossipAlive, t0)
+	reborn.RaftAddr, reborn.HasState = "c:raft", false
+	servers := config(voter("a"), voter("b"), voter("c"))
+
+	expectPlan(t, "the old server dead", newReconciler().plan(planView(t0, servers,
+		gossiping("b", GossipAlive, t0), gossiping("c", GossipDead, t0), reborn)), "remove c", "add-nonvoter c2")
+	expectPlan(t, "the old server unknown to gossip", newReconciler().plan(planView(t0, servers,
+		gossiping("b", GossipAlive, t0), reborn)), "remove c", "add-nonvoter c2")
+	expectPlan(t, "the old server alive: a conflict", newReconciler().plan(planView(t0, servers,
+		gossiping("b", GossipAlive, t0), gossiping("c", GossipAlive, t0), reborn)))
+	expectPlan(t, "the removal would cost the quorum", newReconciler().plan(planView(t0, servers,
+		gossiping("b", GossipDead, t0), reborn)))
+}

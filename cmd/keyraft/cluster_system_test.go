@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,9 +81,16 @@ func (c *testCluster) start(i int) {
 	m.node = launch(c.t, m.dir, m.raftAddr, nil, append(append([]string{}, clusterFlags...), m.flags...)...)
 }
 
-// restart starts a stopped member again on its data dir, joining the others.
+// restart starts a stopped member again on its data dir, joining the
+// others, and waits until it is ready.
 func (c *testCluster) restart(i int) {
 	c.t.Helper()
+	c.relaunch(i)
+	c.members[i].waitReady()
+}
+
+// relaunch starts a stopped member again without waiting for it.
+func (c *testCluster) relaunch(i int) {
 	m := c.members[i]
 	var others []string
 	for j, o := range c.members {
@@ -93,7 +101,6 @@ func (c *testCluster) restart(i int) {
 	// Same flags as before (later ones win), joining whoever is up, at the same addresses.
 	m.flags = append(m.flags, "--join", strings.Join(others, ","), "--gossip-addr", m.gossipAddr, "--http-addr", m.httpAddr)
 	c.start(i)
-	m.waitReady()
 }
 
 // add launches a new node that joins the cluster with extra flags.
@@ -1117,4 +1124,52 @@ func TestClusterMaxStale(t *testing.T) {
 		}
 	}
 	everyNode("the revoke to be seen", 401)
+}
+
+// TestClusterWipedVoterWaitsToVote: a voter that lost its data dir must not
+// help elect a leader that lacks a write it acknowledged. Here the leader
+// and one follower acknowledge a key while the other follower is stopped;
+// then the first follower loses its data dir and the leader dies. The
+// wiped node comes back empty at its old address (under a new id, the one
+// a new data dir gets), the stopped one resumes: with the wiped node's
+// vote it would lead without the key. It must not, and once the old
+// leader is back, the key is on every node and the wiped node is a voter
+// again under its new id, in place of its old one.
+func TestClusterWipedVoterWaitsToVote(t *testing.T) {
+	c := startCluster(t, 3, nil, 0)
+	leader := c.leader()
+	followers := c.followers()
+	lagging, wiped := followers[0], followers[1]
+	lagging.cmd.Process.Signal(syscall.SIGSTOP)
+	k := c.write(leader.node, "POST", "/v1/keys", `{"name":"acknowledged by two","workspace_id":"w"}`, 201)
+	oldID, leaderID := wiped.id(), leader.id()
+	wiped.kill()
+	leader.kill()
+	if err := os.RemoveAll(wiped.dir); err != nil {
+		t.Fatal(err)
+	}
+	c.relaunch(slices.Index(c.members, wiped))
+	lagging.cmd.Process.Signal(syscall.SIGCONT)
+
+	// (The resumed node names the dead leader until its heartbeat timeout.)
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if st, err := c.status(lagging); err == nil && st.LeaderID != "" && st.LeaderID != leaderID {
+			t.Fatalf("%s was elected leader without the acknowledged key, with the wiped node's vote", st.LeaderID)
+		}
+	}
+	if !strings.Contains(wiped.stderr.String(), "takes no part in elections") {
+		t.Fatalf("the wiped node did not say it withholds its vote\nstderr:\n%s", wiped.stderr.String())
+	}
+
+	c.restart(slices.Index(c.members, leader))
+	for _, m := range c.alive() {
+		c.waitUntil(20*time.Second, "the acknowledged key on "+m.id(), func() bool {
+			code, _ := verifyOn(m.node, k.Key, k.Index)
+			return code == 200
+		})
+	}
+	c.waitUntil(30*time.Second, "the wiped node a voter under its new id, in place of "+oldID, func() bool {
+		st, err := c.status(c.leader())
+		return err == nil && st.node(wiped.id()).Suffrage == "voter" && !st.inConfig(oldID) && countSuffrage(st, "voter") == 3
+	})
 }

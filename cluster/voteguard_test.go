@@ -1,0 +1,150 @@
+package cluster
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func tcpTransport(t *testing.T) *raft.NetworkTransport {
+	t.Helper()
+	tr, err := raft.NewTCPTransport("127.0.0.1:0", nil, 2, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// TestVoteGuardWithholdsUntilResumed: while withholding, a node's vote and
+// pre-vote requests are answered "not granted" at the candidate's own term
+// without reaching raft (but for a cluster's first election), its own
+// requests fail, and every other request passes; once resumed, vote
+// requests reach raft again.
+func TestVoteGuardWithholdsUntilResumed(t *testing.T) {
+	candidate := tcpTransport(t)
+	defer candidate.Close()
+	g := newVoteGuard(tcpTransport(t), "wiped")
+	defer g.Close()
+	g.withhold()
+	to := g.LocalAddr()
+
+	var vote raft.RequestVoteResponse
+	if err := candidate.RequestVote("wiped", to, &raft.RequestVoteRequest{Term: 7, LastLogIndex: 3, LastLogTerm: 2}, &vote); err != nil {
+		t.Fatal(err)
+	}
+	if vote.Granted || vote.Term != 7 || string(vote.ID) != "wiped" {
+		t.Fatalf("withheld vote: %+v, want not granted at term 7 from wiped", vote)
+	}
+	var pre raft.RequestPreVoteResponse
+	if err := candidate.RequestPreVote("wiped", to, &raft.RequestPreVoteRequest{Term: 8, LastLogIndex: 1, LastLogTerm: 2}, &pre); err != nil {
+		t.Fatal(err)
+	}
+	if pre.Granted || pre.Term != 8 {
+		t.Fatalf("withheld pre-vote: %+v, want not granted at term 8", pre)
+	}
+	select {
+	case rpc := <-g.Consumer():
+		t.Fatalf("a vote request reached raft while withholding: %T", rpc.Command)
+	default:
+	}
+
+	// Replication passes through.
+	answered := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		answered <- candidate.AppendEntries("wiped", to, &raft.AppendEntriesRequest{Term: 7, Entries: []*raft.Log{{Index: 1, Term: 7}}}, &resp)
+	}()
+	rpc := receive(t, g)
+	if _, ok := rpc.Command.(*raft.AppendEntriesRequest); !ok {
+		t.Fatalf("got %T, want the append entries request", rpc.Command)
+	}
+	rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+
+	// Its own campaign fails before anything is sent.
+	if err := g.RequestVote("other", candidate.LocalAddr(), &raft.RequestVoteRequest{Term: 9}, &vote); !errors.Is(err, errWithholdingVotes) {
+		t.Fatalf("own vote request while withholding: %v", err)
+	}
+	if err := g.RequestPreVote("other", candidate.LocalAddr(), &raft.RequestPreVoteRequest{Term: 9}, &pre); !errors.Is(err, errWithholdingVotes) {
+		t.Fatalf("own pre-vote request while withholding: %v", err)
+	}
+
+	// A cluster's first election, its candidate holding only the bootstrap
+	// configuration, passes.
+	go func() {
+		var resp raft.RequestVoteResponse
+		answered <- candidate.RequestVote("wiped", to, &raft.RequestVoteRequest{Term: 2, LastLogIndex: 1, LastLogTerm: 1}, &resp)
+	}()
+	rpc = receive(t, g)
+	if _, ok := rpc.Command.(*raft.RequestVoteRequest); !ok {
+		t.Fatalf("got %T, want the first election's vote request", rpc.Command)
+	}
+	rpc.Respond(&raft.RequestVoteResponse{Term: 2, Granted: true}, nil)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+
+	if !g.resume() || g.resume() {
+		t.Fatal("resume should report withholding once")
+	}
+	go func() {
+		var resp raft.RequestVoteResponse
+		answered <- candidate.RequestVote("wiped", to, &raft.RequestVoteRequest{Term: 10}, &resp)
+	}()
+	rpc = receive(t, g)
+	if req, ok := rpc.Command.(*raft.RequestVoteRequest); !ok || req.Term != 10 {
+		t.Fatalf("got %#v, want the vote request of term 10", rpc.Command)
+	}
+	rpc.Respond(&raft.RequestVoteResponse{Term: 10, Granted: true}, nil)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func receive(t *testing.T, g *voteGuard) raft.RPC {
+	t.Helper()
+	select {
+	case rpc := <-g.Consumer():
+		return rpc
+	case <-time.After(5 * time.Second):
+		t.Fatal("no request reached raft")
+		return raft.RPC{}
+	}
+}
+
+// TestNodeWithoutStateWithholdsVotes: a node that starts on an empty data
+// dir without bootstrapping withholds its vote until MarkCaughtUp; one that
+// bootstraps, or restarts on its own state, does not.
+func TestNodeWithoutStateWithholdsVotes(t *testing.T) {
+	cfg := singleNodeConfig(t)
+	cfg.Bootstrap = false
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.Status().VotesWithheld {
+		t.Fatal("a node started without state should withhold its vote")
+	}
+	n.MarkCaughtUp()
+	if n.Status().VotesWithheld {
+		t.Fatal("still withholding after catching up")
+	}
+	n.Shutdown()
+
+	cfg = singleNodeConfig(t)
+	boot := openLeader(t, cfg)
+	if boot.Status().VotesWithheld {
+		t.Fatal("a node that bootstrapped the cluster should vote")
+	}
+	boot.Shutdown()
+	cfg.Bootstrap = false
+	again := openLeader(t, cfg) // it elects itself: it kept its state
+	defer again.Shutdown()
+	if again.Status().VotesWithheld {
+		t.Fatal("a node restarted on its own state should vote")
+	}
+}
