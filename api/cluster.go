@@ -107,11 +107,12 @@ func (s *Server) handleInternalApplied(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) handleRemoveNode(ctx *fasthttp.RequestCtx, id string) {
-	if _, aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite); aerr != nil {
+	caller, aerr := s.authenticateRoot(ctx, keyindex.ScopeClusterWrite)
+	if aerr != nil {
 		writeError(ctx, aerr)
 		return
 	}
-	err := s.node.RemoveNode(id)
+	err := s.node.RemoveNode(id, s.audit(ctx, caller, "cluster.remove_node", keyindex.RootWorkspace, id, time.Now().UTC()))
 	switch {
 	case errors.Is(err, cluster.ErrNotLeader):
 		// Removing the leader: it handed leadership over; the new leader
@@ -119,6 +120,9 @@ func (s *Server) handleRemoveNode(ctx *fasthttp.RequestCtx, id string) {
 		// forwarded here: the new leader removes another node, so it
 		// never hands the request on again).
 		s.forwardTo(ctx, true)
+		return
+	case errors.Is(err, cluster.ErrOutcomeUnknown):
+		writeError(ctx, outcomeUnknown())
 		return
 	case errors.Is(err, cluster.ErrUnknownNode):
 		writeError(ctx, newError(fasthttp.StatusNotFound, codeNotFound, "no node "+strconv.Quote(id)+" in the cluster"))

@@ -31,6 +31,8 @@ func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
 	}
 	status, ready := fasthttp.StatusOK, true
 	switch {
+	case s.node.Removed():
+		ready, body["reason"] = false, "removed from the cluster"
 	case leaderAddr == "":
 		ready, body["reason"] = false, "no known leader"
 	case commit > applied+s.cfg.ReadyLag:

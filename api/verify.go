@@ -69,8 +69,9 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.NowNs = time.Now().UnixNano()
-	if s.cfg.MaxStale > 0 && s.fresh.staleFor(req.NowNs, s.cfg.MaxStale) {
-		// Cut off from the leader for too long: a revocation may be missing here.
+	if s.node.Removed() || (s.cfg.MaxStale > 0 && s.fresh.staleFor(req.NowNs, s.cfg.MaxStale)) {
+		// Removed from the cluster, or cut off from the leader for too
+		// long: a revocation may be missing here.
 		s.writeVerifyAnswer(ctx, &keyindex.Decision{Code: keyindex.CodeStale})
 		return
 	}

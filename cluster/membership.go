@@ -73,27 +73,6 @@ func (n *Node) bootstrapServers() ([]raft.Server, bool, string) {
 	return servers, true, ""
 }
 
-// markRemoved remembers that an operator removed id, so reconciliation does
-// not add it back while it is still alive in gossip (until it leaves or dies).
-func (n *Node) markRemoved(id string) {
-	n.tombMu.Lock()
-	defer n.tombMu.Unlock()
-	n.tombstones[id] = time.Now()
-}
-
-func (n *Node) isTombstoned(id string) bool {
-	n.tombMu.Lock()
-	defer n.tombMu.Unlock()
-	_, ok := n.tombstones[id]
-	return ok
-}
-
-func (n *Node) forgetTombstone(id string) {
-	n.tombMu.Lock()
-	defer n.tombMu.Unlock()
-	delete(n.tombstones, id)
-}
-
 // reconcile runs one pass on the leader: it plans the changes from the
 // current configuration and gossip (reconcile.go) and makes them.
 func (n *Node) reconcile(rc *reconciler) {
@@ -106,16 +85,9 @@ func (n *Node) reconcile(rc *reconciler) {
 		rc.wakeAt = time.Time{} // the next periodic pass tries again
 		return
 	}
-	servers := byID(f.Configuration().Servers)
-	members := n.gossip.snapshot()
-	for _, m := range members {
-		if m.State == GossipLeft || m.State == GossipDead {
-			n.forgetTombstone(m.ID) // gone: a later comeback is a new membership
-		}
-	}
 	changes := rc.plan(membershipView{
-		self: n.id, servers: servers, lastIndex: n.raft.LastIndex(), members: members, now: time.Now(),
-		reapAfter: n.cfg.ReapAfter, promoteAfter: n.gossip.promoteAfter, tombstoned: n.isTombstoned,
+		self: n.id, servers: byID(f.Configuration().Servers), lastIndex: n.raft.LastIndex(), members: n.gossip.snapshot(),
+		now: time.Now(), reapAfter: n.cfg.ReapAfter, promoteAfter: n.gossip.promoteAfter, removed: n.fsm.NodeRemoved,
 	})
 	for _, c := range changes {
 		switch c.kind {
@@ -125,6 +97,10 @@ func (n *Node) reconcile(rc *reconciler) {
 			n.promoteVoter(c.member)
 		case removeServer:
 			n.removeServer(c.id, c.why)
+		case tellRemoved:
+			if err := n.gossip.send(c.id, []byte{msgRemoved}); err != nil {
+				n.log.Debug("telling a removed node", "id", c.id, "error", err)
+			}
 		}
 	}
 }
@@ -156,10 +132,14 @@ func (n *Node) removeServer(id, why string) {
 	n.log.Info("removed a member from raft", "id", id, "reason", why)
 }
 
-// RemoveNode takes a node out of the Raft configuration and the gossip ring
-// (DELETE /v1/cluster/nodes/{id}). Leader only. Removing the leader itself
-// hands leadership over first; the caller then retries on the new leader.
-func (n *Node) RemoveNode(id string) error {
+// RemoveNode takes a node out of the cluster for good (DELETE
+// /v1/cluster/nodes/{id}): it commits the removal (fsm.OpNodeRemoved, with
+// audit), then takes the node out of the Raft configuration and tells it.
+// Leader only. Removing the leader itself hands leadership over first; the
+// caller then retries on the new leader. The removal is committed first so
+// that every later leader keeps the node out: should the configuration
+// change fail, reconciliation completes it.
+func (n *Node) RemoveNode(id string, audit *fsm.AuditEntry) error {
 	if !n.IsLeader() {
 		return ErrNotLeader
 	}
@@ -183,19 +163,19 @@ func (n *Node) RemoveNode(id string) error {
 	if n.gossip != nil && !canRemove(n.id, servers, n.gossip.snapshot(), id) {
 		return ErrWouldLoseQuorum
 	}
-	n.markRemoved(id)
+	if _, _, err := n.Apply(&fsm.Command{Op: fsm.OpNodeRemoved, ID: id, Audit: audit}); err != nil {
+		return err
+	}
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
-		n.forgetTombstone(id)
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			// The removal may or may not have committed: the caller retries
-			// (removing a node that is already gone answers 404).
-			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+			// The removal is committed: the next leader completes it.
+			return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 		}
 		return err
 	}
 	if n.gossip != nil {
-		// Tell it, so it leaves the ring and stops serving writes. If it is
-		// unreachable it has nothing to serve anyway.
+		// Tell it, so it leaves the ring and stops serving. Reconciliation
+		// tells it again for as long as it gossips without saying it knows.
 		if err := n.gossip.send(id, []byte{msgRemoved}); err != nil {
 			n.log.Debug("telling a removed node", "id", id, "error", err)
 		}
@@ -251,15 +231,41 @@ func (n *Node) handleInbox() {
 			case msgLeaving:
 				n.gossip.markLeaving(string(msg[1:]))
 			case msgRemoved:
-				n.log.Warn("this node was removed from the cluster; leaving the gossip ring")
-				n.removed.Store(true)
-				go func() {
-					// Say so in the metadata first: a leader whose gossip
-					// has not seen the leave yet must not add it back.
-					n.gossip.announce()
-					n.gossip.leave(2 * time.Second)
-				}()
+				n.stopAsRemoved()
 			}
 		}
 	}
+}
+
+// stopAsRemoved makes this node, which an operator removed, stop serving
+// (verify answers STALE, admin requests 503) and leave the gossip ring. It
+// runs when the leader says so, or when this node applies its own removal,
+// also after a restart.
+func (n *Node) stopAsRemoved() {
+	if n.removed.Swap(true) {
+		return
+	}
+	n.log.Warn("this node was removed from the cluster; it serves no requests and leaves the gossip ring")
+	if n.gossip == nil {
+		return
+	}
+	go func() {
+		// Say so in the metadata first: a leader whose gossip has not seen
+		// the leave yet must not add it back.
+		n.gossip.announce()
+		n.gossip.leave(2 * time.Second)
+	}()
+}
+
+// watchOwnRemoval stops the node once its state says an operator removed
+// it: a node that was down or cut off when it was removed, or that
+// restarts after it, never heard the leader say so.
+func (n *Node) watchOwnRemoval() {
+	n.every(time.Second, func() bool {
+		if n.fsm.NodeRemoved(n.id) {
+			n.stopAsRemoved()
+			return false
+		}
+		return true
+	})
 }

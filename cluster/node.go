@@ -119,9 +119,6 @@ type Node struct {
 	// removed is set when the leader tells this node it was removed.
 	removed atomic.Bool
 
-	tombMu     sync.Mutex
-	tombstones map[string]time.Time
-
 	snapshotMu sync.Mutex // serialises snapshotKeeping
 
 	shutdownOnce sync.Once
@@ -148,7 +145,7 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, fsm: fsm.New(), log: cfg.Logger, stop: make(chan struct{}), tombstones: map[string]time.Time{}}
+	n := &Node{cfg: cfg, id: id, fsm: fsm.New(), log: cfg.Logger, stop: make(chan struct{})}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(id)
@@ -210,8 +207,9 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("starting raft: %w", err))
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.snapshotBySize(snaps, time.Second)
+	go n.watchOwnRemoval()
 	go n.every(dropMappedEvery, func() bool {
 		n.store.dropMapped()
 		return true

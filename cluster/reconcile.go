@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -31,6 +32,9 @@ const (
 	// promoteVoter makes a nonvoter that announces the voter role a voter.
 	promoteVoter
 	removeServer
+	// tellRemoved resends an operator's removal to a node that still
+	// gossips without saying it knows.
+	tellRemoved
 )
 
 type membershipChange struct {
@@ -52,9 +56,9 @@ type membershipView struct {
 	now          time.Time
 	reapAfter    time.Duration
 	promoteAfter time.Duration
-	// tombstoned: an operator removed the node through this leader, and it
-	// has not left or died since.
-	tombstoned func(id string) bool
+	// removed: an operator removed the node (fsm.OpNodeRemoved): it is
+	// never added back.
+	removed func(id string) bool
 }
 
 // reconciler is the leader's memory between passes.
@@ -103,6 +107,14 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 			aliveIDs[m.ID] = true
 		}
 	}
+	// Operator removals first, whatever gossip says: a removed server still
+	// in the configuration is one whose RemoveServer failed after the
+	// removal committed, or that a stale view added back.
+	for _, id := range slices.Sorted(maps.Keys(v.servers)) {
+		if id != v.self && v.removed(id) {
+			remove(id, "removed by an operator", true)
+		}
+	}
 	seen := map[string]bool{}
 	for _, m := range v.members {
 		seen[m.ID] = true
@@ -116,13 +128,13 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 		switch m.State {
 		case GossipAlive:
 			switch {
-			case m.Removed:
-				// Removed by an operator through some leader: this one may
-				// have added it back from a stale view.
+			case m.Removed || v.removed(m.ID):
 				if inConfig {
 					remove(m.ID, "removed by an operator", true)
 				}
-			case v.tombstoned(m.ID):
+				if !m.Removed {
+					out = append(out, membershipChange{kind: tellRemoved, id: m.ID})
+				}
 			case !inConfig || string(s.Address) != m.RaftAddr:
 				// Raft takes one server per address. One that another id
 				// holds was most often the node's own past: restarted on a

@@ -38,14 +38,14 @@ func planView(now time.Time, servers map[string]raft.Server, members ...Member) 
 		self: "a", servers: servers, lastIndex: 50,
 		members: append([]Member{gossiping("a", GossipAlive, now.Add(-time.Hour))}, members...),
 		now:     now, reapAfter: 2 * time.Second, promoteAfter: 4 * time.Second,
-		tombstoned: func(string) bool { return false },
+		removed: func(string) bool { return false },
 	}
 }
 
 func describe(cs []membershipChange) []string {
 	out := []string{}
 	for _, c := range cs {
-		out = append(out, fmt.Sprintf("%s %s", [...]string{"add-nonvoter", "promote", "remove"}[c.kind], c.id))
+		out = append(out, fmt.Sprintf("%s %s", [...]string{"add-nonvoter", "promote", "remove", "tell-removed"}[c.kind], c.id))
 	}
 	return out
 }
@@ -172,9 +172,35 @@ func TestPlanRemovedByAnotherLeader(t *testing.T) {
 	expectPlan(t, "not in the configuration", rc.plan(planView(t0, config(voter("a"), voter("b")), removed)))
 	expectPlan(t, "added back from a stale view", rc.plan(planView(t0, config(voter("a"), voter("b"), nonvoter("v")), gossiping("b", GossipAlive, t0), removed)), "remove v")
 
-	tomb := planView(t0, config(voter("a"), voter("b")), gossiping("t", GossipAlive, t0))
-	tomb.tombstoned = func(id string) bool { return id == "t" }
-	expectPlan(t, "tombstoned here", rc.plan(tomb))
+}
+
+// TestPlanKeepsOperatorRemovalsOut: a removal committed to the state
+// (fsm.OpNodeRemoved) holds on every leader: a removed server still in the
+// configuration goes whatever gossip says of it (within quorum), a removed
+// node is never added back, and one that gossips without saying it knows
+// is told again.
+func TestPlanKeepsOperatorRemovalsOut(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	removedIDs := func(ids ...string) func(string) bool {
+		return func(id string) bool { return slices.Contains(ids, id) }
+	}
+	view := func(servers map[string]raft.Server, removed []string, members ...Member) membershipView {
+		v := planView(t0, servers, members...)
+		v.removed = removedIDs(removed...)
+		return v
+	}
+	b := gossiping("b", GossipAlive, t0)
+	unaware := gossiping("v", GossipAlive, t0)
+	aware := unaware
+	aware.Removed = true
+	expectPlan(t, "alive and unaware, not in the configuration", newReconciler().plan(view(config(voter("a"), voter("b")), []string{"v"}, b, unaware)), "tell-removed v")
+	expectPlan(t, "alive and aware", newReconciler().plan(view(config(voter("a"), voter("b")), []string{"v"}, b, aware)))
+	expectPlan(t, "still in the configuration, alive", newReconciler().plan(view(config(voter("a"), voter("b"), voter("v")), []string{"v"}, b, unaware)),
+		"remove v", "tell-removed v")
+	expectPlan(t, "still in the configuration, dead or unknown", newReconciler().plan(view(config(voter("a"), voter("b"), voter("c"), voter("v"), voter("w")),
+		[]string{"w", "v"}, b, gossiping("c", GossipAlive, t0), gossiping("v", GossipDead, t0))), "remove v", "remove w")
+	expectPlan(t, "its removal would cost the quorum", newReconciler().plan(view(config(voter("a"), voter("b"), voter("v")), []string{"v"},
+		gossiping("b", GossipDead, t0), unaware)), "tell-removed v")
 }
 
 func TestPlanReapsWithinQuorum(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 // Version is the encoding version written as the first byte of every command.
 // Decoders accept every version up to this one, so later releases can replay
 // old logs; a command from a newer release is refused, not misread.
-// Version 5 added the restored op and KeepRoot, which an older build would
+// Version 6 added the node_removed op. Version 5 added the restored op and KeepRoot, which an older build would
 // refuse or ignore while newer nodes apply them. Version 4 carries records
 // in the compact binary layout (keyindex/codec.go)
 // with key ids as their ULID's bytes, version 3 in the compact layout with
@@ -23,7 +23,7 @@ import (
 // them decodes. Each bump keeps an older build from failing on a record it
 // cannot read inside an otherwise readable command: it refuses the command
 // whole, as every node of its version does.
-const Version = 5
+const Version = 6
 
 // Op names a command.
 type Op string
@@ -45,6 +45,12 @@ const (
 	// restore durable: until a quorum has the snapshot, a new leader could
 	// carry on from the old state.
 	OpRestored Op = "restored"
+	// OpNodeRemoved records that an operator removed the node with ID from
+	// the cluster. Raft's configuration forgets a removed server; this is
+	// what keeps it out: no leader, now or after any leadership change,
+	// adds that id back, and the node itself stops serving once it applies
+	// (or is told of) its removal, after restarts too.
+	OpNodeRemoved Op = "node_removed"
 )
 
 // Command is one state change. Everything non-deterministic (ids, times,
@@ -60,7 +66,7 @@ type Command struct {
 	// Bootstrap marks the create of the first root key: it initializes the cluster.
 	Bootstrap bool `json:"bootstrap,omitempty"`
 
-	ID     string    `json:"id,omitempty"` // update, rotate, revoke, delete
+	ID     string    `json:"id,omitempty"` // update, rotate, revoke, delete; node_removed: the node's id
 	Time   time.Time `json:"time,omitzero"`
 	Update *Update   `json:"update,omitempty"`
 	Rotate *Rotate   `json:"rotate,omitempty"`

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,8 @@ type FSM struct {
 	index       *keyindex.Index
 	audit       auditLog
 	initialized atomic.Bool
+	// removedNodes are the ids of nodes an operator removed (OpNodeRemoved).
+	removedNodes map[string]bool
 
 	// records and audits are set hashes of the state (see digest.go),
 	// changed with it under stateMu.
@@ -52,7 +56,7 @@ type FSM struct {
 
 // New returns an empty state machine.
 func New() *FSM {
-	return &FSM{index: keyindex.New(), advancedC: make(chan struct{})}
+	return &FSM{index: keyindex.New(), removedNodes: map[string]bool{}, advancedC: make(chan struct{})}
 }
 
 // Index is the live key index: verify and admin reads use it directly.
@@ -60,6 +64,18 @@ func (f *FSM) Index() *keyindex.Index { return f.index }
 
 // Initialized reports whether the cluster's first root key has been created.
 func (f *FSM) Initialized() bool { return f.initialized.Load() }
+
+// NodeRemoved reports whether an operator removed the node with this id.
+func (f *FSM) NodeRemoved(id string) bool {
+	f.stateMu.RLock()
+	defer f.stateMu.RUnlock()
+	return f.removedNodes[id]
+}
+
+// sortedRemovedNodes lists the removed node ids in order (under stateMu).
+func (f *FSM) sortedRemovedNodes() []string {
+	return slices.Sorted(maps.Keys(f.removedNodes))
+}
 
 // AppliedIndex is the Raft index of the last command applied.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
@@ -193,6 +209,9 @@ func (f *FSM) applyCommand(c *Command) *Result {
 		}
 		return &Result{}
 	case OpRestored:
+		return &Result{}
+	case OpNodeRemoved:
+		f.removedNodes[c.ID] = true
 		return &Result{}
 	case OpPurgeRotations:
 		for _, id := range c.IDs {
@@ -346,6 +365,9 @@ func (f *FSM) Digest() (uint64, string) {
 	if f.initialized.Load() {
 		h.Write([]byte{1})
 	}
+	for _, id := range f.sortedRemovedNodes() {
+		h.Write([]byte("\x00removed\x00" + id))
+	}
 	return f.applied.Load(), hex.EncodeToString(h.Sum(nil))
 }
 
@@ -362,6 +384,7 @@ func (f *FSM) capture() *snapshot {
 		meta: snapshotMeta{
 			AppliedIndex: applied,
 			Initialized:  f.initialized.Load(),
+			RemovedNodes: f.sortedRemovedNodes(),
 			Audit:        f.audit.all(),
 		},
 		records: f.index.Snapshot(),
@@ -386,6 +409,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.audits.add(auditHash(&meta.Audit[i]))
 	}
 	f.initialized.Store(meta.Initialized)
+	f.removedNodes = map[string]bool{}
+	for _, id := range meta.RemovedNodes {
+		f.removedNodes[id] = true
+	}
 	f.unsnapshotted.reset()
 	// The snapshot's own index, even when it is below what this node had
 	// applied (a backup an operator restores): this state has applied

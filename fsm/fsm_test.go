@@ -472,3 +472,40 @@ func TestKeepRootRefusesTheLastRootKey(t *testing.T) {
 		t.Fatal("before the other root key expired, it counted as none")
 	}
 }
+
+// TestNodeRemovedIsReplicatedState: a node removal is state like any
+// other: applied, in the digest, kept by a snapshot, and replaced by a
+// restore of one taken before it.
+func TestNodeRemovedIsReplicatedState(t *testing.T) {
+	a := &applier{t: t, f: populated(t, 2)}
+	a.index = a.f.AppliedIndex()
+	before := snapshotBytes(t, a.f)
+	_, digestBefore := a.f.Digest()
+	a.mustApply(&Command{Op: OpNodeRemoved, ID: "node-b", Audit: &AuditEntry{Time: t0, Action: "cluster.remove_node", ActorKeyID: "key_x", Target: "node-b"}})
+	if !a.f.NodeRemoved("node-b") || a.f.NodeRemoved("node-c") {
+		t.Fatal("NodeRemoved does not reflect the applied removal")
+	}
+	if _, d := a.f.Digest(); d == digestBefore {
+		t.Fatal("the removal did not change the digest")
+	}
+	if page, _ := a.f.Audit(AuditQuery{Limit: 1}); len(page) != 1 || page[0].Action != "cluster.remove_node" {
+		t.Fatalf("audit after the removal: %+v", page)
+	}
+	g := New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, a.f)))); err != nil {
+		t.Fatal(err)
+	}
+	if !g.NodeRemoved("node-b") {
+		t.Fatal("a snapshot lost the removal")
+	}
+	_, want := a.f.Digest()
+	if _, got := g.Digest(); got != want {
+		t.Fatal("the restored state's digest differs")
+	}
+	if err := g.Restore(io.NopCloser(bytes.NewReader(before))); err != nil {
+		t.Fatal(err)
+	}
+	if g.NodeRemoved("node-b") {
+		t.Fatal("restoring a backup from before the removal kept it")
+	}
+}

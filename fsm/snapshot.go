@@ -39,8 +39,11 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type snapshotMeta struct {
-	AppliedIndex uint64       `json:"applied_index"`
-	Initialized  bool         `json:"initialized"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Initialized  bool   `json:"initialized"`
+	// RemovedNodes: OpNodeRemoved's ids, sorted. Absent from snapshots
+	// written before it, which had none.
+	RemovedNodes []string     `json:"removed_nodes,omitempty"`
 	Records      int          `json:"records"`
 	AuditEntries int          `json:"audit_entries"`
 	Audit        []AuditEntry `json:"-"`

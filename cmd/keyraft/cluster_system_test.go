@@ -1173,3 +1173,64 @@ func TestClusterWipedVoterWaitsToVote(t *testing.T) {
 		return err == nil && st.node(wiped.id()).Suffrage == "voter" && !st.inConfig(oldID) && countSuffrage(st, "voter") == 3
 	})
 }
+
+// TestClusterRemovalSticks: an operator's removal is part of the cluster's
+// state. The removed node answers verify STALE (it no longer hears of
+// revocations) and is not ready, stays removed when it restarts on its data dir, and no
+// leader adds it back, also after the leader that removed it is gone. The
+// removal is in the audit log.
+func TestClusterRemovalSticks(t *testing.T) {
+	c := startCluster(t, 4, nil, 0)
+	k := c.write(c.leader().node, "POST", "/v1/keys?wait=all", `{"name":"svc","workspace_id":"w"}`, 201)
+	victim := c.followers()[0]
+	victimID := victim.id()
+	if code, b := call(c.leader().node, "DELETE", "/v1/cluster/nodes/"+victimID, c.root, ""); code != 204 {
+		t.Fatalf("remove node: %d %s", code, b)
+	}
+	answersStale := func(what string) {
+		t.Helper()
+		c.waitUntil(10*time.Second, what, func() bool {
+			code, body := verifyOn(victim.node, k.Key, 0)
+			ready, _ := call(victim.node, "GET", "/readyz", "", "")
+			return code == 503 && body == "STALE" && ready == 503
+		})
+	}
+	answersStale("the removed node answering STALE")
+
+	victim.stop()
+	c.relaunch(slices.Index(c.members, victim))
+	answersStale("the restarted removed node answering STALE")
+
+	leader := c.leader()
+	leader.kill()
+	var survivor *member
+	for _, m := range c.alive() {
+		if m != victim {
+			survivor = m
+		}
+	}
+	c.waitUntil(15*time.Second, "a new leader", func() bool {
+		st, err := c.status(survivor)
+		return err == nil && st.LeaderID != "" && st.LeaderID != leader.id()
+	})
+	// Reconciliation runs on the new leader at once and on every event;
+	// give it a few passes' worth of gossip about the restarted node.
+	time.Sleep(3 * time.Second)
+	st, err := c.status(survivor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.inConfig(victimID) {
+		t.Fatalf("the new leader added the removed node %s back: %+v", victimID, st.Nodes)
+	}
+	answersStale("the removed node still answering STALE")
+
+	code, b := call(survivor.node, "GET", "/v1/audit", c.root, "")
+	var audit struct {
+		Data []struct{ Action, Target string } `json:"data"`
+	}
+	if err := json.Unmarshal(b, &audit); code != 200 || err != nil ||
+		!slices.Contains(audit.Data, struct{ Action, Target string }{"cluster.remove_node", victimID}) {
+		t.Fatalf("no audit entry of the removal: %d %s", code, b)
+	}
+}
