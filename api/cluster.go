@@ -114,12 +114,15 @@ func (s *Server) handleRemoveNode(ctx *fasthttp.RequestCtx, id string) {
 	}
 	err := s.node.RemoveNode(id, s.audit(ctx, caller, "cluster.remove_node", keyindex.RootWorkspace, id, time.Now().UTC()))
 	switch {
-	case errors.Is(err, cluster.ErrNotLeader):
+	case errors.Is(err, cluster.ErrHandedOver):
 		// Removing the leader: it handed leadership over; the new leader
 		// finishes the removal (also when this request was itself
 		// forwarded here: the new leader removes another node, so it
 		// never hands the request on again).
 		s.forwardTo(ctx, true)
+		return
+	case errors.Is(err, cluster.ErrNotLeader):
+		writeError(ctx, noLeader("leadership is changing; retry"))
 		return
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
 		writeError(ctx, outcomeUnknown())

@@ -132,6 +132,12 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, relay bool) {
 		return
 	}
 	if addr == "" { // this node became the leader while waiting
+		if relay {
+			// It handed leadership away and got it back: answering here
+			// would hand it over again, and again.
+			writeError(ctx, noLeader("leadership is changing; retry"))
+			return
+		}
 		s.Handle(ctx)
 		return
 	}

@@ -22,10 +22,9 @@ const (
 
 // Gossip states of a member as this node sees it.
 const (
-	GossipAlive   = "alive"
-	GossipSuspect = "suspect"
-	GossipDead    = "dead"
-	GossipLeft    = "left"
+	GossipAlive = "alive"
+	GossipDead  = "dead"
+	GossipLeft  = "left"
 )
 
 // Member is what a node announces about itself over gossip, plus its state
@@ -44,6 +43,9 @@ type Member struct {
 	// Removed is true once an operator removed the node (until it restarts):
 	// no leader adds it back, whatever it believes.
 	Removed bool `json:"removed,omitempty"`
+	// Leaving is true while the node waits for the leader to remove it,
+	// before it leaves the gossip ring (Node.Leave).
+	Leaving bool `json:"leaving,omitempty"`
 	// Index is the node's last Raft log index when it last announced
 	// itself. A candidate for promotion keeps it current
 	// (announceProgress): the leader promotes it only once it reaches the
@@ -147,7 +149,7 @@ func (g *gossip) self() Member {
 		role = RoleNonvoter
 	}
 	return Member{ID: n.id, RaftAddr: n.RaftAddr(), HTTPAddr: n.cfg.HTTPAddr, Role: role, Version: n.cfg.Version,
-		Expect: n.cfg.BootstrapExpect, HasState: n.hasState(), Removed: n.removed.Load(), Index: n.raft.LastIndex()}
+		Expect: n.cfg.BootstrapExpect, HasState: n.hasState(), Removed: n.removed.Load(), Leaving: n.leaving.Load(), Index: n.raft.LastIndex()}
 }
 
 // NodeMeta implements memberlist.Delegate.
@@ -204,23 +206,15 @@ func (g *gossip) record(n *memberlist.Node, state string) {
 	g.poke()
 }
 
-// snapshot returns a copy of the member table, sorted by id, with suspect
-// states refreshed from memberlist.
+// snapshot returns a copy of the member table, sorted by id. (memberlist
+// v0.6.0 does not tell when it suspects a node: its Node.State is never
+// set, and no delegate hears of suspicion, so a member is alive until
+// declared dead.)
 func (g *gossip) snapshot() []Member {
-	suspect := map[string]bool{}
-	for _, n := range g.ml.Members() {
-		if n.State == memberlist.StateSuspect {
-			suspect[n.Name] = true
-		}
-	}
 	g.mu.RLock()
 	out := make([]Member, 0, len(g.members))
 	for _, m := range g.members {
-		c := *m
-		if suspect[c.ID] && c.State == GossipAlive {
-			c.State = GossipSuspect
-		}
-		out = append(out, c)
+		out = append(out, *m)
 	}
 	g.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -276,6 +270,7 @@ func (g *gossip) joinLoop(peers []string) {
 // healthy nodes after --reap-after (Serf reconnects for the same reason).
 func (g *gossip) reconnectLoop(every time.Duration) {
 	g.node.every(every, func() bool {
+		g.forgetGone(time.Now(), g.node.cfg.ReapAfter)
 		for _, addr := range g.deadAddrs() {
 			// Not waited for on shutdown: a join to an address that drops
 			// packets blocks for memberlist's TCPTimeout.
@@ -294,8 +289,8 @@ func (g *gossip) reconnectLoop(every time.Duration) {
 // been dead longer than --reap-after (by then the leader removes them).
 func (g *gossip) deadAddrs() []string {
 	alive := map[string]bool{}
-	for _, n := range g.ml.Members() {
-		alive[n.Name] = n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect
+	for _, n := range g.ml.Members() { // every member not dead or left
+		alive[n.Name] = true
 	}
 	g.mu.RLock()
 	defer g.mu.RUnlock()
@@ -307,6 +302,22 @@ func (g *gossip) deadAddrs() []string {
 		}
 	}
 	return out
+}
+
+// forgetGone drops the members that have been dead or gone for longer than
+// after: by then the leader has reaped them, nothing reconnects to them,
+// and a node that comes back is recorded anew. Without it every id ever
+// seen (each restart on a new data dir is a new one) stays in the table
+// and in the cluster status for good.
+func (g *gossip) forgetGone(now time.Time, after time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, m := range g.members {
+		if (m.State == GossipDead || m.State == GossipLeft) && now.Sub(m.Since) > after {
+			delete(g.members, id)
+			delete(g.leaving, id)
+		}
+	}
 }
 
 // send delivers a user message to the member with this id over TCP.

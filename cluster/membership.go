@@ -27,7 +27,7 @@ func (n *Node) bootstrapLoop() {
 		if n.hasState() {
 			return false
 		}
-		servers, ready, why := n.bootstrapServers()
+		servers, ready, why := bootstrapServers(n.gossip.snapshot(), n.cfg.BootstrapExpect)
 		if !ready {
 			n.log.Trace("waiting to bootstrap", "reason", why)
 			return true
@@ -41,17 +41,20 @@ func (n *Node) bootstrapLoop() {
 			return true
 		}
 		n.log.Info("bootstrapped a new cluster", "servers", len(servers))
-		n.transport.resume() // its state is the cluster's first: nothing to forget
+		n.resumeVoting("bootstrapped the cluster") // its state is the cluster's first: nothing to forget
 		n.gossip.announce()
 		return false
 	})
 }
 
-// bootstrapServers decides whether the expected voters are all here.
-func (n *Node) bootstrapServers() ([]raft.Server, bool, string) {
-	expect := n.cfg.BootstrapExpect
+// bootstrapServers decides, from gossip's members, whether this node
+// bootstraps now and with which servers: exactly the expected number of
+// voters, all expecting that number, none in a cluster yet. More voters
+// than expected is refused rather than cut down: nodes whose views differ
+// would each pick another subset and bootstrap two clusters.
+func bootstrapServers(members []Member, expect int) ([]raft.Server, bool, string) {
 	var servers []raft.Server
-	for _, m := range n.gossip.snapshot() {
+	for _, m := range members {
 		if m.State != GossipAlive {
 			continue
 		}
@@ -66,8 +69,11 @@ func (n *Node) bootstrapServers() ([]raft.Server, bool, string) {
 		}
 		servers = append(servers, raft.Server{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr), Suffrage: raft.Voter})
 	}
-	if len(servers) < expect {
+	switch {
+	case len(servers) < expect:
 		return nil, false, fmt.Sprintf("%d of %d expected voters seen", len(servers), expect)
+	case len(servers) > expect:
+		return nil, false, fmt.Sprintf("%d voters expecting %d seen: more than expected, so none bootstraps (start them with --bootstrap-expect %d, or start the extra ones with --join once the cluster is formed)", len(servers), expect, len(servers))
 	}
 	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
 	return servers, true, ""
@@ -135,10 +141,10 @@ func (n *Node) removeServer(id, why string) {
 // RemoveNode takes a node out of the cluster for good (DELETE
 // /v1/cluster/nodes/{id}): it commits the removal (fsm.OpNodeRemoved, with
 // audit), then takes the node out of the Raft configuration and tells it.
-// Leader only. Removing the leader itself hands leadership over first; the
-// caller then retries on the new leader. The removal is committed first so
-// that every later leader keeps the node out: should the configuration
-// change fail, reconciliation completes it.
+// Leader only. Removing the leader itself hands leadership over first
+// (ErrHandedOver); the caller then retries on the new leader. The removal
+// is committed first so that every later leader keeps the node out: should
+// the configuration change fail, reconciliation completes it.
 func (n *Node) RemoveNode(id string, audit *fsm.AuditEntry) error {
 	if !n.IsLeader() {
 		return ErrNotLeader
@@ -150,7 +156,7 @@ func (n *Node) RemoveNode(id string, audit *fsm.AuditEntry) error {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			return fmt.Errorf("handing over leadership before removal: %w", err)
 		}
-		return ErrNotLeader
+		return ErrHandedOver
 	}
 	servers := byID(n.raftServers())
 	if _, known := servers[id]; !known {
@@ -167,11 +173,9 @@ func (n *Node) RemoveNode(id string, audit *fsm.AuditEntry) error {
 		return err
 	}
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			// The removal is committed: the next leader completes it.
-			return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
-		}
-		return err
+		// The removal is decided: reconciliation, here or on the next
+		// leader, takes the server out of the configuration.
+		n.log.Warn("the removal is committed, but taking the node out of the raft configuration failed; reconciliation retries", "id", id, "error", err)
 	}
 	if n.gossip != nil {
 		// Tell it, so it leaves the ring and stops serving. Reconciliation
@@ -184,9 +188,12 @@ func (n *Node) RemoveNode(id string, audit *fsm.AuditEntry) error {
 	return nil
 }
 
-// Errors of RemoveNode. ErrUnknownNode: the id is not in the configuration.
+// Errors of RemoveNode. ErrUnknownNode: the id is not in the
+// configuration. ErrHandedOver: the leader was asked to remove itself and
+// handed leadership over; the new leader completes the removal.
 var (
 	ErrUnknownNode     = errors.New("no such node in the cluster")
+	ErrHandedOver      = errors.New("leadership was handed over so that the new leader removes this node")
 	ErrWouldLoseQuorum = errors.New("removing this node would leave the live voters short of a majority: bring the dead voters back, or remove them first")
 )
 

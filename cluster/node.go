@@ -118,6 +118,8 @@ type Node struct {
 	gossip *gossip // nil without GossipAddr
 	// removed is set when the leader tells this node it was removed.
 	removed atomic.Bool
+	// leaving is set while Leave waits for this node's removal.
+	leaving atomic.Bool
 
 	snapshotMu sync.Mutex // serialises snapshotKeeping
 
@@ -184,18 +186,21 @@ func Open(cfg Config) (*Node, error) {
 	if advertise.IP == nil || advertise.IP.IsUnspecified() {
 		return fail(fmt.Errorf("raft address %q must name a reachable IP, not 0.0.0.0", cfg.RaftAddr))
 	}
-	tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, cfg.Logger.Named("transport"))
-	if err != nil {
-		return fail(fmt.Errorf("raft transport: %w", err))
-	}
-	n.transport = newVoteGuard(tcp, rc.LocalID)
 	existing, err := raft.HasExistingState(n.logs, n.store, snaps)
 	if err != nil {
 		return fail(err)
 	}
-	if !existing && !cfg.Bootstrap {
-		n.transport.withhold()
-		n.log.Info("starting without raft state: this node takes no part in elections until it has caught up with a leader (it may be a voter that lost its data)")
+	withhold, err := withholdsVotes(cfg.DataDir, !existing && !cfg.Bootstrap)
+	if err != nil {
+		return fail(err)
+	}
+	tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, cfg.Logger.Named("transport"))
+	if err != nil {
+		return fail(fmt.Errorf("raft transport: %w", err))
+	}
+	n.transport = newVoteGuard(tcp, rc.LocalID, withhold)
+	if withhold {
+		n.log.Info("this node started without raft state and takes no part in elections until it has caught up with a leader (it may be a voter that lost its data)")
 	}
 	if !existing && cfg.Bootstrap {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.transport.LocalAddr()}}}
@@ -207,9 +212,8 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("starting raft: %w", err))
 	}
-	n.wg.Add(3)
+	n.wg.Add(2)
 	go n.snapshotBySize(snaps, time.Second)
-	go n.watchOwnRemoval()
 	go n.every(dropMappedEvery, func() bool {
 		n.store.dropMapped()
 		return true
@@ -231,6 +235,8 @@ func Open(cfg Config) (*Node, error) {
 			go n.bootstrapLoop()
 		}
 	}
+	n.wg.Add(1)
+	go n.watchOwnRemoval() // after n.gossip is set: it announces the removal
 	return n, nil
 }
 
@@ -427,9 +433,11 @@ func (n *Node) handOver() {
 	}
 }
 
-// Leave departs the cluster for good: hand over leadership, announce the
-// departure over gossip so the leader removes this node from Raft, and wait
-// (up to timeout) until the removal reaches this node. Shutdown follows.
+// Leave departs the cluster: hand over leadership, ask the leader over
+// gossip to remove this node from Raft, wait (up to timeout) until the
+// removal reaches this node, then leave the gossip ring. If the removal
+// does not come, the node takes its request back and stays a member.
+// Shutdown follows a successful leave.
 func (n *Node) Leave(timeout time.Duration) error {
 	if n.gossip == nil {
 		return errors.New("leaving needs gossip (--gossip-addr)")
@@ -438,20 +446,32 @@ func (n *Node) Leave(timeout time.Duration) error {
 		return errors.New("this node is the cluster's only voter: there is no cluster to leave")
 	}
 	n.handOver()
-	n.gossip.leave(timeout)
+	// Ask first, leave the ring only once the removal is done: a node that
+	// left gossip but not Raft would count as a dead voter until reaped.
+	n.leaving.Store(true)
+	n.gossip.announce()
 	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		inConfig := false
-		for _, s := range n.raftServers() {
-			inConfig = inConfig || string(s.ID) == n.id
-		}
-		if !inConfig {
-			n.log.Info("left the cluster")
-			return nil
+	for n.inConfig() {
+		if time.Now().After(deadline) {
+			n.leaving.Store(false)
+			n.gossip.announce()
+			return errors.New("the leader did not remove this node in time (it does not while that would leave the live voters short of a majority): it stays a member")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return errors.New("the leader did not confirm the removal in time")
+	n.gossip.leave(timeout)
+	n.log.Info("left the cluster")
+	return nil
+}
+
+// inConfig reports whether this node is in the Raft configuration it knows.
+func (n *Node) inConfig() bool {
+	for _, s := range n.raftServers() {
+		if string(s.ID) == n.id {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Node) otherVoters() int {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -21,7 +23,7 @@ type ServerStatus struct {
 	HTTPAddr  string `json:"http_addr"`
 	Suffrage  string `json:"suffrage"`   // voter, nonvoter, or "none" when not in the Raft configuration
 	RaftState string `json:"raft_state"` // leader or follower as the leader sees it; this node's own state for itself
-	Gossip    string `json:"gossip"`     // alive, suspect, dead, left, or unknown
+	Gossip    string `json:"gossip"`     // alive, dead, left, or unknown
 	Version   string `json:"version,omitempty"`
 }
 
@@ -178,10 +180,18 @@ func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 // leader gave after it started (the API's freshness probes): its log holds
 // everything committed, so a node that started without Raft state takes
 // part in elections from now on (voteGuard).
-func (n *Node) MarkCaughtUp() {
-	if n.transport.resume() {
-		n.log.Info("caught up with the leader: this node takes part in elections")
+func (n *Node) MarkCaughtUp() { n.resumeVoting("caught up with a leader") }
+
+// resumeVoting lets this node vote from now on, also after a restart.
+func (n *Node) resumeVoting(why string) {
+	if !n.transport.resume() {
+		return
 	}
+	if err := os.Remove(filepath.Join(n.cfg.DataDir, withheldMarker)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// It votes now; after a restart it withholds again until caught up.
+		n.log.Warn("removing the votes-withheld marker", "error", err)
+	}
+	n.log.Info("this node takes part in elections", "reason", why)
 }
 
 // Errors of RestoreBackup. ErrRestoreUnconfirmed: this node may have taken

@@ -109,9 +109,11 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 	}
 	// Operator removals first, whatever gossip says: a removed server still
 	// in the configuration is one whose RemoveServer failed after the
-	// removal committed, or that a stale view added back.
+	// removal committed, or that a stale view added back. That may be this
+	// leader itself (elected before its removal went through): raft lets a
+	// leader remove itself, and it steps down once that commits.
 	for _, id := range slices.Sorted(maps.Keys(v.servers)) {
-		if id != v.self && v.removed(id) {
+		if v.removed(id) {
 			remove(id, "removed by an operator", true)
 		}
 	}
@@ -134,6 +136,13 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 				}
 				if !m.Removed {
 					out = append(out, membershipChange{kind: tellRemoved, id: m.ID})
+				}
+			case m.Leaving:
+				// It leaves the ring once out of the configuration; a
+				// removal that would cost the quorum is refused, and the
+				// node stays a member.
+				if inConfig {
+					remove(m.ID, "asked to leave", true)
 				}
 			case !inConfig || string(s.Address) != m.RaftAddr:
 				// Raft takes one server per address. One that another id

@@ -110,15 +110,8 @@ func TestPlanProbationRestartsWhenTheCandidateFlaps(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	rc := newReconciler()
 	servers := config(voter("a"), voter("b"), nonvoter("c"))
-	c := func(state string) Member { return gossiping("c", state, t0) } // gossip keeps Since across suspect
-	expectPlan(t, "candidate seen", rc.plan(planView(t0, servers, c(GossipAlive))))
-	expectPlan(t, "suspect", rc.plan(planView(t0.Add(2*time.Second), servers, c(GossipSuspect))))
-	expectPlan(t, "alive again at 4 s", rc.plan(planView(t0.Add(4*time.Second), servers, c(GossipAlive))))
-	expectPlan(t, "7 s: the probation restarted at 4 s", rc.plan(planView(t0.Add(7*time.Second), servers, c(GossipAlive))))
-	expectPlan(t, "8 s", rc.plan(planView(t0.Add(8*time.Second), servers, c(GossipAlive))), "promote c")
-
+	c := func(state string) Member { return gossiping("c", state, t0) }
 	// Dead and back between two passes: only gossip's alive-since shows it.
-	rc = newReconciler()
 	back := gossiping("c", GossipAlive, t0.Add(3*time.Second))
 	expectPlan(t, "seen at 0", rc.plan(planView(t0, servers, c(GossipAlive))))
 	expectPlan(t, "back since 3 s, at 4 s", rc.plan(planView(t0.Add(4*time.Second), servers, back)))
@@ -199,6 +192,8 @@ func TestPlanKeepsOperatorRemovalsOut(t *testing.T) {
 		"remove v", "tell-removed v")
 	expectPlan(t, "still in the configuration, dead or unknown", newReconciler().plan(view(config(voter("a"), voter("b"), voter("c"), voter("v"), voter("w")),
 		[]string{"w", "v"}, b, gossiping("c", GossipAlive, t0), gossiping("v", GossipDead, t0))), "remove v", "remove w")
+	expectPlan(t, "the leader itself", newReconciler().plan(view(config(voter("a"), voter("b"), voter("c")), []string{"a"},
+		b, gossiping("c", GossipAlive, t0))), "remove a")
 	expectPlan(t, "its removal would cost the quorum", newReconciler().plan(view(config(voter("a"), voter("b"), voter("v")), []string{"v"},
 		gossiping("b", GossipDead, t0), unaware)), "tell-removed v")
 }
@@ -291,4 +286,48 @@ func TestPlanReplacesAServerAtATakenAddress(t *testing.T) {
 		gossiping("b", GossipAlive, t0), gossiping("c", GossipAlive, t0), reborn)))
 	expectPlan(t, "the removal would cost the quorum", newReconciler().plan(planView(t0, servers,
 		gossiping("b", GossipDead, t0), reborn)))
+}
+
+// TestBootstrapServersNeedsExactlyTheExpectedVoters: a node bootstraps
+// with exactly the expected voters, sorted by id; fewer wait, more are
+// refused (two views could each pick a different subset), and so is a
+// view with a member already in a cluster or expecting another number.
+func TestBootstrapServersNeedsExactlyTheExpectedVoters(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	fresh := func(id string) Member {
+		m := gossiping(id, GossipAlive, t0)
+		m.HasState, m.Expect = false, 3
+		return m
+	}
+	replica := fresh("r")
+	replica.Role = RoleNonvoter
+	servers, ok, why := bootstrapServers([]Member{fresh("c"), fresh("a"), replica, fresh("b")}, 3)
+	if !ok || len(servers) != 3 || servers[0].ID != "a" || servers[2].ID != "c" {
+		t.Fatalf("three expected voters and a nonvoter: %v %v %q", servers, ok, why)
+	}
+	dead := fresh("d")
+	dead.State = GossipDead
+	for name, members := range map[string][]Member{
+		"two of three":     {fresh("a"), fresh("b"), dead},
+		"four expecting 3": {fresh("a"), fresh("b"), fresh("c"), fresh("d")},
+		"one in a cluster": {fresh("a"), fresh("b"), gossiping("c", GossipAlive, t0)},
+		"one expecting 5":  {fresh("a"), fresh("b"), func() Member { m := fresh("c"); m.Expect = 5; return m }()},
+	} {
+		if servers, ok, why := bootstrapServers(members, 3); ok || why == "" {
+			t.Errorf("%s: bootstraps with %v", name, servers)
+		}
+	}
+}
+
+// TestPlanRemovesALeavingMemberWithinQuorum: a member that asks to leave
+// is removed while it still gossips, unless that would cost the quorum;
+// it is never added back meanwhile.
+func TestPlanRemovesALeavingMemberWithinQuorum(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	leaving := gossiping("c", GossipAlive, t0)
+	leaving.Leaving = true
+	three := config(voter("a"), voter("b"), voter("c"))
+	expectPlan(t, "all alive", newReconciler().plan(planView(t0, three, gossiping("b", GossipAlive, t0), leaving)), "remove c")
+	expectPlan(t, "the other follower dead", newReconciler().plan(planView(t0, three, gossiping("b", GossipDead, t0), leaving)))
+	expectPlan(t, "already out", newReconciler().plan(planView(t0, config(voter("a"), voter("b")), gossiping("b", GossipAlive, t0), leaving)))
 }

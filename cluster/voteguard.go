@@ -2,6 +2,9 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -52,16 +55,63 @@ type voteGuard struct {
 // errWithholdingVotes fails this node's vote requests while it withholds.
 var errWithholdingVotes = errors.New("this node started without raft state and has not caught up with a leader yet: it takes no part in elections")
 
-// newVoteGuard wraps t, passing every request through until withhold is
-// called. It runs until Close.
-func newVoteGuard(t *raft.NetworkTransport, id raft.ServerID) *voteGuard {
+// newVoteGuard wraps t, withholding this node's votes from the start or
+// not. It runs until Close.
+func newVoteGuard(t *raft.NetworkTransport, id raft.ServerID, withhold bool) *voteGuard {
 	g := &voteGuard{NetworkTransport: t, consumer: make(chan raft.RPC), stop: make(chan struct{}),
 		header: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: t.EncodePeer(id, t.LocalAddr())}}
+	g.withholding.Store(withhold)
 	go g.pass()
 	return g
 }
 
-func (g *voteGuard) withhold() { g.withholding.Store(true) }
+// withheldMarker is the file in the data dir that says this node withholds
+// its vote. It outlives restarts: a node that started empty has some state
+// (a term, part of the log) after its first contact with a leader, and a
+// restart before it caught up must not make it a full voter.
+const withheldMarker = "votes-withheld"
+
+// withholdsVotes reports whether the node on dir withholds its vote,
+// writing the marker (synced) first when it starts to.
+func withholdsVotes(dir string, start bool) (bool, error) {
+	path := filepath.Join(dir, withheldMarker)
+	if start {
+		if err := writeSynced(path, []byte("this node started without raft state; it votes once it has caught up with a leader\n")); err != nil {
+			return false, fmt.Errorf("marking the node as withholding its vote: %w", err)
+		}
+		return true, nil
+	}
+	_, err := os.Stat(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	return err == nil, nil
+}
+
+// writeSynced writes a small file and syncs it and its directory.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
 
 // resume lets the node vote; it reports whether it was withholding.
 func (g *voteGuard) resume() bool { return g.withholding.Swap(false) }
@@ -98,8 +148,9 @@ func (g *voteGuard) pass() {
 }
 
 // refuse answers rpc itself if it asks for a vote, unless for a cluster's
-// first election. The answer carries the candidate's own term, so the
-// candidate neither counts it nor steps down.
+// first election, or for a leadership transfer. A vote's answer carries
+// the candidate's own term, so the candidate neither counts it nor steps
+// down.
 func (g *voteGuard) refuse(rpc raft.RPC) bool {
 	switch req := rpc.Command.(type) {
 	case *raft.RequestVoteRequest:
@@ -112,6 +163,10 @@ func (g *voteGuard) refuse(rpc raft.RPC) bool {
 			return false
 		}
 		rpc.Respond(&raft.RequestPreVoteResponse{RPCHeader: g.header, Term: req.Term}, nil)
+	case *raft.TimeoutNowRequest:
+		// A leader handing over must pick another voter: this one would
+		// campaign without asking anyone, and depose the leader for nothing.
+		rpc.Respond(nil, errWithholdingVotes)
 	default:
 		return false
 	}

@@ -25,9 +25,8 @@ func tcpTransport(t *testing.T) *raft.NetworkTransport {
 func TestVoteGuardWithholdsUntilResumed(t *testing.T) {
 	candidate := tcpTransport(t)
 	defer candidate.Close()
-	g := newVoteGuard(tcpTransport(t), "wiped")
+	g := newVoteGuard(tcpTransport(t), "wiped", true)
 	defer g.Close()
-	g.withhold()
 	to := g.LocalAddr()
 
 	var vote raft.RequestVoteResponse
@@ -44,9 +43,13 @@ func TestVoteGuardWithholdsUntilResumed(t *testing.T) {
 	if pre.Granted || pre.Term != 8 {
 		t.Fatalf("withheld pre-vote: %+v, want not granted at term 8", pre)
 	}
+	// A leadership transfer to it fails: it would campaign without votes.
+	if err := candidate.TimeoutNow("wiped", to, &raft.TimeoutNowRequest{}, &raft.TimeoutNowResponse{}); err == nil {
+		t.Fatal("a leadership transfer to a withholding node was accepted")
+	}
 	select {
 	case rpc := <-g.Consumer():
-		t.Fatalf("a vote request reached raft while withholding: %T", rpc.Command)
+		t.Fatalf("a vote or transfer request reached raft while withholding: %T", rpc.Command)
 	default:
 	}
 
@@ -117,23 +120,37 @@ func receive(t *testing.T, g *voteGuard) raft.RPC {
 }
 
 // TestNodeWithoutStateWithholdsVotes: a node that starts on an empty data
-// dir without bootstrapping withholds its vote until MarkCaughtUp; one that
+// dir without bootstrapping withholds its vote, across restarts (it has
+// state once a leader reached it), until MarkCaughtUp; one that
 // bootstraps, or restarts on its own state, does not.
 func TestNodeWithoutStateWithholdsVotes(t *testing.T) {
 	cfg := singleNodeConfig(t)
 	cfg.Bootstrap = false
-	n, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
+	reopen := func(cfg Config) *Node {
+		t.Helper()
+		n, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
+	n := reopen(cfg)
 	if !n.Status().VotesWithheld {
 		t.Fatal("a node started without state should withhold its vote")
+	}
+	n.Shutdown()
+	n = reopen(cfg)
+	if !n.Status().VotesWithheld {
+		t.Fatal("a restart made a node that had not caught up a voter")
 	}
 	n.MarkCaughtUp()
 	if n.Status().VotesWithheld {
 		t.Fatal("still withholding after catching up")
 	}
 	n.Shutdown()
+	if withholding, err := withholdsVotes(cfg.DataDir, false); err != nil || withholding {
+		t.Fatalf("after catching up the marker says withholding=%v (%v)", withholding, err)
+	}
 
 	cfg = singleNodeConfig(t)
 	boot := openLeader(t, cfg)
@@ -143,8 +160,18 @@ func TestNodeWithoutStateWithholdsVotes(t *testing.T) {
 	boot.Shutdown()
 	cfg.Bootstrap = false
 	again := openLeader(t, cfg) // it elects itself: it kept its state
-	defer again.Shutdown()
 	if again.Status().VotesWithheld {
 		t.Fatal("a node restarted on its own state should vote")
+	}
+	again.Shutdown()
+	// With state and the marker (a node that started empty and got part of
+	// the log before it restarted) it withholds.
+	if _, err := withholdsVotes(cfg.DataDir, true); err != nil {
+		t.Fatal(err)
+	}
+	marked := reopen(cfg)
+	defer marked.Shutdown()
+	if !marked.Status().VotesWithheld {
+		t.Fatal("a node with state and the marker should withhold its vote")
 	}
 }

@@ -22,7 +22,7 @@ func sampleClusterStatus() map[string]any {
 				"raft_state": "leader", "gossip": "alive", "version": "dev", "applied_index": 1234,
 				"digest": "0123456789abcdef0123456789abcdef"},
 			{"id": "node-b", "raft_addr": "127.0.0.1:7001", "http_addr": "127.0.0.1:8081", "suffrage": "nonvoter",
-				"raft_state": "follower", "gossip": "suspect", "applied_index": 1230, "digest": "fedcba9876543210"},
+				"raft_state": "follower", "gossip": "dead", "applied_index": 1230, "digest": "fedcba9876543210"},
 			{"id": "node-c", "raft_addr": "127.0.0.1:7002", "http_addr": "", "suffrage": "voter",
 				"raft_state": "", "gossip": "dead", "applied_index": nil, "error": "unreachable"},
 		},
@@ -51,7 +51,7 @@ func TestClusterStatusTable(t *testing.T) {
 	}
 	wantRows := [][]string{
 		{"node-a", "127.0.0.1:7000", "127.0.0.1:8080", "voter", "leader", "alive", "1234", "0123456789ab"},
-		{"node-b", "127.0.0.1:7001", "127.0.0.1:8081", "nonvoter", "follower", "suspect", "1230", "fedcba987654"},
+		{"node-b", "127.0.0.1:7001", "127.0.0.1:8081", "nonvoter", "follower", "dead", "1230", "fedcba987654"},
 		{"node-c", "127.0.0.1:7002", "-", "voter", "-", "dead", "-", "-"},
 	}
 	for i, want := range wantRows {

@@ -1234,3 +1234,30 @@ func TestClusterRemovalSticks(t *testing.T) {
 		t.Fatalf("no audit entry of the removal: %d %s", code, b)
 	}
 }
+
+// TestClusterFailedLeaveKeepsTheNode: a leave the leader cannot grant (the
+// third voter is dead, so removing this one would leave the live voters
+// short of a majority) fails, and the node stays a whole member: in the
+// configuration, alive in gossip, taking writes.
+func TestClusterFailedLeaveKeepsTheNode(t *testing.T) {
+	c := startCluster(t, 3, nil, 0)
+	followers := c.followers()
+	deadID := followers[0].id()
+	followers[0].kill()
+	c.waitUntil(20*time.Second, "gossip to declare the killed follower dead", func() bool {
+		st, err := c.status(c.leader())
+		return err == nil && st.node(deadID).Gossip == "dead"
+	})
+	stayer := followers[1]
+	if out, errOut, code := stayer.cli(c.root, "cluster", "leave"); code == 0 {
+		t.Fatalf("a leave that would cost the quorum succeeded:\n%s%s", out, errOut)
+	}
+	st, err := c.status(c.leader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.node(stayer.id()); n.Suffrage != "voter" || n.Gossip != "alive" {
+		t.Fatalf("after a failed leave the node is %+v, want an alive voter", n)
+	}
+	c.write(stayer.node, "POST", "/v1/keys", `{"name":"after a failed leave","workspace_id":"w"}`, 201)
+}

@@ -1,0 +1,36 @@
+package cluster
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestForgetGoneDropsLongGoneMembers: members dead or left for longer than
+// the reap time leave the table (and a recorded leave with them); alive
+// ones, and those gone for less, stay.
+func TestForgetGoneDropsLongGoneMembers(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	g := &gossip{members: map[string]*Member{}, leaving: map[string]bool{"left-long": true, "left-now": true}}
+	for id, m := range map[string]Member{
+		"alive-long": {State: GossipAlive, Since: now.Add(-time.Hour)},
+		"dead-long":  {State: GossipDead, Since: now.Add(-time.Hour)},
+		"left-long":  {State: GossipLeft, Since: now.Add(-time.Hour)},
+		"dead-now":   {State: GossipDead, Since: now.Add(-time.Second)},
+		"left-now":   {State: GossipLeft, Since: now.Add(-time.Second)},
+	} {
+		m.ID = id
+		g.members[id] = &m
+	}
+	g.forgetGone(now, time.Minute)
+	var kept []string
+	for _, m := range g.snapshot() {
+		kept = append(kept, m.ID)
+	}
+	if want := []string{"alive-long", "dead-now", "left-now"}; !slices.Equal(kept, want) {
+		t.Fatalf("kept %v, want %v", kept, want)
+	}
+	if g.leaving["left-long"] || !g.leaving["left-now"] {
+		t.Fatalf("leaves kept: %v", g.leaving)
+	}
+}
