@@ -1,0 +1,3 @@
+module layoutexp
+
+go 1.26
