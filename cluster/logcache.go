@@ -19,6 +19,10 @@ type logCache struct {
 
 	mu   sync.RWMutex
 	ring [logCacheEntries]*raft.Log // entry i at i % logCacheEntries
+	// heads has the index, term and type of every entry stored, whatever
+	// its size, at the same place: what the read index's scan asks of the
+	// newest entries (an import's 2 MB are not read and decoded for it).
+	heads [logCacheEntries]raft.Log
 }
 
 const (
@@ -48,6 +52,7 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, l := range logs {
+		c.heads[l.Index%logCacheEntries] = raft.Log{Index: l.Index, Term: l.Term, Type: l.Type}
 		slot := &c.ring[l.Index%logCacheEntries]
 		if len(l.Data)+len(l.Extensions) <= maxCachedEntry {
 			*slot = l
@@ -61,6 +66,24 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 func (c *logCache) DeleteRange(min, max uint64) error {
 	c.mu.Lock()
 	clear(c.ring[:])
+	clear(c.heads[:])
 	c.mu.Unlock()
 	return c.LogStore.DeleteRange(min, max)
+}
+
+// headsOnly reads entries without their data: from the heads of the
+// latest entries, else from the store.
+func (c *logCache) headsOnly() logReader { return logHeads{c} }
+
+type logHeads struct{ c *logCache }
+
+func (h logHeads) GetLog(idx uint64, l *raft.Log) error {
+	h.c.mu.RLock()
+	head := h.c.heads[idx%logCacheEntries]
+	h.c.mu.RUnlock()
+	if head.Index == idx && idx != 0 {
+		*l = head
+		return nil
+	}
+	return h.c.GetLog(idx, l)
 }

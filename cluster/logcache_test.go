@@ -71,3 +71,33 @@ func TestLogCacheKeepsSmallEntriesOnly(t *testing.T) {
 	}
 	read(1+logCacheEntries, 1)
 }
+
+// TestLogCacheHeadsOnlyReadsNoStore: the read index's scan learns the
+// term and type of the latest entries, an import's megabytes included,
+// without reading the store; an entry older than the ring, or after a
+// DeleteRange, comes from the store.
+func TestLogCacheHeadsOnlyReadsNoStore(t *testing.T) {
+	store := &countingStore{InmemStore: raft.NewInmemStore()}
+	c := newLogCache(store)
+	var logs []*raft.Log
+	for i := uint64(1); i <= logCacheEntries+2; i++ {
+		logs = append(logs, &raft.Log{Index: i, Term: 2, Type: raft.LogNoop})
+	}
+	last := &raft.Log{Index: logCacheEntries + 3, Term: 3, Type: raft.LogCommand, Data: make([]byte, maxCachedEntry+1)}
+	if err := c.StoreLogs(append(logs, last)); err != nil {
+		t.Fatal(err)
+	}
+	var l raft.Log
+	if err := c.headsOnly().GetLog(last.Index, &l); err != nil || l.Index != last.Index || l.Term != 3 || l.Type != raft.LogCommand || l.Data != nil || store.reads != 0 {
+		t.Fatalf("head of the big last entry: %+v (%v) after %d store reads", l, err, store.reads)
+	}
+	if err := c.headsOnly().GetLog(1, &l); err != nil || l.Index != 1 || store.reads != 1 {
+		t.Fatalf("an entry older than the ring: %+v (%v) after %d store reads, want 1", l, err, store.reads)
+	}
+	if err := c.DeleteRange(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.headsOnly().GetLog(last.Index, &l); err != nil || store.reads != 2 {
+		t.Fatalf("after a DeleteRange: %v, %d store reads, want 2", err, store.reads)
+	}
+}

@@ -173,7 +173,7 @@ func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 	case <-time.After(timeout):
 		return 0, fmt.Errorf("%w: no quorum confirmed the leadership within %s", ErrNotLeader, timeout)
 	}
-	return n.fsmTail.newestVisible(n.logs, n.raft.LastIndex(), n.fsm.AppliedIndex), nil
+	return n.fsmTail.newestVisible(n.logs.headsOnly(), n.raft.LastIndex(), n.fsm.AppliedIndex), nil
 }
 
 // MarkCaughtUp tells the node it has applied a read index that a confirmed

@@ -34,12 +34,18 @@ func reachesFSM(t raft.LogType) bool {
 	return t == raft.LogCommand || t == raft.LogConfiguration
 }
 
+// logReader reads log entries; newestVisible needs their index, term and
+// type only (logCache.headsOnly).
+type logReader interface {
+	GetLog(idx uint64, l *raft.Log) error
+}
+
 // newestVisible returns the newest FSM-visible index ≤ last in logs.
 // When the walk reaches entries compacted into a snapshot, fallback — the
 // index this node's FSM has applied — is the answer: every visible entry
 // below the first retained one is in the snapshot this FSM holds, and a
 // leader's FSM applies only committed entries, so it is not beyond last.
-func (t *fsmTail) newestVisible(logs raft.LogStore, last uint64, fallback func() uint64) uint64 {
+func (t *fsmTail) newestVisible(logs logReader, last uint64, fallback func() uint64) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var l raft.Log
