@@ -25,12 +25,13 @@ import (
 // Raft state withholds its vote, and asks for none, until it has applied a
 // read index a confirmed leader gave after it started (Node.MarkCaughtUp):
 // from then on its log holds everything committed, whatever it forgot.
-// A node that creates the cluster's first state (--bootstrap, or
-// --bootstrap-expect's bootstrap) forgot nothing and votes at once.
+// A node that creates the cluster's first state (a lone `keyraft serve`,
+// or --bootstrap-expect's bootstrap) forgot nothing and votes at once.
 //
 // It wraps the transport: raft offers no hook into its vote handling. Vote
 // and pre-vote requests are answered "not granted" here, without reaching
-// raft, and this node's own requests fail, so it never campaigns either.
+// raft, a leadership transfer to this node is refused, and its own
+// requests fail, so it never campaigns either.
 // The cost is liveness, and only where it protects data: if the remaining
 // voters cannot elect a leader without this node, the cluster waits for a
 // voter that kept its state (or for `keyraft recover`).
