@@ -65,6 +65,10 @@ const (
 	msgUsage   byte = 'u' // a follower's usage batch for the leader
 	msgRemoved byte = 'r' // the leader tells a node it was removed
 	msgLeaving byte = 'l' // a node announces a permanent leave (payload: its id)
+	// msgLeaveDone: the leader tells a node that asked to leave that it is
+	// out of the Raft configuration (raft itself may never show it: a
+	// removed follower gets the new configuration only on a best effort).
+	msgLeaveDone byte = 'd'
 )
 
 // gossip runs the memberlist ring and keeps the member table.
@@ -270,7 +274,7 @@ func (g *gossip) joinLoop(peers []string) {
 // healthy nodes after --reap-after (Serf reconnects for the same reason).
 func (g *gossip) reconnectLoop(every time.Duration) {
 	g.node.every(every, func() bool {
-		g.forgetGone(time.Now(), g.node.cfg.ReapAfter)
+		g.forgetGone(time.Now(), g.node.cfg.ReapAfter, byID(g.node.raftServers()))
 		for _, addr := range g.deadAddrs() {
 			// Not waited for on shutdown: a join to an address that drops
 			// packets blocks for memberlist's TCPTimeout.
@@ -305,15 +309,17 @@ func (g *gossip) deadAddrs() []string {
 }
 
 // forgetGone drops the members that have been dead or gone for longer than
-// after: by then the leader has reaped them, nothing reconnects to them,
-// and a node that comes back is recorded anew. Without it every id ever
-// seen (each restart on a new data dir is a new one) stays in the table
-// and in the cluster status for good.
-func (g *gossip) forgetGone(now time.Time, after time.Duration) {
+// after and are not in the Raft configuration: the leader has reaped them,
+// nothing reconnects to them, and a node that comes back is recorded anew.
+// Without it every id ever seen (each restart on a new data dir is a new
+// one) stays in the table and in the cluster status for good. One still
+// in the configuration stays, so that reaping it (refused while it would
+// cost the quorum) does not start its wait over as unknown to gossip.
+func (g *gossip) forgetGone(now time.Time, after time.Duration, inConfig map[string]raft.Server) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for id, m := range g.members {
-		if (m.State == GossipDead || m.State == GossipLeft) && now.Sub(m.Since) > after {
+		if _, kept := inConfig[id]; !kept && (m.State == GossipDead || m.State == GossipLeft) && now.Sub(m.Since) > after {
 			delete(g.members, id)
 			delete(g.leaving, id)
 		}

@@ -8,7 +8,8 @@ import (
 
 // TestForgetGoneDropsLongGoneMembers: members dead or left for longer than
 // the reap time leave the table (and a recorded leave with them); alive
-// ones, and those gone for less, stay.
+// ones, those gone for less, and those still in the Raft configuration
+// stay.
 func TestForgetGoneDropsLongGoneMembers(t *testing.T) {
 	now := time.Unix(10_000, 0)
 	g := &gossip{members: map[string]*Member{}, leaving: map[string]bool{"left-long": true, "left-now": true}}
@@ -17,17 +18,18 @@ func TestForgetGoneDropsLongGoneMembers(t *testing.T) {
 		"dead-long":  {State: GossipDead, Since: now.Add(-time.Hour)},
 		"left-long":  {State: GossipLeft, Since: now.Add(-time.Hour)},
 		"dead-now":   {State: GossipDead, Since: now.Add(-time.Second)},
+		"dead-voter": {State: GossipDead, Since: now.Add(-time.Hour)},
 		"left-now":   {State: GossipLeft, Since: now.Add(-time.Second)},
 	} {
 		m.ID = id
 		g.members[id] = &m
 	}
-	g.forgetGone(now, time.Minute)
+	g.forgetGone(now, time.Minute, config(voter("dead-voter")))
 	var kept []string
 	for _, m := range g.snapshot() {
 		kept = append(kept, m.ID)
 	}
-	if want := []string{"alive-long", "dead-now", "left-now"}; !slices.Equal(kept, want) {
+	if want := []string{"alive-long", "dead-now", "dead-voter", "left-now"}; !slices.Equal(kept, want) {
 		t.Fatalf("kept %v, want %v", kept, want)
 	}
 	if g.leaving["left-long"] || !g.leaving["left-now"] {

@@ -63,10 +63,17 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	return nil
 }
 
+// DeleteRange forgets the cached entries in [min, max] (a compaction's old
+// ones, or a tail that conflicts with the leader's) and keeps the rest:
+// each slot holds one index, so the check is exact, and a compaction does
+// not cost the newest entries their heads.
 func (c *logCache) DeleteRange(min, max uint64) error {
 	c.mu.Lock()
-	clear(c.ring[:])
-	clear(c.heads[:])
+	for i := range c.heads {
+		if idx := c.heads[i].Index; idx >= min && idx <= max {
+			c.heads[i], c.ring[i] = raft.Log{}, nil
+		}
+	}
 	c.mu.Unlock()
 	return c.LogStore.DeleteRange(min, max)
 }

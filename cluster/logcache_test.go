@@ -62,20 +62,22 @@ func TestLogCacheKeepsSmallEntriesOnly(t *testing.T) {
 		t.Fatal("a large entry left an older one cached in its slot")
 	}
 
-	// Compaction empties the cache, and the entries are gone from both.
+	// Compaction forgets the entries it deletes, gone from both, and keeps
+	// the later ones.
 	if err := c.DeleteRange(1, 2); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.GetLog(1, new(raft.Log)); err != raft.ErrLogNotFound {
 		t.Fatalf("entry 1 after DeleteRange: %v", err)
 	}
-	read(1+logCacheEntries, 1)
+	read(1+logCacheEntries, 0)
 }
 
 // TestLogCacheHeadsOnlyReadsNoStore: the read index's scan learns the
 // term and type of the latest entries, an import's megabytes included,
-// without reading the store; an entry older than the ring, or after a
-// DeleteRange, comes from the store.
+// without reading the store, also after a compaction of older ones; an
+// entry older than the ring comes from the store, a deleted one from
+// nowhere.
 func TestLogCacheHeadsOnlyReadsNoStore(t *testing.T) {
 	store := &countingStore{InmemStore: raft.NewInmemStore()}
 	c := newLogCache(store)
@@ -94,10 +96,21 @@ func TestLogCacheHeadsOnlyReadsNoStore(t *testing.T) {
 	if err := c.headsOnly().GetLog(1, &l); err != nil || l.Index != 1 || store.reads != 1 {
 		t.Fatalf("an entry older than the ring: %+v (%v) after %d store reads, want 1", l, err, store.reads)
 	}
-	if err := c.DeleteRange(1, 2); err != nil {
+	// A compaction keeps the heads of the entries it does not delete; a
+	// truncated tail loses its own.
+	if err := c.DeleteRange(1, last.Index-1); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.headsOnly().GetLog(last.Index, &l); err != nil || store.reads != 2 {
-		t.Fatalf("after a DeleteRange: %v, %d store reads, want 2", err, store.reads)
+	if err := c.headsOnly().GetLog(last.Index, &l); err != nil || l.Term != 3 || store.reads != 1 {
+		t.Fatalf("after a compaction below it: %+v (%v), %d store reads, want 1", l, err, store.reads)
+	}
+	if err := c.StoreLogs([]*raft.Log{{Index: last.Index + 1, Term: 3, Type: raft.LogNoop}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteRange(last.Index, last.Index+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.headsOnly().GetLog(last.Index, &l); err == nil || store.reads != 2 {
+		t.Fatalf("a truncated entry: %+v (%v), %d store reads, want it gone from both", l, err, store.reads)
 	}
 }

@@ -102,11 +102,13 @@ func (n *Node) reconcile(rc *reconciler) {
 		case promoteVoter:
 			n.promoteVoter(c.member)
 		case removeServer:
-			n.removeServer(c.id, c.why)
-		case tellRemoved:
-			if err := n.gossip.send(c.id, []byte{msgRemoved}); err != nil {
-				n.log.Debug("telling a removed node", "id", c.id, "error", err)
+			if n.removeServer(c.id, c.why) && c.leaveDone {
+				n.tell(c.id, msgLeaveDone)
 			}
+		case tellRemoved:
+			n.tell(c.id, msgRemoved)
+		case tellLeaveDone:
+			n.tell(c.id, msgLeaveDone)
 		}
 	}
 }
@@ -130,12 +132,21 @@ func (n *Node) promoteVoter(m Member) {
 	n.log.Info("promoted a member to voter", "id", m.ID)
 }
 
-func (n *Node) removeServer(id, why string) {
+func (n *Node) removeServer(id, why string) bool {
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
 		n.log.Warn("removing a member from raft failed", "id", id, "error", err)
-		return
+		return false
 	}
 	n.log.Info("removed a member from raft", "id", id, "reason", why)
+	return true
+}
+
+// tell sends a one-byte gossip message to node id (best effort: the
+// reconciliation passes repeat what must arrive).
+func (n *Node) tell(id string, msg byte) {
+	if err := n.gossip.send(id, []byte{msg}); err != nil {
+		n.log.Debug("telling a member", "id", id, "message", string(msg), "error", err)
+	}
 }
 
 // RemoveNode takes a node out of the cluster for good (DELETE
@@ -180,9 +191,7 @@ func (n *Node) RemoveNode(id string, audit *fsm.AuditEntry) error {
 	if n.gossip != nil {
 		// Tell it, so it leaves the ring and stops serving. Reconciliation
 		// tells it again for as long as it gossips without saying it knows.
-		if err := n.gossip.send(id, []byte{msgRemoved}); err != nil {
-			n.log.Debug("telling a removed node", "id", id, "error", err)
-		}
+		n.tell(id, msgRemoved)
 	}
 	n.log.Info("removed a node on operator request", "id", id)
 	return nil
@@ -239,6 +248,10 @@ func (n *Node) handleInbox() {
 				n.gossip.markLeaving(string(msg[1:]))
 			case msgRemoved:
 				n.stopAsRemoved()
+			case msgLeaveDone:
+				if n.leaving.Load() {
+					n.leaveDone.Store(true)
+				}
 			}
 		}
 	}
@@ -257,6 +270,9 @@ func (n *Node) stopAsRemoved() {
 		return
 	}
 	go func() {
+		// A removed leader hands over first: it answers no request, and its
+		// own removal from the configuration may wait for the quorum.
+		n.handOver()
 		// Say so in the metadata first: a leader whose gossip has not seen
 		// the leave yet must not add it back.
 		n.gossip.announce()

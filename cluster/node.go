@@ -118,8 +118,9 @@ type Node struct {
 	gossip *gossip // nil without GossipAddr
 	// removed is set when the leader tells this node it was removed.
 	removed atomic.Bool
-	// leaving is set while Leave waits for this node's removal.
-	leaving atomic.Bool
+	// leaving is set while Leave waits for this node's removal, leaveDone
+	// once the leader said it is out (msgLeaveDone).
+	leaving, leaveDone atomic.Bool
 
 	snapshotMu sync.Mutex // serialises snapshotKeeping
 
@@ -448,10 +449,14 @@ func (n *Node) Leave(timeout time.Duration) error {
 	n.handOver()
 	// Ask first, leave the ring only once the removal is done: a node that
 	// left gossip but not Raft would count as a dead voter until reaped.
+	n.leaveDone.Store(false)
 	n.leaving.Store(true)
 	n.gossip.announce()
 	deadline := time.Now().Add(timeout)
-	for n.inConfig() {
+	for !n.leaveDone.Load() && n.stillInConfig() {
+		if n.IsLeader() { // elected again while waiting: the leader cannot remove itself here
+			n.handOver()
+		}
 		if time.Now().After(deadline) {
 			n.leaving.Store(false)
 			n.gossip.announce()
@@ -464,9 +469,14 @@ func (n *Node) Leave(timeout time.Duration) error {
 	return nil
 }
 
-// inConfig reports whether this node is in the Raft configuration it knows.
-func (n *Node) inConfig() bool {
-	for _, s := range n.raftServers() {
+// stillInConfig reports whether this node is in the Raft configuration it
+// knows; true when it cannot tell.
+func (n *Node) stillInConfig() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return true
+	}
+	for _, s := range f.Configuration().Servers {
 		if string(s.ID) == n.id {
 			return true
 		}

@@ -35,6 +35,9 @@ const (
 	// tellRemoved resends an operator's removal to a node that still
 	// gossips without saying it knows.
 	tellRemoved
+	// tellLeaveDone tells a node that asked to leave, and is out of the
+	// configuration, that it may go (again, should a message be lost).
+	tellLeaveDone
 )
 
 type membershipChange struct {
@@ -42,6 +45,9 @@ type membershipChange struct {
 	member Member // the gossip member, for adds and promotions
 	id     string
 	why    string // for removals, logged
+	// leaveDone: a node that asked to leave is told once it is out (after
+	// the removal succeeded, or right away for tellLeaveDone).
+	leaveDone bool
 }
 
 // membershipView is what one reconciliation pass decides from.
@@ -93,12 +99,13 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 	// Removals planned in this pass count in the quorum check of the next.
 	servers := maps.Clone(v.servers)
 	var out []membershipChange
-	remove := func(id, why string, checkQuorum bool) {
+	remove := func(id, why string, checkQuorum bool) (planned bool) {
 		if checkQuorum && !canRemove(v.self, servers, v.members, id) {
-			return
+			return false
 		}
 		out = append(out, membershipChange{kind: removeServer, id: id, why: why})
 		delete(servers, id)
+		return true
 	}
 	rc.wakeAt = time.Time{}
 	aliveIDs := map[string]bool{v.self: true}
@@ -138,11 +145,13 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 					out = append(out, membershipChange{kind: tellRemoved, id: m.ID})
 				}
 			case m.Leaving:
-				// It leaves the ring once out of the configuration; a
-				// removal that would cost the quorum is refused, and the
-				// node stays a member.
-				if inConfig {
-					remove(m.ID, "asked to leave", true)
+				// It leaves the ring once told it is out of the
+				// configuration; a removal that would cost the quorum is
+				// refused, and the node stays a member.
+				if !inConfig {
+					out = append(out, membershipChange{kind: tellLeaveDone, id: m.ID})
+				} else if remove(m.ID, "asked to leave", true) {
+					out[len(out)-1].leaveDone = true
 				}
 			case !inConfig || string(s.Address) != m.RaftAddr:
 				// Raft takes one server per address. One that another id

@@ -45,7 +45,7 @@ func planView(now time.Time, servers map[string]raft.Server, members ...Member) 
 func describe(cs []membershipChange) []string {
 	out := []string{}
 	for _, c := range cs {
-		out = append(out, fmt.Sprintf("%s %s", [...]string{"add-nonvoter", "promote", "remove", "tell-removed"}[c.kind], c.id))
+		out = append(out, fmt.Sprintf("%s %s", [...]string{"add-nonvoter", "promote", "remove", "tell-removed", "tell-leave-done"}[c.kind], c.id))
 	}
 	return out
 }
@@ -320,14 +320,20 @@ func TestBootstrapServersNeedsExactlyTheExpectedVoters(t *testing.T) {
 }
 
 // TestPlanRemovesALeavingMemberWithinQuorum: a member that asks to leave
-// is removed while it still gossips, unless that would cost the quorum;
-// it is never added back meanwhile.
+// is removed while it still gossips, unless that would cost the quorum,
+// and told once it is out; it is never added back meanwhile.
 func TestPlanRemovesALeavingMemberWithinQuorum(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	leaving := gossiping("c", GossipAlive, t0)
 	leaving.Leaving = true
 	three := config(voter("a"), voter("b"), voter("c"))
-	expectPlan(t, "all alive", newReconciler().plan(planView(t0, three, gossiping("b", GossipAlive, t0), leaving)), "remove c")
+	plan := newReconciler().plan(planView(t0, three, gossiping("b", GossipAlive, t0), leaving))
+	expectPlan(t, "all alive", plan, "remove c")
+	if !plan[0].leaveDone {
+		t.Error("the removal of a leaving member does not tell it it may go")
+	}
 	expectPlan(t, "the other follower dead", newReconciler().plan(planView(t0, three, gossiping("b", GossipDead, t0), leaving)))
-	expectPlan(t, "already out", newReconciler().plan(planView(t0, config(voter("a"), voter("b")), gossiping("b", GossipAlive, t0), leaving)))
+	// Out already (the message after its removal lost, or raft never showed
+	// it the new configuration): told again, never added back.
+	expectPlan(t, "already out", newReconciler().plan(planView(t0, config(voter("a"), voter("b")), gossiping("b", GossipAlive, t0), leaving)), "tell-leave-done c")
 }
