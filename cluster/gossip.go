@@ -367,13 +367,25 @@ func (g *gossip) announce() {
 
 // leave announces a permanent departure and stops gossiping.
 func (g *gossip) leave(timeout time.Duration) {
+	// To every member at once, waiting at most timeout: one by one, a
+	// member that does not answer held each send for memberlist's TCP
+	// timeout, which could take a leave past a pod's grace period.
 	msg := append([]byte{msgLeaving}, g.node.id...)
+	var sent sync.WaitGroup
 	for _, n := range g.ml.Members() {
 		if n.Name != g.node.id {
-			if err := g.ml.SendReliable(n, msg); err != nil {
-				g.node.log.Debug("announcing the leave", "to", n.Name, "error", err)
-			}
+			sent.Go(func() {
+				if err := g.ml.SendReliable(n, msg); err != nil {
+					g.node.log.Debug("announcing the leave", "to", n.Name, "error", err)
+				}
+			})
 		}
+	}
+	all := make(chan struct{})
+	go func() { sent.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-time.After(timeout):
 	}
 	if err := g.ml.Leave(timeout); err != nil {
 		g.node.log.Warn("leaving the gossip ring", "error", err)
