@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -454,9 +455,7 @@ func (n *Node) Leave(timeout time.Duration) error {
 	n.gossip.announce()
 	deadline := time.Now().Add(timeout)
 	for !n.leaveDone.Load() && n.stillInConfig() {
-		if n.IsLeader() { // elected again while waiting: the leader cannot remove itself here
-			n.handOver()
-		}
+		n.handOver() // if elected again while waiting: a leader is not removed here
 		if time.Now().After(deadline) {
 			n.leaving.Store(false)
 			n.gossip.announce()
@@ -473,15 +472,7 @@ func (n *Node) Leave(timeout time.Duration) error {
 // knows; true when it cannot tell.
 func (n *Node) stillInConfig() bool {
 	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return true
-	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == n.id {
-			return true
-		}
-	}
-	return false
+	return f.Error() != nil || slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == n.id })
 }
 
 func (n *Node) otherVoters() int {

@@ -44,7 +44,7 @@ func (n *Node) Status() Status {
 	addr, leaderID := n.Leader()
 	term, _ := strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
 	st := Status{LeaderID: leaderID, LeaderAddr: addr, Term: term, CommitIndex: n.raft.CommitIndex(),
-		VotesWithheld: n.transport.withholding.Load()}
+		VotesWithheld: n.transport.withholds()}
 	members := map[string]Member{}
 	if n.gossip != nil {
 		for _, m := range n.gossip.snapshot() {

@@ -108,12 +108,7 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 		return true
 	}
 	rc.wakeAt = time.Time{}
-	aliveIDs := map[string]bool{v.self: true}
-	for _, m := range v.members {
-		if m.State == GossipAlive {
-			aliveIDs[m.ID] = true
-		}
-	}
+	alive := aliveIDs(v.self, v.members)
 	// Operator removals first, whatever gossip says: a removed server still
 	// in the configuration is one whose RemoveServer failed after the
 	// removal committed, or that a stale view added back. That may be this
@@ -160,7 +155,7 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 				// unless gossip says it is alive (then the two conflict,
 				// and neither changes).
 				if holder, taken := serverAt(servers, m.RaftAddr, m.ID); taken {
-					if aliveIDs[holder] {
+					if alive[holder] {
 						continue
 					}
 					remove(holder, "its address now belongs to "+m.ID, true)
@@ -271,12 +266,7 @@ func (rc *reconciler) promotion(m Member, v membershipView) (membershipChange, b
 // (so the change can commit), and those left alive after it a majority of
 // the configuration after it (removing a live voter takes its vote away).
 func canRemove(self string, servers map[string]raft.Server, members []Member, id string) bool {
-	alive := map[string]bool{self: true}
-	for _, m := range members {
-		if m.State == GossipAlive {
-			alive[m.ID] = true
-		}
-	}
+	alive := aliveIDs(self, members)
 	voters, aliveVoters := 0, 0
 	for sid, s := range servers {
 		if s.Suffrage != raft.Voter {
@@ -295,4 +285,15 @@ func canRemove(self string, servers map[string]raft.Server, members []Member, id
 		}
 	}
 	return aliveVoters >= voters/2+1 && aliveAfter >= after/2+1 && after >= 1
+}
+
+// aliveIDs is the set of members gossip sees alive, self included.
+func aliveIDs(self string, members []Member) map[string]bool {
+	alive := map[string]bool{self: true}
+	for _, m := range members {
+		if m.State == GossipAlive {
+			alive[m.ID] = true
+		}
+	}
+	return alive
 }

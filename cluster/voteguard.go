@@ -114,6 +114,9 @@ func writeSynced(path string, b []byte) error {
 	return d.Sync()
 }
 
+// withholds reports whether the node withholds its vote now.
+func (g *voteGuard) withholds() bool { return g.withholding.Load() }
+
 // resume lets the node vote; it reports whether it was withholding.
 func (g *voteGuard) resume() bool { return g.withholding.Swap(false) }
 
@@ -137,7 +140,7 @@ func (g *voteGuard) pass() {
 		case <-g.stop:
 			return
 		}
-		if g.withholding.Load() && g.refuse(rpc) {
+		if g.withholds() && g.refuse(rpc) {
 			continue
 		}
 		select {
@@ -179,14 +182,14 @@ func (g *voteGuard) refuse(rpc raft.RPC) bool {
 func onlyBootstrapped(lastIndex, lastTerm uint64) bool { return lastIndex == 1 && lastTerm == 1 }
 
 func (g *voteGuard) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	if g.withholding.Load() {
+	if g.withholds() {
 		return errWithholdingVotes
 	}
 	return g.NetworkTransport.RequestVote(id, target, args, resp)
 }
 
 func (g *voteGuard) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	if g.withholding.Load() {
+	if g.withholds() {
 		return errWithholdingVotes
 	}
 	return g.NetworkTransport.RequestPreVote(id, target, args, resp)

@@ -14,8 +14,9 @@ import (
 // Version is the encoding version written as the first byte of every command.
 // Decoders accept every version up to this one, so later releases can replay
 // old logs; a command from a newer release is refused, not misread.
-// Version 6 added the node_removed op. Version 5 added the restored op and KeepRoot, which an older build would
-// refuse or ignore while newer nodes apply them. Version 4 carries records
+// Version 6 added the node_removed op, version 5 the restored op and
+// KeepRoot, which an older build would refuse or ignore while newer nodes
+// apply them. Version 4 carries records
 // in the compact binary layout (keyindex/codec.go)
 // with key ids as their ULID's bytes, version 3 in the compact layout with
 // key ids written out, version 2 in the older binary layout

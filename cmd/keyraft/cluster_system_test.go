@@ -317,6 +317,16 @@ func (c *testCluster) converged() {
 	})
 }
 
+// waitGossipDead waits until the leader's gossip declares node id dead
+// (a quorum check before that still counts the killed node alive).
+func (c *testCluster) waitGossipDead(id string) {
+	c.t.Helper()
+	c.waitUntil(30*time.Second, "gossip to declare "+id+" dead", func() bool {
+		st, err := c.status(c.leader())
+		return err == nil && st.node(id).Gossip == "dead"
+	})
+}
+
 func (m *member) kill() {
 	m.cmd.Process.Signal(syscall.SIGKILL)
 	<-m.done
@@ -981,13 +991,7 @@ func TestClusterRemoveKeepsQuorum(t *testing.T) {
 	dead, live := followers[0], followers[1]
 	deadID := dead.id()
 	dead.kill()
-	c.waitUntil(30*time.Second, "gossip to see the killed node dead", func() bool {
-		st, err := c.status(c.leader())
-		if err != nil {
-			return false
-		}
-		return st.node(deadID).Gossip == "dead"
-	})
+	c.waitGossipDead(deadID)
 	if code, b := call(c.leader().node, "DELETE", "/v1/cluster/nodes/"+live.id(), c.root, ""); code != 409 {
 		t.Fatalf("removing a live voter with another dead: %d %s, want 409", code, b)
 	}
@@ -1244,10 +1248,7 @@ func TestClusterFailedLeaveKeepsTheNode(t *testing.T) {
 	followers := c.followers()
 	deadID := followers[0].id()
 	followers[0].kill()
-	c.waitUntil(20*time.Second, "gossip to declare the killed follower dead", func() bool {
-		st, err := c.status(c.leader())
-		return err == nil && st.node(deadID).Gossip == "dead"
-	})
+	c.waitGossipDead(deadID)
 	stayer := followers[1]
 	if out, errOut, code := stayer.cli(c.root, "cluster", "leave"); code == 0 {
 		t.Fatalf("a leave that would cost the quorum succeeded:\n%s%s", out, errOut)
