@@ -15,49 +15,44 @@ import (
 // garbage collector to scan or to make room for, and a key costs its
 // encoding plus a 40-byte slot instead of a graph of Go objects (about 1 KB).
 
-// slot is one key's place in the index. The record's location and the hot
-// fields are written under the index's write lock and read under its read
+// slot is one key's place in the index. The record's location, the hot
+// fields and where its lists are are written under the index's write lock and read under its read
 // lock; the counters are atomics that readers update. 40 bytes, with no
 // padding (TestSlotSize): the location and the hot fields are packed, since
 // at ten million keys every byte of a slot is 10 MB.
 type slot struct {
 	limiter rateLimiter
 	lastNs  atomic.Int64
-	// Where the record is (recordRef, split so that no field pads).
-	refOff, refLen uint32
-	refChunk       uint16
-	// The hot fields (hotFields): listsAt; rate limit, flags and
-	// publishable packed as setHot does; the expiry as expirySecond
-	// condenses it.
-	listsAt uint16
+	loc     uint64 // where the record is: a recordRef as packRef packs it
+	// The hot fields (hotFields): rate limit, flags and publishable packed
+	// as setHot does; the expiry as expirySecond condenses it.
 	packed  uint32
 	expires uint32
-	uses    atomic.Uint32 // verifications since the last drain, every few seconds
+	// lists is where the key's scopes, origins and resources are: their
+	// id in the index's listSets or, with listsInRecord set, their offset
+	// in the record (when the sets are full).
+	lists uint32
+	uses  atomic.Uint32 // verifications since the last drain, every few seconds
 }
+
+// listsInRecord marks a slot's lists that are an offset in the record.
+// Records are shorter than 2^31 bytes (maxRecordLen).
+const listsInRecord = 1 << 31
 
 // hotFields are what most verifications decide on, copied out of the
 // record into its slot when it is stored, so that a decision reads the slot
 // it already touches for the rate limit instead of walking the encoding:
 // about a third of the decision's time.
 type hotFields struct {
-	rateLimit int32  // clamped to [0, MaxRateLimitPerMin], which the API enforces
-	expires   uint32 // expirySecond
-	// listsAt is the offset of the scopes, origins and resources lists in
-	// the encoding, or listsAtFar. Records the API accepts have them within
-	// the first kilobyte (names, ids and the workspace are bounded).
-	listsAt     uint16
-	flags       byte // the encoding's flags byte
+	rateLimit   int32  // clamped to [0, MaxRateLimitPerMin], which the API enforces
+	expires     uint32 // expirySecond
+	flags       byte   // the encoding's flags byte
 	publishable bool
 }
 
-// listsAtFar: the lists start too far into the record for a slot's 16
-// bits; they are found by reading the record.
-const listsAtFar = 1<<16 - 1
-
 func hotFieldsOf(r *Record, enc []byte) hotFields {
 	return hotFields{rateLimit: int32(min(max(r.RateLimitPerMin, 0), MaxRateLimitPerMin)),
-		expires: expirySecond(r.ExpiresAt), listsAt: uint16(min(readView(enc).listsAt, listsAtFar)),
-		flags: enc[0], publishable: r.Type == TypePublishable}
+		expires: expirySecond(r.ExpiresAt), flags: enc[0], publishable: r.Type == TypePublishable}
 }
 
 // The packed hot word: the rate limit in the low rateLimitBits, the flags
@@ -73,18 +68,15 @@ const (
 // Every rate limit the API accepts fits the packed word.
 var _ [rateLimitMask - MaxRateLimitPerMin]byte
 
-func (sl *slot) rateLimit() int    { return int(sl.packed & rateLimitMask) }
-func (sl *slot) flags() byte       { return byte(sl.packed >> flagsShift) }
-func (sl *slot) publishable() bool { return sl.packed&publishableBit != 0 }
-func (sl *slot) ref() recordRef {
-	return recordRef{chunk: uint32(sl.refChunk), off: sl.refOff, n: sl.refLen}
-}
-func (sl *slot) setRef(r recordRef) { sl.refChunk, sl.refOff, sl.refLen = uint16(r.chunk), r.off, r.n }
-func (sl *slot) isFree() bool       { return sl.refLen == 0 } // every stored encoding has a flags byte
+func (sl *slot) rateLimit() int     { return int(sl.packed & rateLimitMask) }
+func (sl *slot) flags() byte        { return byte(sl.packed >> flagsShift) }
+func (sl *slot) publishable() bool  { return sl.packed&publishableBit != 0 }
+func (sl *slot) ref() recordRef     { return unpackRef(sl.loc) }
+func (sl *slot) setRef(r recordRef) { sl.loc = packRef(r) }
+func (sl *slot) isFree() bool       { return sl.loc == 0 } // every stored encoding has a flags byte
 
 func (sl *slot) hot() hotFields {
-	return hotFields{rateLimit: int32(sl.rateLimit()), expires: sl.expires, listsAt: sl.listsAt, flags: sl.flags(),
-		publishable: sl.publishable()}
+	return hotFields{rateLimit: int32(sl.rateLimit()), expires: sl.expires, flags: sl.flags(), publishable: sl.publishable()}
 }
 
 func (sl *slot) setHot(h hotFields) {
@@ -92,7 +84,7 @@ func (sl *slot) setHot(h hotFields) {
 	if h.publishable {
 		sl.packed |= publishableBit
 	}
-	sl.expires, sl.listsAt = h.expires, h.listsAt
+	sl.expires = h.expires
 }
 
 // expirySecond condenses an expiry into 4 bytes: 0 for none, otherwise its
@@ -122,18 +114,34 @@ func (sl *slot) expired(nowNs int64, rec []byte) bool {
 	return nowNs >= readView(rec).expires.unixNano()
 }
 
-// lists returns the scopes, origins and resources lists of rec, the
-// slot's record, and what follows them.
-func (sl *slot) lists(rec []byte) []byte {
-	if sl.listsAt == listsAtFar {
-		return rec[readView(rec).listsAt:]
-	}
-	return rec[sl.listsAt:]
-}
-
 // recordRef locates an encoded record: chunk number and the offset and
 // length of its bytes.
 type recordRef struct{ chunk, off, n uint32 }
+
+// A slot keeps its recordRef in 64 bits: the offset in the low refOffBits
+// (a chunk is at most arenaChunkLen long, or holds one larger record at its
+// start), the chunk number above it, then the length. Packed, it leaves
+// room in the 40-byte slot for the lists' set id.
+const (
+	refOffBits   = 21
+	refChunkBits = 16
+	refLenBits   = 64 - refOffBits - refChunkBits
+	// maxRecordLen bounds a stored encoding; the API's limits keep records
+	// under a few hundred kilobytes.
+	maxRecordLen = 1<<refLenBits - 1
+)
+
+// Every offset within a chunk of arenaChunkLen fits.
+var _ [1<<refOffBits - arenaChunkLen]byte
+
+func packRef(r recordRef) uint64 {
+	return uint64(r.off) | uint64(r.chunk)<<refOffBits | uint64(r.n)<<(refOffBits+refChunkBits)
+}
+
+func unpackRef(w uint64) recordRef {
+	return recordRef{off: uint32(w & (1<<refOffBits - 1)), chunk: uint32(w >> refOffBits & (1<<refChunkBits - 1)),
+		n: uint32(w >> (refOffBits + refChunkBits))}
+}
 
 // maxArenaChunks: a slot keeps a chunk number in 16 bits.
 const maxArenaChunks = 1 << 16
@@ -195,6 +203,7 @@ func (s *slots) release(n uint32) {
 	sl := s.get(n)
 	sl.setRef(recordRef{})
 	sl.setHot(hotFields{})
+	sl.lists = 0 // its set was released with the key (unstore)
 	sl.limiter.word.Store(0)
 	sl.uses.Store(0)
 	sl.lastNs.Store(0)
@@ -248,6 +257,9 @@ func newArena() arena { return arena{cur: -1} }
 
 // put appends rec for slot n and returns where it is.
 func (a *arena) put(n uint32, rec []byte) recordRef {
+	if len(rec) > maxRecordLen {
+		panic("keyindex: a record longer than a slot can locate") // 128 MiB
+	}
 	need := recordHeaderLen(len(rec)) + len(rec)
 	if a.cur < 0 || cap(a.chunks[a.cur])-len(a.chunks[a.cur]) < need {
 		a.newChunk(max(a.nextChunkLen(), need))

@@ -51,7 +51,8 @@ type store struct {
 	pivots    sync.Map // orderItem → *pivotKey
 	nextPivot atomic.Uint32
 	count     int
-	scratch   []byte // encoding buffer for writes
+	scratch   []byte   // encoding buffer for writes
+	sets      listSets // the keys' lists, interned (listsets.go)
 }
 
 // orderItem is a key in the (workspace, id) order: a slot number, whose
@@ -77,7 +78,7 @@ func (st *store) addPivot(p *pivotKey) orderItem {
 }
 
 func newStore() *store {
-	st := &store{arena: newArena(), rotating: map[uint32]struct{}{}}
+	st := &store{arena: newArena(), rotating: map[uint32]struct{}{}, sets: listSets{max: maxListSets}}
 	st.ordered = newOrderSet(st.orderCompare)
 	return st
 }
@@ -359,7 +360,9 @@ func (st *store) storeEncoded(r *Record, enc []byte) (uint32, error) {
 func (st *store) unstore(n uint32, r *Record) {
 	st.unlink(n, r)
 	st.byID.remove(idKey(r.ID), n)
-	ref := st.slots.get(n).ref()
+	sl := st.slots.get(n)
+	ref := sl.ref()
+	st.sets.release(sl.lists)
 	st.slots.release(n) // before compacting: the record must not be moved
 	if st.arena.drop(ref) {
 		st.arena.compact(ref.chunk, &st.slots)
@@ -458,12 +461,18 @@ func (st *store) put(n uint32, r *Record) {
 	st.putEncoded(n, st.scratch, hotFieldsOf(r, st.scratch))
 }
 
-// putEncoded stores enc, the encoding of slot n's record, with its hot fields.
+// putEncoded stores enc, the encoding of slot n's record, with its hot
+// fields and its lists' set.
 func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
 	sl := st.slots.get(n)
-	old := sl.ref()
+	old, oldLists := sl.ref(), sl.lists
 	sl.setRef(st.arena.put(n, enc))
 	sl.setHot(hot)
+	at := readView(enc).listsAt
+	if sl.lists = st.sets.acquire(listsBlock(enc, at)); sl.lists == 0 {
+		sl.lists = listsInRecord | uint32(at)
+	}
+	st.sets.release(oldLists) // after acquiring: a rewrite that keeps the lists keeps their set
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
 	}
@@ -490,7 +499,7 @@ func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time, changed fu
 	}
 	before := st.rec(n)
 	// Held until changed returns: putEncoded may drop before's chunk.
-	beforeMem := st.arena.mem[st.slots.get(n).refChunk]
+	beforeMem := st.arena.mem[st.slots.get(n).ref().chunk]
 	u := readUsage(before)
 	b := append(st.scratch[:0], before[:u.start]...)
 	if before[0]&flagLastUsedAt != 0 && !lastUsed.After(u.lastUsed.time()) {

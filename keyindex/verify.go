@@ -158,7 +158,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	sl := m.sl
-	d := Decision{rec: m.rec, mem: st.arena.mem[sl.refChunk]}
+	d := Decision{rec: m.rec, mem: st.arena.mem[sl.ref().chunk]}
 	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
 		if req.NowNs >= readPrevExpires(d.rec) {
@@ -174,7 +174,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	case sl.expires != 0 && sl.expired(req.NowNs, d.rec):
 		d.Code = CodeKeyExpired
 	case len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || sl.publishable():
-		d.Code = listsCode(sl.lists(d.rec), sl.publishable(), req)
+		d.Code = st.listsCode(sl, d.rec, req)
 	}
 	if d.Code != CodeValid {
 		return d
@@ -189,6 +189,24 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	}
 	st.recordUse(m.n, sl, req.NowNs)
 	return d
+}
+
+// listsCode checks the request against the lists of the key in sl, whose
+// record is rec.
+func (st *store) listsCode(sl *slot, rec []byte, req *VerifyRequest) Code {
+	if sl.lists&listsInRecord != 0 {
+		return listsCode(rec[sl.lists&^listsInRecord:], sl.publishable(), req)
+	}
+	set := &st.sets.blocks[sl.lists-1]
+	if !set.onlyScopes || sl.publishable() || len(req.Origin) > 0 || len(req.Resource) > 0 {
+		return listsCode(st.sets.block(sl.lists), sl.publishable(), req)
+	}
+	for _, g := range set.scopes {
+		if scopeMatch(g, req.Scope) {
+			return CodeValid
+		}
+	}
+	return CodeInsufficientScope
 }
 
 // listsCode checks the request against the key's scopes, origins and

@@ -92,8 +92,18 @@ func TestCodeTable(t *testing.T) {
 	}
 }
 
+// TestVerifyCodes runs every case twice: with the keys' lists interned,
+// and with the sets full, so that each key's lists are read from its
+// record.
 func TestVerifyCodes(t *testing.T) {
+	for _, maxSets := range []int{maxListSets, 0} {
+		t.Run(fmt.Sprintf("maxListSets=%d", maxSets), func(t *testing.T) { testVerifyCodes(t, maxSets) })
+	}
+}
+
+func testVerifyCodes(t *testing.T, maxSets int) {
 	ix := New()
+	ix.st.sets.max = maxSets
 	now := baseNow.UnixNano()
 	expiresAt := baseNow.Add(time.Minute)
 
@@ -126,12 +136,15 @@ func TestVerifyCodes(t *testing.T) {
 	expiring := mk(TypeSecret, func(r *Record) { r.ExpiresAt = tp(expiresAt); r.Scopes = []string{"calls:start"} })
 	expiredPub := mk(TypePublishable, func(r *Record) { r.ExpiresAt = tp(baseNow.Add(-time.Second)) })
 	limited := mk(TypeSecret, func(r *Record) { r.RateLimitPerMin = 1 })
-	// Lists past a slot's 16-bit offset (listsAtFar): found in the record.
+	// Lists far into the record.
 	farLists := mk(TypeSecret, func(r *Record) {
 		r.Name = strings.Repeat("n", 70_000)
 		r.Scopes = []string{"calls:*"}
 		r.AllowedResources = []string{"asst_1"}
 	})
+	if interned := len(ix.st.sets.ids); (maxSets > 0) != (interned > 0) {
+		t.Fatalf("%d lists blocks interned with room for %d", interned, maxSets)
+	}
 	unknown := mustGenerate(t, "acme", TypeSecret, EnvLive).Plaintext
 	malformed := corruptLast(secret.tok)
 

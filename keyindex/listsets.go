@@ -1,0 +1,107 @@
+package keyindex
+
+import (
+	"slices"
+	"unsafe"
+)
+
+// listSets interns the lists of keys (scopes, origins and resources, as
+// their encoding writes them): each distinct lists block is kept once, and
+// a key's slot names its block by a small id. Keys mostly share their
+// lists (a product has a few scope sets), so the blocks stay few and in
+// the CPU's caches, and a block's scopes are split once, here, rather than
+// parsed from the key's record at each verification: a request that names
+// only a scope, of a key with no origins or resources, is decided by
+// matching the scope against them (store.listsCode). That took the
+// in-process decision at 1K keys from 1.41–1.56× the floor to about 1.3×
+// (bench/README.md, session 10).
+//
+// Nothing requires keys to share lists: past maxListSets distinct blocks,
+// a new key's slot keeps the offset of its lists in its record instead
+// (listsInRecord), and they are read from there as before interning. The
+// sets are changed under the index's write lock and read under its read
+// lock.
+type listSets struct {
+	max    int               // maxListSets, but for tests
+	ids    map[string]uint32 // block → id
+	blocks []listSet         // blocks[id-1]
+	free   []uint32          // ids of released blocks, for reuse
+	bytes  int               // of the blocks
+}
+
+type listSet struct {
+	block string
+	refs  int
+	// scopes are the block's scopes, split; onlyScopes: the block has no
+	// origins and no resources.
+	scopes     []string
+	onlyScopes bool
+}
+
+// maxListSets and maxListSetBytes bound the interned blocks, for keys that
+// each have lists of their own: their blocks are copies of bytes their
+// records hold too.
+const (
+	maxListSets     = 1 << 16
+	maxListSetBytes = 16 << 20
+)
+
+// acquire returns the id of block, interning it if new, and counts one
+// more key using it; 0 if it is new and the sets are full.
+func (s *listSets) acquire(block []byte) uint32 {
+	if id, ok := s.ids[string(block)]; ok {
+		s.blocks[id-1].refs++
+		return id
+	}
+	if len(s.ids) >= s.max || s.bytes+len(block) > maxListSetBytes {
+		return 0
+	}
+	if s.ids == nil {
+		s.ids = map[string]uint32{}
+	}
+	set := newListSet(string(block))
+	var id uint32
+	if k := len(s.free); k > 0 {
+		id = s.free[k-1]
+		s.free = s.free[:k-1]
+		s.blocks[id-1] = set
+	} else {
+		s.blocks = append(s.blocks, set)
+		id = uint32(len(s.blocks))
+	}
+	s.ids[set.block] = id
+	s.bytes += len(block)
+	return id
+}
+
+// release counts one key fewer using id, and forgets its block when none
+// does. An id of 0 (a free slot) or with listsInRecord is no block.
+func (s *listSets) release(id uint32) {
+	if id == 0 || id&listsInRecord != 0 {
+		return
+	}
+	set := &s.blocks[id-1]
+	if set.refs--; set.refs == 0 {
+		delete(s.ids, set.block)
+		s.bytes -= len(set.block)
+		*set = listSet{}
+		s.free = append(s.free, id)
+	}
+}
+
+func newListSet(block string) listSet {
+	l := readLists(unsafe.Slice(unsafe.StringData(block), len(block)))
+	return listSet{block: block, refs: 1, scopes: slices.Collect(l.scopes.All()),
+		onlyScopes: l.origins.Empty() && l.resources.Empty()}
+}
+
+// block returns the lists of id (not 0), read-only.
+func (s *listSets) block(id uint32) []byte {
+	b := s.blocks[id-1].block
+	return unsafe.Slice(unsafe.StringData(b), len(b))
+}
+
+// listsBlock is the lists block of enc, whose lists start at at.
+func listsBlock(enc []byte, at int) []byte {
+	return enc[at : len(enc)-len(readLists(enc[at:]).rest)]
+}
