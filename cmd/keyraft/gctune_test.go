@@ -3,8 +3,10 @@ package main
 import (
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"testing"
 	"time"
+	"weak"
 )
 
 func TestGCPercentFor(t *testing.T) {
@@ -91,29 +93,9 @@ func TestWorthReleasing(t *testing.T) {
 // Under auto, a heap left holding a burst's garbage is given back to the
 // OS once no collection has run for idleRelease.
 func TestIdleHeapIsReleased(t *testing.T) {
-	prevIdle, prevPercent := idleRelease, debug.SetGCPercent(100)
-	idleRelease = 300 * time.Millisecond
-	stop := make(chan struct{})
-	stopped := (&gcPercentFlag{auto: true}).apply(stop)
-	defer func() {
-		close(stop)
-		<-stopped
-		idleRelease = prevIdle
-		debug.SetGCPercent(prevPercent)
-	}()
-	// 32 MiB live, so the target leaves room for 32 MiB more; then a burst
-	// of 28 MiB of garbage, under that room: no collection runs after it.
+	startIdleReleaser(t)
 	live := make([]byte, 32<<20)
-	runtime.GC()
-	var sink []byte
-	for range 28 {
-		sink = make([]byte, 1<<20)
-	}
-	runtime.KeepAlive(sink)
-	sink = nil
-	if h := readHeapState(); !worthReleasing(h, idleRelease) {
-		t.Fatalf("the burst left only %d MiB held with %d MiB live", h.held>>20, h.live>>20)
-	}
+	garbageBurst(t)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		h := readHeapState()
@@ -125,5 +107,60 @@ func TestIdleHeapIsReleased(t *testing.T) {
 			t.Fatalf("the heap still holds %d MiB with %d MiB live", h.held>>20, h.live>>20)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestIdleReleaseEmptiesPools: a buffer a sync.Pool keeps, as
+// encoding/json's and fasthttp's keep an import's, is freed by the idle
+// release, not kept in the pool's victim cache by a single collection.
+func TestIdleReleaseEmptiesPools(t *testing.T) {
+	startIdleReleaser(t)
+	buf := new([16 << 20]byte)
+	live := make([]byte, 32<<20)
+	garbageBurst(t)
+	// Pooled after the burst's collection, so that only the release's
+	// collections can free it.
+	var pool sync.Pool
+	pooled := weak.Make(buf)
+	pool.Put(buf)
+	buf = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for pooled.Value() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the pooled buffer survived the idle release")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	runtime.KeepAlive(live)
+	runtime.KeepAlive(&pool)
+}
+
+// startIdleReleaser runs the auto tuner with a short idle time until the
+// test ends.
+func startIdleReleaser(t *testing.T) {
+	prevIdle, prevPercent := idleRelease, debug.SetGCPercent(100)
+	idleRelease = 300 * time.Millisecond
+	stop := make(chan struct{})
+	stopped := (&gcPercentFlag{auto: true}).apply(stop)
+	t.Cleanup(func() {
+		close(stop)
+		<-stopped
+		idleRelease = prevIdle
+		debug.SetGCPercent(prevPercent)
+	})
+}
+
+// garbageBurst leaves 28 MiB of garbage after a collection, with the
+// caller's 32 MiB live: under the room the target leaves, so no collection
+// runs after it, and enough for the tuner to release.
+func garbageBurst(t *testing.T) {
+	runtime.GC()
+	var sink []byte
+	for range 28 {
+		sink = make([]byte, 1<<20)
+	}
+	runtime.KeepAlive(sink)
+	if h := readHeapState(); !worthReleasing(h, idleRelease) {
+		t.Fatalf("the burst left only %d MiB held with %d MiB live", h.held>>20, h.live>>20)
 	}
 }
