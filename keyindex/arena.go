@@ -15,8 +15,8 @@ import (
 // garbage collector to scan or to make room for, and a key costs its
 // encoding plus a 40-byte slot instead of a graph of Go objects (about 1 KB).
 
-// slot is one key's place in the index. The record's location, the hot
-// fields and where its lists are are written under the index's write lock and read under its read
+// slot is one key's place in the index. Its record's location, hot fields
+// and lists are written under the index's write lock and read under its read
 // lock; the counters are atomics that readers update. 40 bytes, with no
 // padding (TestSlotSize): the location and the hot fields are packed, since
 // at ten million keys every byte of a slot is 10 MB.
@@ -73,7 +73,7 @@ func (sl *slot) flags() byte        { return byte(sl.packed >> flagsShift) }
 func (sl *slot) publishable() bool  { return sl.packed&publishableBit != 0 }
 func (sl *slot) ref() recordRef     { return unpackRef(sl.loc) }
 func (sl *slot) setRef(r recordRef) { sl.loc = packRef(r) }
-func (sl *slot) isFree() bool       { return sl.loc == 0 } // every stored encoding has a flags byte
+func (sl *slot) isFree() bool       { return sl.loc == 0 } // a stored record follows its header: its offset is not 0
 
 func (sl *slot) hot() hotFields {
 	return hotFields{rateLimit: int32(sl.rateLimit()), expires: sl.expires, flags: sl.flags(), publishable: sl.publishable()}
@@ -120,8 +120,8 @@ type recordRef struct{ chunk, off, n uint32 }
 
 // A slot keeps its recordRef in 64 bits: the offset in the low refOffBits
 // (a chunk is at most arenaChunkLen long, or holds one larger record at its
-// start), the chunk number above it, then the length. Packed, it leaves
-// room in the 40-byte slot for the lists' set id.
+// start: newChunk), the chunk number above it, then the length. Packed, it
+// leaves room in the 40-byte slot for the lists' set id.
 const (
 	refOffBits   = 21
 	refChunkBits = 16
@@ -135,6 +135,9 @@ const (
 var _ [1<<refOffBits - arenaChunkLen]byte
 
 func packRef(r recordRef) uint64 {
+	if r.off >= 1<<refOffBits || r.chunk >= 1<<refChunkBits || r.n > maxRecordLen {
+		panic("keyindex: a record location a slot cannot hold") // newChunk and put keep within them
+	}
 	return uint64(r.off) | uint64(r.chunk)<<refOffBits | uint64(r.n)<<(refOffBits+refChunkBits)
 }
 
@@ -282,16 +285,20 @@ func (a *arena) nextChunkLen() int { return arenaChunkLen >> max(0, 5-len(a.chun
 // its mapping: put checks the room first.
 func (a *arena) newChunk(size int) {
 	m := newMapping(size)
+	// A chunk fills its mapping (rounded up to whole pages) up to
+	// arenaChunkLen, so that offsets fit a slot's refOffBits; a chunk made
+	// for a larger record holds that record only.
+	c := m.b[:0:min(len(m.b), max(size, arenaChunkLen))]
 	if k := len(a.spare); k > 0 {
 		a.cur = int(a.spare[k-1])
 		a.spare = a.spare[:k-1]
-		a.chunks[a.cur], a.mem[a.cur] = m.b[:0], m
+		a.chunks[a.cur], a.mem[a.cur] = c, m
 		return
 	}
 	if len(a.chunks) == maxArenaChunks {
 		panic("keyindex: the arena's chunk numbers are exhausted") // 128 GiB of records
 	}
-	a.chunks = append(a.chunks, m.b[:0])
+	a.chunks = append(a.chunks, c)
 	a.mem = append(a.mem, m)
 	a.live = append(a.live, 0)
 	a.cur = len(a.chunks) - 1

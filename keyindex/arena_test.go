@@ -50,3 +50,41 @@ func TestArenaCompactsEveryHeaderLength(t *testing.T) {
 		t.Errorf("live bytes %d, want %d", got, live)
 	}
 }
+
+// TestArenaOversizeRecord: a record longer than a chunk gets a chunk of its
+// own, and the records after it go to a new one, so that every location
+// fits a slot's packed form: the large record's mapping is rounded up to
+// whole huge pages, and its room past the record is not used.
+func TestArenaOversizeRecord(t *testing.T) {
+	a := newArena()
+	var s slots
+	sizes := []int{100, 3 << 20, 100, 5000}
+	recs := make([][]byte, len(sizes))
+	for i, size := range sizes {
+		recs[i] = bytes.Repeat([]byte{byte('a' + i)}, size)
+		n := s.alloc()
+		s.get(n).setRef(a.put(n, recs[i])) // packRef refuses a location it cannot hold
+	}
+	for n := range sizes {
+		if ref := s.get(uint32(n)).ref(); !bytes.Equal(a.bytes(ref), recs[n]) {
+			t.Fatalf("record %d (%d bytes) not read back at %+v", n, sizes[n], ref)
+		}
+	}
+	if big := s.get(1).ref().chunk; s.get(2).ref().chunk == big {
+		t.Fatal("a record was put after the oversize one, in its chunk")
+	}
+}
+
+// TestPackRefRoundTrip: locations at the packed form's limits unpack as
+// they were packed.
+func TestPackRefRoundTrip(t *testing.T) {
+	for _, r := range []recordRef{
+		{chunk: 0, off: 5, n: 1},
+		{chunk: maxArenaChunks - 1, off: 1<<refOffBits - 1, n: maxRecordLen},
+		{chunk: 1, off: arenaChunkLen - 1, n: 1},
+	} {
+		if got := unpackRef(packRef(r)); got != r {
+			t.Errorf("unpackRef(packRef(%+v)) = %+v", r, got)
+		}
+	}
+}

@@ -465,14 +465,23 @@ func (st *store) put(n uint32, r *Record) {
 // fields and its lists' set.
 func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
 	sl := st.slots.get(n)
-	old, oldLists := sl.ref(), sl.lists
-	sl.setRef(st.arena.put(n, enc))
-	sl.setHot(hot)
+	oldLists := sl.lists
 	at := readView(enc).listsAt
 	if sl.lists = st.sets.acquire(listsBlock(enc, at)); sl.lists == 0 {
 		sl.lists = listsInRecord | uint32(at)
 	}
 	st.sets.release(oldLists) // after acquiring: a rewrite that keeps the lists keeps their set
+	st.putKeepingLists(n, enc, hot)
+}
+
+// putKeepingLists stores enc for slot n with its hot fields, and leaves
+// the slot's lists as they are: for a rewrite that keeps the lists where
+// they were (AddUsage changes fields after them).
+func (st *store) putKeepingLists(n uint32, enc []byte, hot hotFields) {
+	sl := st.slots.get(n)
+	old := sl.ref()
+	sl.setRef(st.arena.put(n, enc))
+	sl.setHot(hot)
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
 	}
@@ -513,7 +522,7 @@ func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time, changed fu
 	sl := st.slots.get(n)
 	hot := sl.hot()
 	hot.flags = st.scratch[0]
-	st.putEncoded(n, st.scratch, hot)
+	st.putKeepingLists(n, st.scratch, hot) // the usage fields come after the lists
 	changed(before, st.rec(n))
 	runtime.KeepAlive(beforeMem)
 	return true

@@ -11,16 +11,18 @@ import (
 // lists (a product has a few scope sets), so the blocks stay few and in
 // the CPU's caches, and a block's scopes are split once, here, rather than
 // parsed from the key's record at each verification: a request that names
-// only a scope, of a key with no origins or resources, is decided by
-// matching the scope against them (store.listsCode). That took the
-// in-process decision at 1K keys from 1.41–1.56× the floor to about 1.3×
-// (bench/README.md, session 10).
+// only a scope, of a key that is not publishable, is decided by matching
+// the scope against them (store.listsCode). In bench/results/latest.json
+// of session 10 that put the in-process decision at 1K keys at 1.38× the
+// floor, from 1.41–1.56× (bench/README.md).
 //
-// Nothing requires keys to share lists: past maxListSets distinct blocks,
-// a new key's slot keeps the offset of its lists in its record instead
-// (listsInRecord), and they are read from there as before interning. The
-// sets are changed under the index's write lock and read under its read
-// lock.
+// Nothing requires keys to share lists: past maxListSets distinct blocks
+// or maxListSetBytes of them, a new key's slot keeps the offset of its
+// lists in its record instead (listsInRecord), and they are read from
+// there as before interning. So keys whose lists are all their own cost up
+// to 16 MiB of copied blocks and 65,536 small heap objects more, and those
+// past the bounds decide as before. The sets are changed under the index's
+// write lock and read under its read lock.
 type listSets struct {
 	max    int               // maxListSets, but for tests
 	ids    map[string]uint32 // block → id
@@ -30,12 +32,9 @@ type listSets struct {
 }
 
 type listSet struct {
-	block string
-	refs  int
-	// scopes are the block's scopes, split; onlyScopes: the block has no
-	// origins and no resources.
-	scopes     []string
-	onlyScopes bool
+	block  string
+	refs   int
+	scopes []string // the block's scopes, split
 }
 
 // maxListSets and maxListSetBytes bound the interned blocks, for keys that
@@ -91,8 +90,7 @@ func (s *listSets) release(id uint32) {
 
 func newListSet(block string) listSet {
 	l := readLists(unsafe.Slice(unsafe.StringData(block), len(block)))
-	return listSet{block: block, refs: 1, scopes: slices.Collect(l.scopes.All()),
-		onlyScopes: l.origins.Empty() && l.resources.Empty()}
+	return listSet{block: block, refs: 1, scopes: slices.Collect(l.scopes.All())}
 }
 
 // block returns the lists of id (not 0), read-only.

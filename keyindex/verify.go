@@ -197,11 +197,12 @@ func (st *store) listsCode(sl *slot, rec []byte, req *VerifyRequest) Code {
 	if sl.lists&listsInRecord != 0 {
 		return listsCode(rec[sl.lists&^listsInRecord:], sl.publishable(), req)
 	}
-	set := &st.sets.blocks[sl.lists-1]
-	if !set.onlyScopes || sl.publishable() || len(req.Origin) > 0 || len(req.Resource) > 0 {
+	if sl.publishable() || len(req.Origin) > 0 || len(req.Resource) > 0 {
 		return listsCode(st.sets.block(sl.lists), sl.publishable(), req)
 	}
-	for _, g := range set.scopes {
+	// Only a scope to check (listsCode would not read further either): the
+	// set's scopes, split when it was interned.
+	for _, g := range st.sets.blocks[sl.lists-1].scopes {
 		if scopeMatch(g, req.Scope) {
 			return CodeValid
 		}
