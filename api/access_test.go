@@ -25,6 +25,12 @@ func TestPublishableKeys(t *testing.T) {
 	if !r.hasDetail("scopes") {
 		t.Errorf("admin scope on a publishable key not named: %s", r.Body)
 	}
+	r = n.do("POST", "/v1/keys", n.rootToken, map[string]any{"name": "web", "workspace_id": "ws_pub", "type": "publishable",
+		"allowed_origins": []string{"https://app.example.org", "https://" + strings.Repeat("a", 300) + ".example.org"}})
+	r.wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED")
+	if !r.hasDetail("allowed_origins[1]") {
+		t.Errorf("an origin of 320 characters not named: %s", r.Body)
+	}
 	if got := n.listAll(n.rootToken, "workspace_id=ws_pub"); len(got) != 0 {
 		t.Fatalf("rejected creates left keys: %+v", got)
 	}

@@ -101,12 +101,16 @@ var (
 
 // Limits of record fields (spec §2).
 const (
-	maxName          = 120
-	maxOwnerID       = 128
-	maxScopes        = 64
-	maxOrigins       = 64
-	maxResources     = 256
-	maxResourceLen   = 256
+	maxName        = 120
+	maxOwnerID     = 128
+	maxScopes      = 64
+	maxOrigins     = 64
+	maxResources   = 256
+	maxResourceLen = 256
+	// maxOriginLen is above the longest origin a browser sends: https://, a
+	// 253-character host name and :65535 (267). Bounded, so that a record
+	// stays far under a snapshot's frame (fsm: 1 MiB) and an index chunk.
+	maxOriginLen     = 300
 	maxMetadata      = 16
 	maxMetadataBytes = 4096
 	maxGraceSeconds  = 2_592_000 // 30 days
@@ -181,6 +185,10 @@ func (c *checker) origins(field string, v []string, t keyindex.KeyType) {
 		return
 	}
 	for i, o := range v {
+		if len(o) > maxOriginLen {
+			c.add(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("must be at most %d characters", maxOriginLen))
+			continue
+		}
 		n, err := keyindex.NormalizeOrigin(o)
 		if err != nil {
 			c.add(fmt.Sprintf("%s[%d]", field, i), err.Error())

@@ -270,6 +270,14 @@ func checkStoredRecord(t *testing.T, r *keyindex.Record) {
 	if r.Type == keyindex.TypePublishable && len(r.AllowedOrigins) == 0 {
 		bad("publishable without origins")
 	}
+	for _, o := range r.AllowedOrigins {
+		if len(o) > 300 {
+			bad("origin longer than 300")
+		}
+	}
+	if len(keyindex.AppendRecord(nil, r)) > 1<<20 {
+		bad("encoding longer than a snapshot frame")
+	}
 	size := 0
 	for k, v := range r.Metadata {
 		size += len(k) + len(v)
