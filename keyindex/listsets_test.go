@@ -43,6 +43,11 @@ func TestListSetsShareAndForget(t *testing.T) {
 	if s.bytes != len(other)+3 || len(s.ids) != 2 {
 		t.Fatalf("%d bytes in %d blocks, want %d in 2", s.bytes, len(s.ids), len(other)+3)
 	}
+	s.max = 10
+	s.bytes = maxListSetBytes - 2
+	if s.acquire([]byte{1, 1, 0}) != 0 {
+		t.Fatal("a block was interned past maxListSetBytes")
+	}
 }
 
 // TestIndexListSetsFollowKeys: the index's sets follow inserts, replaces
