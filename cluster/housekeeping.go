@@ -212,16 +212,30 @@ func (n *Node) flushUsage(pending map[string]fsm.Usage) {
 		}
 		pending[u.ID] = p
 	}
+	dropped, err := sendUsage(pending, n.proposeUsage)
+	if dropped > 0 {
+		// It may still commit: sending it again could count these
+		// verifications twice. Counts are dropped rather than doubled.
+		n.log.Warn("a usage flush's outcome is unknown; its counts are not sent again", "keys", dropped)
+	}
+	if err != nil {
+		n.log.Debug("usage flush deferred", "error", err, "keys", len(pending))
+	}
+}
+
+// sendUsage proposes the pending counts in batches of usageChunk and
+// forgets those proposed, and those whose outcome is unknown (it returns
+// how many of those). At the first batch that fails outright it stops and
+// returns the error: that batch and the rest stay pending for the next
+// flush.
+func sendUsage(pending map[string]fsm.Usage, propose func([]fsm.Usage) error) (unknown int, err error) {
 	batch := make([]fsm.Usage, 0, min(len(pending), usageChunk))
 	send := func() bool {
-		err := n.proposeUsage(batch)
-		switch {
-		case errors.Is(err, ErrOutcomeUnknown):
-			// It may still commit: sending it again could count these
-			// verifications twice. Counts are dropped rather than doubled.
-			n.log.Warn("a usage flush's outcome is unknown; its counts are not sent again", "keys", len(batch))
-		case err != nil:
-			n.log.Debug("usage flush deferred", "error", err)
+		switch perr := propose(batch); {
+		case errors.Is(perr, ErrOutcomeUnknown):
+			unknown += len(batch)
+		case perr != nil:
+			err = perr
 			return false
 		}
 		for _, u := range batch {
@@ -233,12 +247,13 @@ func (n *Node) flushUsage(pending map[string]fsm.Usage) {
 	for _, u := range pending {
 		batch = append(batch, u)
 		if len(batch) == usageChunk && !send() {
-			return
+			return unknown, err
 		}
 	}
 	if len(batch) > 0 {
 		send()
 	}
+	return unknown, err
 }
 
 // proposeUsage applies a usage command on the leader; a follower sends the
