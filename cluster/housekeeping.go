@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/keyraft/keyraft/fsm"
 	"github.com/keyraft/keyraft/keyindex"
 )
@@ -109,7 +110,7 @@ func (n *Node) leaderLoop(h Housekeeping) {
 			continue
 		}
 		if !n.fsm.Initialized() {
-			if err := n.createRootKey(h); err != nil {
+			if err := createRootKey(h, n.Apply, n.log); err != nil {
 				n.log.Error("creating the root key failed; will retry", "error", err)
 			}
 		}
@@ -120,8 +121,10 @@ func (n *Node) leaderLoop(h Housekeeping) {
 	}
 }
 
-// createRootKey makes the first root admin key of a new cluster.
-func (n *Node) createRootKey(h Housekeeping) error {
+// createRootKey makes the first root admin key of a new cluster through
+// apply (Node.Apply), and announces a token it generated once the key is
+// created, or may have been.
+func createRootKey(h Housekeeping, apply func(*fsm.Command) (*fsm.Result, uint64, error), log hclog.Logger) error {
 	var tok keyindex.Token
 	var err error
 	if h.RootToken != "" {
@@ -152,11 +155,11 @@ func (n *Node) createRootKey(h Housekeeping) error {
 			h.AnnounceRootKey(tok.Plaintext)
 		}
 	}
-	res, _, err := n.Apply(cmd)
+	res, _, err := apply(cmd)
 	if errors.Is(err, ErrOutcomeUnknown) {
 		// A later leader may commit this key, and then no other root key
 		// is made: its token must not be lost with the answer.
-		n.log.Warn("the root key's creation may or may not commit; if the cluster turns out initialized with this key id, the token printed is its root key",
+		log.Warn("the root key's creation may or may not commit; if the cluster turns out initialized with this key id, the token printed is its root key",
 			"key_id", id, "preview", tok.Preview)
 		announce()
 		return err
@@ -167,7 +170,7 @@ func (n *Node) createRootKey(h Housekeeping) error {
 	if res.Err != nil {
 		return res.Err
 	}
-	n.log.Info("cluster initialized with a root key", "key_id", id, "preview", tok.Preview)
+	log.Info("cluster initialized with a root key", "key_id", id, "preview", tok.Preview)
 	announce()
 	return nil
 }
