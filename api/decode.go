@@ -184,14 +184,19 @@ func (c *checker) origins(field string, v []string, t keyindex.KeyType) {
 		c.add(field, fmt.Sprintf("at most %d origins", maxOrigins))
 		return
 	}
+	tooLong := fmt.Sprintf("must be at most %d bytes", maxOriginLen)
 	for i, o := range v {
 		if len(o) > maxOriginLen {
-			c.add(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("must be at most %d characters", maxOriginLen))
+			c.add(fmt.Sprintf("%s[%d]", field, i), tooLong)
 			continue
 		}
 		n, err := keyindex.NormalizeOrigin(o)
 		if err != nil {
 			c.add(fmt.Sprintf("%s[%d]", field, i), err.Error())
+			continue
+		}
+		if len(n) > maxOriginLen { // lowercasing lengthens some non-ASCII letters
+			c.add(fmt.Sprintf("%s[%d]", field, i), tooLong)
 			continue
 		}
 		v[i] = n

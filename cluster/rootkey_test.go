@@ -39,7 +39,7 @@ func TestCreateRootKeyAnnounces(t *testing.T) {
 				return tc.res, 7, tc.err
 			}
 			err := createRootKey(h, apply, hclog.NewNullLogger())
-			if failed := tc.err != nil || tc.res.Err != nil; (err != nil) != failed {
+			if failed := tc.err != nil || tc.res.Err != nil; (err != nil) != failed || (tc.err != nil && !errors.Is(err, tc.err)) {
 				t.Fatalf("error %v", err)
 			}
 			rec := cmd.Record.Record

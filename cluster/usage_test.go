@@ -21,9 +21,14 @@ func TestSendUsage(t *testing.T) {
 		}
 		return m
 	}
-	// failing makes a propose that answers err to its call number at.
+	// failing makes a propose that answers err to its call number at,
+	// noting the batches' sizes and how often each key was sent.
+	sent := map[string]int{}
 	failing := func(at int, err error, calls *[]int) func([]fsm.Usage) error {
 		return func(b []fsm.Usage) error {
+			for _, u := range b {
+				sent[u.ID]++
+			}
 			if *calls = append(*calls, len(b)); len(*calls) == at {
 				return err
 			}
@@ -36,6 +41,14 @@ func TestSendUsage(t *testing.T) {
 	unknown, err := sendUsage(pending, failing(0, nil, &calls))
 	if len(pending) != 0 || unknown != 0 || err != nil || !slices.Equal(calls, []int{1000, 1000, 500}) {
 		t.Fatalf("all sent: %d pending, %d unknown, err %v, batches %v", len(pending), unknown, err, calls)
+	}
+	if len(sent) != 2500 {
+		t.Fatalf("%d keys sent, want 2500", len(sent))
+	}
+	for id, n := range sent {
+		if n != 1 {
+			t.Fatalf("%s sent %d times", id, n)
+		}
 	}
 
 	calls = nil

@@ -75,6 +75,11 @@ func (s *snapshot) write(w io.Writer) error {
 	bw.WriteString(snapshotMagic)
 	bw.WriteByte(snapshotVersion)
 	frame := func(b []byte) error {
+		if len(b) > maxFrame {
+			// Restore refuses it: a snapshot no node could restore must
+			// not replace the log it stands for.
+			return fmt.Errorf("a snapshot frame of %d bytes exceeds %d", len(b), maxFrame)
+		}
 		var lb [binary.MaxVarintLen64]byte
 		bw.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))])
 		_, err := bw.Write(b)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,5 +215,25 @@ func TestRecordHashCoversTheReplicatedRecord(t *testing.T) {
 	unnamed.CreatedAt = t0.In(time.FixedZone("", 3600))
 	if recordHash(named) != recordHash(unnamed) {
 		t.Error("a zone's name changes the record's hash")
+	}
+}
+
+// TestSnapshotRefusesOversizeFrame: a record longer than restore accepts
+// (one stored before the API bounded every field) fails the snapshot's
+// write rather than making a snapshot no node could restore.
+func TestSnapshotRefusesOversizeFrame(t *testing.T) {
+	f := New()
+	rec, _ := newRecord(t, "ws1", 1)
+	rec.Name = strings.Repeat("n", maxFrame)
+	if err := f.Index().Insert(rec); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := snap.(*snapshot).write(&buf); err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("write of an oversize record: %v", err)
 	}
 }

@@ -44,8 +44,11 @@ func TestListSetsShareAndForget(t *testing.T) {
 		t.Fatalf("%d bytes in %d blocks, want %d in 2", s.bytes, len(s.ids), len(other)+3)
 	}
 	s.max = 10
-	s.bytes = maxListSetBytes - 2
-	if s.acquire([]byte{1, 1, 0}) != 0 {
+	s.bytes = maxListSetBytes - 3
+	if s.acquire([]byte{1, 1, 0}) == 0 {
+		t.Fatal("a block that fits maxListSetBytes exactly was refused")
+	}
+	if s.acquire([]byte{1, 1, 1}) != 0 {
 		t.Fatal("a block was interned past maxListSetBytes")
 	}
 }
