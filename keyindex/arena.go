@@ -127,7 +127,7 @@ const (
 	refChunkBits = 16
 	refLenBits   = 64 - refOffBits - refChunkBits
 	// maxRecordLen bounds a stored encoding; the API's limits keep records
-	// under a few hundred kilobytes.
+	// under 100 KB.
 	maxRecordLen = 1<<refLenBits - 1
 )
 
@@ -146,8 +146,8 @@ func unpackRef(w uint64) recordRef {
 		n: uint32(w >> (refOffBits + refChunkBits))}
 }
 
-// maxArenaChunks: a slot keeps a chunk number in 16 bits.
-const maxArenaChunks = 1 << 16
+// maxArenaChunks: a slot keeps a chunk number in refChunkBits.
+const maxArenaChunks = 1 << refChunkBits
 
 // slotChunkLen is how many slots a chunk holds: as many as fit, with their
 // dirty bits, in one huge page (offheap.go). A multiple of 64, so that a
@@ -260,9 +260,6 @@ func newArena() arena { return arena{cur: -1} }
 
 // put appends rec for slot n and returns where it is.
 func (a *arena) put(n uint32, rec []byte) recordRef {
-	if len(rec) > maxRecordLen {
-		panic("keyindex: a record longer than a slot can locate") // 128 MiB
-	}
 	need := recordHeaderLen(len(rec)) + len(rec)
 	if a.cur < 0 || cap(a.chunks[a.cur])-len(a.chunks[a.cur]) < need {
 		a.newChunk(max(a.nextChunkLen(), need))

@@ -132,12 +132,14 @@ func (st *store) findID(id string) (uint32, bool) {
 }
 
 // hashMatch is the key a token hash belongs to: its slot, its stored
-// record (read to compare the hash, and kept so the verify path does not
-// look it up again), and whether the hash is its previous (rotated) one.
+// record and the record's chunk (read to compare the hash, and kept so the
+// verify path does not look them up again), and whether the hash is its
+// previous (rotated) one.
 type hashMatch struct {
 	n        uint32
 	sl       *slot
 	rec      []byte
+	chunk    uint32
 	previous bool
 }
 
@@ -149,13 +151,14 @@ func (st *store) findHash(h *Hash) (hashMatch, bool) {
 			return hashMatch{}, false
 		}
 		sl := st.slots.get(v >> 1)
-		b := st.arena.bytes(sl.ref())
+		ref := sl.ref()
+		b := st.arena.bytes(ref)
 		stored := b[len(b)-len(h):]
 		if v&1 == 1 {
 			stored = b[len(b)-2*len(h) : len(b)-len(h)]
 		}
 		if string(stored) == string(h[:]) {
-			return hashMatch{n: v >> 1, sl: sl, rec: b, previous: v&1 == 1}, true
+			return hashMatch{n: v >> 1, sl: sl, rec: b, chunk: ref.chunk, previous: v&1 == 1}, true
 		}
 	}
 }

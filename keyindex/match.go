@@ -17,8 +17,8 @@ var scopeRE = regexp.MustCompile(`^[a-z0-9_.-]+(:[a-z0-9_.*-]+)*$`)
 // ValidScope reports whether s is a well-formed scope (spec §2).
 func ValidScope(s string) bool { return len(s) <= 128 && scopeRE.MatchString(s) }
 
-func scopesAllow(granted iter.Seq[string], want []byte) bool {
-	for g := range granted {
+func scopesAllow(granted []string, want []byte) bool {
+	for _, g := range granted {
 		if scopeMatch(g, want) {
 			return true
 		}

@@ -90,7 +90,7 @@ func (r *Record) Clone() *Record {
 
 // HasScope reports whether the record's scopes grant scope (with wildcards).
 func (r *Record) HasScope(scope string) bool {
-	return scopesAllow(slices.Values(r.Scopes), []byte(scope))
+	return scopesAllow(r.Scopes, []byte(scope))
 }
 
 // IsRoot reports whether r is a root admin key.

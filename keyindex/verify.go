@@ -158,7 +158,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	sl := m.sl
-	d := Decision{rec: m.rec, mem: st.arena.mem[sl.ref().chunk]}
+	d := Decision{rec: m.rec, mem: st.arena.mem[m.chunk]}
 	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
 		if req.NowNs >= readPrevExpires(d.rec) {
@@ -202,10 +202,8 @@ func (st *store) listsCode(sl *slot, rec []byte, req *VerifyRequest) Code {
 	}
 	// Only a scope to check (listsCode would not read further either): the
 	// set's scopes, split when it was interned.
-	for _, g := range st.sets.blocks[sl.lists-1].scopes {
-		if scopeMatch(g, req.Scope) {
-			return CodeValid
-		}
+	if scopesAllow(st.sets.blocks[sl.lists-1].scopes, req.Scope) {
+		return CodeValid
 	}
 	return CodeInsufficientScope
 }
