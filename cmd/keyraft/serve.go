@@ -21,11 +21,6 @@ import (
 	"github.com/keyraft/keyraft/cluster"
 )
 
-// shutdownDrain bounds the wait for requests in flight on shutdown: a write
-// waits for its commit (seconds at worst), a backup download only for its
-// client.
-const shutdownDrain = 30 * time.Second
-
 // serveConfig is every flag of `keyraft serve`.
 type serveConfig struct {
 	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel      string
@@ -35,6 +30,7 @@ type serveConfig struct {
 	nonvoter, leaveOnTerminate                                      bool
 	reapAfter, maxStale                                             time.Duration
 	usageFlush, readTimeout, writeTimeout, idleTimeout              time.Duration
+	shutdownTimeout                                                 time.Duration
 	heartbeat, election, commit, snapshotInterval                   time.Duration
 	snapshotThreshold, trailingLogs, snapshotLogMiB, trailingLogMiB uint64
 }
@@ -62,6 +58,10 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "time to read a whole request")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "time to write a response")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "keep-alive connections idle longer are closed")
+	// A write in flight waits for its commit (seconds at worst), a backup
+	// download for its client: the bound keeps a slow client from holding
+	// a restart up.
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long requests in flight may take to finish before they are cut off (a second signal stops waiting)")
 	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", api.DefaultMaxConnsPerIP, "open HTTP connections allowed from one client address; more are answered 429 and closed (-1 = no limit)")
 	fs.DurationVar(&c.heartbeat, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&c.election, "election-timeout", time.Second, "Raft election timeout")
@@ -164,6 +164,9 @@ func serve(cfg *serveConfig) error {
 	if err != nil {
 		return err
 	}
+	if cfg.shutdownTimeout < 0 {
+		return fmt.Errorf("--shutdown-timeout: %s is negative", cfg.shutdownTimeout)
+	}
 	var join []string
 	for _, j := range strings.Split(cfg.join, ",") {
 		if j = strings.TrimSpace(j); j != "" {
@@ -237,9 +240,9 @@ func serve(cfg *serveConfig) error {
 	// Stop taking requests and finish those in flight (their writes are
 	// acknowledged only once committed), then hand over leadership and
 	// close Raft and the stores. A slow client (a backup being streamed)
-	// does not hold the node up for longer than shutdownDrain, and a second
-	// signal stops waiting at once.
-	drain, stopWaiting := context.WithTimeout(context.Background(), shutdownDrain)
+	// does not hold the node up for longer than --shutdown-timeout, and a
+	// second signal stops waiting at once.
+	drain, stopWaiting := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer stopWaiting()
 	go func() {
 		select {

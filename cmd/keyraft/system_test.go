@@ -344,6 +344,7 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 		"unspecified raft ip":    {"serve", "--raft-addr", "0.0.0.0:0"},
 		"gossip key not base64":  {"serve", "--gossip-key", "not base64!"},
 		"gossip key of 15 bytes": {"serve", "--gossip-key", base64.StdEncoding.EncodeToString(make([]byte, 15))},
+		"negative shutdown wait": {"serve", "--shutdown-timeout", "-1s"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -362,6 +363,9 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 			}
 			if strings.HasPrefix(name, "gossip key") && !strings.Contains(string(out), "gossip") {
 				t.Fatalf("the error does not name the gossip key:\n%s", out)
+			}
+			if name == "negative shutdown wait" && !strings.Contains(string(out), "--shutdown-timeout") {
+				t.Fatalf("the error does not name the flag:\n%s", out)
 			}
 		})
 	}
@@ -428,6 +432,73 @@ func TestSIGTERMKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	t.Logf("%d acknowledged writes all present after restart", len(acked))
 	n2.stop()
+}
+
+// SIGTERM waits for a request still being read, for at most
+// --shutdown-timeout, then cuts it off and exits cleanly; a second signal
+// stops the wait at once.
+func TestSIGTERMWaitsForRequestsInFlight(t *testing.T) {
+	for name, c := range map[string]struct {
+		timeout      string
+		secondSignal bool
+		wantLog      string
+	}{
+		"the wait is bounded":            {"2s", false, "requests still in flight are cut off"},
+		"a second signal stops the wait": {"10m", true, "second signal: not waiting"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := startNode(t, t.TempDir(), freePort(t), nil, "--shutdown-timeout", c.timeout, "--read-timeout", "10m")
+			conn := n.requestInFlight()
+			defer conn.Close()
+			n.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-n.done:
+				t.Fatalf("keyraft exited (%v) without waiting for the request in flight\nstderr:\n%s", err, n.stderr.String())
+			case <-time.After(time.Second):
+			}
+			if c.secondSignal {
+				n.cmd.Process.Signal(syscall.SIGINT)
+			}
+			select {
+			case err := <-n.done:
+				if err != nil {
+					t.Fatalf("keyraft exited with %v\nstderr:\n%s", err, n.stderr.String())
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("keyraft still waits 20 s after the signal (--shutdown-timeout %s)", c.timeout)
+			}
+			if !strings.Contains(n.stderr.String(), c.wantLog) {
+				t.Fatalf("stderr does not say %q:\n%s", c.wantLog, n.stderr.String())
+			}
+		})
+	}
+}
+
+// requestInFlight opens a connection to the node, has one request answered
+// on it (so the server has taken the connection), and starts a second one
+// that it never finishes: the server keeps reading it until --read-timeout.
+func (n *node) requestInFlight() net.Conn {
+	n.t.Helper()
+	conn, err := net.Dial("tcp", n.httpAddr)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "GET /readyz HTTP/1.1\r\nHost: keyraft\r\n\r\n"); err != nil {
+		n.t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if _, err := io.WriteString(conn, "POST /v1/keys HTTP/1.1\r\nHost: keyraft\r\nContent-Length: 100\r\n\r\n{"); err != nil {
+		n.t.Fatal(err)
+	}
+	// The server marks the connection busy once it reads the first byte.
+	time.Sleep(300 * time.Millisecond)
+	return conn
 }
 
 // The node's stdout carries nothing but the root key line.
