@@ -258,21 +258,26 @@ func (n *Node) handleInbox() {
 }
 
 // stopAsRemoved makes this node, which an operator removed, stop serving
-// (verify answers STALE, admin requests 503) and leave the gossip ring. It
+// (verify answers STALE, admin requests 503), stay out of elections (a node
+// removed while down never receives its removal, and would campaign for
+// good) and leave the gossip ring. It
 // runs when the leader says so, or when this node applies its own removal,
 // also after a restart.
 func (n *Node) stopAsRemoved() {
 	if n.removed.Swap(true) {
 		return
 	}
-	n.log.Warn("this node was removed from the cluster; it serves no requests and leaves the gossip ring")
+	n.log.Warn("this node was removed from the cluster; it serves no requests, takes no part in elections and leaves the gossip ring")
 	if n.gossip == nil {
+		n.transport.retire()
 		return
 	}
 	go func() {
 		// A removed leader hands over first: it answers no request, and its
-		// own removal from the configuration may wait for the quorum.
+		// own removal from the configuration may wait for the quorum (whose
+		// election may need this node's vote until then).
 		n.handOver()
+		n.transport.retire()
 		// Say so in the metadata first: a leader whose gossip has not seen
 		// the leave yet must not add it back.
 		n.gossip.announce()

@@ -47,14 +47,22 @@ import (
 type voteGuard struct {
 	*raft.NetworkTransport
 	withholding atomic.Bool
-	header      raft.RPCHeader // this node's, in the answers it gives itself
-	consumer    chan raft.RPC
-	stop        chan struct{}
-	closeOnce   sync.Once
+	// retired: an operator removed this node (Node.stopAsRemoved). It
+	// takes no part in elections again, whatever it learns after: a removed
+	// node that never received its removal would otherwise campaign for
+	// good, and every member would log refusing it.
+	retired   atomic.Bool
+	header    raft.RPCHeader // this node's, in the answers it gives itself
+	consumer  chan raft.RPC
+	stop      chan struct{}
+	closeOnce sync.Once
 }
 
 // errWithholdingVotes fails this node's vote requests while it withholds.
 var errWithholdingVotes = errors.New("this node started without raft state and has not caught up with a leader yet: it takes no part in elections")
+
+// errRemovedNode fails the vote requests of a node an operator removed.
+var errRemovedNode = errors.New("this node was removed from the cluster: it takes no part in elections")
 
 // newVoteGuard wraps t, withholding this node's votes from the start or
 // not. It runs until Close.
@@ -115,7 +123,21 @@ func writeSynced(path string, b []byte) error {
 }
 
 // withholds reports whether the node withholds its vote now.
-func (g *voteGuard) withholds() bool { return g.withholding.Load() }
+func (g *voteGuard) withholds() bool { return g.refusal() != nil }
+
+// refusal is why the node takes no part in elections now, or nil.
+func (g *voteGuard) refusal() error {
+	switch {
+	case g.retired.Load():
+		return errRemovedNode
+	case g.withholding.Load():
+		return errWithholdingVotes
+	}
+	return nil
+}
+
+// retire keeps the node out of elections for good: resume does not undo it.
+func (g *voteGuard) retire() { g.retired.Store(true) }
 
 // resume lets the node vote; it reports whether it was withholding.
 func (g *voteGuard) resume() bool { return g.withholding.Swap(false) }
@@ -170,7 +192,7 @@ func (g *voteGuard) refuse(rpc raft.RPC) bool {
 	case *raft.TimeoutNowRequest:
 		// A leader handing over must pick another voter: this one would
 		// campaign without asking anyone, and depose the leader for nothing.
-		rpc.Respond(nil, errWithholdingVotes)
+		rpc.Respond(nil, g.refusal())
 	default:
 		return false
 	}
@@ -182,15 +204,15 @@ func (g *voteGuard) refuse(rpc raft.RPC) bool {
 func onlyBootstrapped(lastIndex, lastTerm uint64) bool { return lastIndex == 1 && lastTerm == 1 }
 
 func (g *voteGuard) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
-	if g.withholds() {
-		return errWithholdingVotes
+	if err := g.refusal(); err != nil {
+		return err
 	}
 	return g.NetworkTransport.RequestVote(id, target, args, resp)
 }
 
 func (g *voteGuard) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
-	if g.withholds() {
-		return errWithholdingVotes
+	if err := g.refusal(); err != nil {
+		return err
 	}
 	return g.NetworkTransport.RequestPreVote(id, target, args, resp)
 }

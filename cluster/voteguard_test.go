@@ -108,6 +108,38 @@ func TestVoteGuardWithholdsUntilResumed(t *testing.T) {
 	}
 }
 
+// TestVoteGuardRetiredForGood: a removed node's guard asks for no vote,
+// with the removal as the reason, refuses vote requests, and resuming (a
+// removed node may still catch up with a leader) does not let it vote.
+func TestVoteGuardRetiredForGood(t *testing.T) {
+	candidate := tcpTransport(t)
+	defer candidate.Close()
+	g := newVoteGuard(tcpTransport(t), "removed", false)
+	defer g.Close()
+	g.retire()
+	if g.resume() {
+		t.Fatal("resume reported withholding on a node that only retired")
+	}
+	if err := g.RequestPreVote("other", candidate.LocalAddr(), &raft.RequestPreVoteRequest{Term: 3}, &raft.RequestPreVoteResponse{}); !errors.Is(err, errRemovedNode) {
+		t.Fatalf("own pre-vote request of a removed node: %v", err)
+	}
+	if err := g.RequestVote("other", candidate.LocalAddr(), &raft.RequestVoteRequest{Term: 3}, &raft.RequestVoteResponse{}); !errors.Is(err, errRemovedNode) {
+		t.Fatalf("own vote request of a removed node: %v", err)
+	}
+	var vote raft.RequestVoteResponse
+	if err := candidate.RequestVote("removed", g.LocalAddr(), &raft.RequestVoteRequest{Term: 4, LastLogIndex: 5, LastLogTerm: 3}, &vote); err != nil {
+		t.Fatal(err)
+	}
+	if vote.Granted {
+		t.Fatal("a removed node granted its vote")
+	}
+	select {
+	case rpc := <-g.Consumer():
+		t.Fatalf("a vote request reached a removed node's raft: %T", rpc.Command)
+	default:
+	}
+}
+
 func receive(t *testing.T, g *voteGuard) raft.RPC {
 	t.Helper()
 	select {

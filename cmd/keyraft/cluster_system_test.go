@@ -1001,6 +1001,43 @@ func TestClusterRemoveKeepsQuorum(t *testing.T) {
 	}
 }
 
+// TestClusterRemovedWhileDownStaysOutOfElections: a voter removed while
+// it was down never receives its removal, so once restarted its raft
+// campaigns; after gossip tells it that it was removed it asks for no
+// vote, and the members stop logging refusals of it.
+func TestClusterRemovedWhileDownStaysOutOfElections(t *testing.T) {
+	c := startCluster(t, 3, nil, 0)
+	victim := c.followers()[0]
+	victimID := victim.id()
+	victim.kill()
+	c.waitGossipDead(victimID)
+	if code, b := call(c.leader().node, "DELETE", "/v1/cluster/nodes/"+victimID, c.root, ""); code != 204 {
+		t.Fatalf("removing the dead voter: %d %s", code, b)
+	}
+	c.relaunch(slices.Index(c.members, victim))
+	c.waitUntil(20*time.Second, "the restarted node to learn it was removed", func() bool {
+		return strings.Contains(victim.stderr.String(), "this node was removed from the cluster")
+	})
+	refusals := regexp.MustCompile(`rejecting (pre-)?vote request`)
+	var healthy []*member
+	for _, m := range c.alive() {
+		if m != victim {
+			healthy = append(healthy, m)
+		}
+	}
+	time.Sleep(time.Second) // a campaign already under way when it learned
+	before := make([]int, len(healthy))
+	for i, m := range healthy {
+		before[i] = len(refusals.FindAllString(m.stderr.String(), -1))
+	}
+	time.Sleep(3 * time.Second) // ten election timeouts of the victim's
+	for i, m := range healthy {
+		if n := len(refusals.FindAllString(m.stderr.String(), -1)); n > before[i] {
+			t.Fatalf("%s refused %d vote requests after the removed node knew it was removed", m.id(), n-before[i])
+		}
+	}
+}
+
 // TestClusterWriteOutcomeUnknown: a write whose leader loses its quorum
 // while the write waits to commit is answered 503 OUTCOME_UNKNOWN without
 // Retry-After (a later leader may still commit it), not NO_LEADER "retry".
