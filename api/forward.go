@@ -144,6 +144,12 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, relay bool) {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	ctx.Request.CopyTo(req)
+	if ctx.Request.IsBodyStream() {
+		// The server streams request bodies (StreamRequestBody): CopyTo
+		// takes only the part read with the headers. The stream yields that
+		// part again, then the rest, straight from the client's connection.
+		req.SetBodyStream(ctx.RequestBodyStream(), ctx.Request.Header.ContentLength())
+	}
 	req.SetHost(addr)
 	req.URI().SetScheme("http")
 	req.Header.Set(forwardedByHeader, s.node.ID())
