@@ -275,3 +275,37 @@ func TestAdminRoutesRefuseNonAdminKeys(t *testing.T) {
 	n.unchanged(t, "non-admin keys on admin routes", mark)
 	n.verifyGET(victim.Key, "").wantVerify(t, http.StatusOK, "VALID")
 }
+
+// TestAdminKeysChangeOnlyKeysTheyCover: an admin key may rotate, change,
+// revoke or delete an admin key only if it holds all of that key's scopes:
+// rotating a stronger key would hand its caller the stronger key's token.
+func TestAdminKeysChangeOnlyKeysTheyCover(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOptions{usageFlush: time.Hour, purgeInterval: time.Hour})
+	weak, _ := n.createKey(n.rootToken, map[string]any{"name": "weak", "workspace_id": "ws_esc", "type": "admin",
+		"scopes": []string{"keys:read", "keys:write"}})
+	strong, _ := n.createKey(n.rootToken, map[string]any{"name": "strong", "workspace_id": "ws_esc", "type": "admin",
+		"scopes": []string{"keys:read", "keys:write", "audit:read"}})
+	mark := n.mark(strong.ID)
+	for _, r := range []struct {
+		method, path string
+		body         any
+	}{
+		{"POST", "/v1/keys/" + strong.ID + "/rotate", map[string]any{"grace_period_seconds": 0}},
+		{"PATCH", "/v1/keys/" + strong.ID, map[string]any{"name": "mine now"}},
+		{"PATCH", "/v1/keys/" + strong.ID, map[string]any{"active": false}},
+		{"POST", "/v1/keys/" + strong.ID + "/revoke", nil},
+		{"DELETE", "/v1/keys/" + strong.ID, nil},
+	} {
+		n.do(r.method, r.path, weak.Key, r.body).wantError(t, http.StatusForbidden, "FORBIDDEN")
+	}
+	n.unchanged(t, "a weaker admin key's writes", mark)
+	n.do("GET", "/v1/audit", strong.Key, nil).want(t, http.StatusOK)
+
+	// The stronger key covers the weaker one, and each key covers itself;
+	// keys that are not admin keys are the weaker key's to manage.
+	n.do("POST", "/v1/keys/"+weak.ID+"/rotate", strong.Key, map[string]any{"grace_period_seconds": 60}).want(t, http.StatusOK)
+	n.do("PATCH", "/v1/keys/"+weak.ID, weak.Key, map[string]any{"name": "still weak"}).want(t, http.StatusOK)
+	sk, _ := n.secretKey("ws_esc")
+	n.do("POST", "/v1/keys/"+sk.ID+"/rotate", weak.Key, map[string]any{"grace_period_seconds": 0}).want(t, http.StatusOK)
+}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyraft/keyraft/keyindex"
 )
 
 func TestReadYourWrites(t *testing.T) {
@@ -154,7 +156,18 @@ func TestLastRootKey(t *testing.T) {
 	n.do("POST", "/v1/keys/"+second.ID+"/revoke", second.Key, nil).wantError(t, http.StatusConflict, "CONFLICT")
 	n.do("DELETE", "/v1/keys/"+second.ID, second.Key, nil).wantError(t, http.StatusConflict, "CONFLICT")
 	n.do("PATCH", "/v1/keys/"+second.ID, second.Key, map[string]any{"active": false}).wantError(t, http.StatusConflict, "CONFLICT")
+	// Nor may the last root key holding every admin scope lose one, or get
+	// an expiry: either would lock every key out of managing the cluster.
+	n.do("PATCH", "/v1/keys/"+second.ID, second.Key, map[string]any{"scopes": []string{"keys:read", "keys:write"}}).wantError(t, http.StatusConflict, "CONFLICT")
+	n.do("PATCH", "/v1/keys/"+second.ID, second.Key, map[string]any{"expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}).wantError(t, http.StatusConflict, "CONFLICT")
+	n.do("PATCH", "/v1/keys/"+second.ID, second.Key, map[string]any{"name": "root two"}).want(t, http.StatusOK)
+	// A narrower root key does not count: with one, the full one still may not narrow.
+	narrow, _ := n.createKey(second.Key, map[string]any{"name": "narrow root", "type": "admin", "workspace_id": "*", "scopes": []string{"keys:read"}})
+	n.do("PATCH", "/v1/keys/"+second.ID, second.Key, map[string]any{"scopes": []string{"keys:read"}}).wantError(t, http.StatusConflict, "CONFLICT")
+	third, _ := n.createKey(second.Key, map[string]any{"name": "root 3", "type": "admin", "workspace_id": "*", "scopes": keyindex.AdminScopes})
+	n.do("PATCH", "/v1/keys/"+second.ID, third.Key, map[string]any{"scopes": []string{"keys:read", "keys:write"}}).want(t, http.StatusOK)
+	n.do("PATCH", "/v1/keys/"+narrow.ID, third.Key, map[string]any{"expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}).want(t, http.StatusOK)
 	// The revoked first root key no longer counts, and deleting it is fine.
-	n.do("DELETE", "/v1/keys/"+root.ID, second.Key, nil).want(t, http.StatusNoContent)
+	n.do("DELETE", "/v1/keys/"+root.ID, third.Key, nil).want(t, http.StatusNoContent)
 	n.do("GET", "/v1/keys", second.Key, nil).want(t, http.StatusOK)
 }

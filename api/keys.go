@@ -211,6 +211,12 @@ func (s *Server) targetKey(ctx *fasthttp.RequestCtx, id string) (caller, cur *ke
 			}
 		}
 	}
+	if aerr == nil && cur.Type == keyindex.TypeAdmin && !grantsAll(caller, cur.Scopes) {
+		// Rotating such a key would hand its caller a token with more
+		// rights than its own; disabling or deleting it would let a
+		// weaker key lock a stronger one out.
+		aerr = newError(fasthttp.StatusForbidden, codeForbidden, "an admin key can change only admin keys whose scopes it holds all of")
+	}
 	if aerr != nil {
 		writeError(ctx, aerr)
 		return nil, nil, false
@@ -382,6 +388,12 @@ func (s *Server) handleUpdate(ctx *fasthttp.RequestCtx, id string) {
 			return
 		}
 	}
+	if u.ExpiresAt != nil || (u.Scopes != nil && !keyindex.HoldsAdminScopes(*u.Scopes)) {
+		if aerr := s.keepOneFullRootKey(cur); aerr != nil {
+			writeError(ctx, aerr)
+			return
+		}
+	}
 	s.writeChange(ctx, &fsm.Command{Op: fsm.OpUpdate, ID: id, Time: now, Update: &u, KeepRoot: cur.IsRoot(),
 		Audit: s.audit(ctx, caller, "key.update", cur.WorkspaceID, id, now)}, "")
 }
@@ -458,6 +470,19 @@ func (s *Server) simpleWrite(ctx *fasthttp.RequestCtx, id string, op fsm.Op, act
 func (s *Server) keepOneRootKey(target *keyindex.Record, verb string) *apiError {
 	if s.fsm.LastActiveRoot(target.ID, time.Now()) {
 		return newError(fasthttp.StatusConflict, codeConflict, "the last active root key cannot be "+verb+"; create another root key first")
+	}
+	return nil
+}
+
+// keepOneFullRootKey refuses to narrow the scopes of, or set an expiry on,
+// the last root key that holds every admin scope: without one, no key
+// could create another root key or manage the cluster again. Unlike
+// disabling (KeepRoot), Apply does not check it again, so two such changes
+// racing on two root keys can both pass; logs written before this check
+// replay as they applied.
+func (s *Server) keepOneFullRootKey(target *keyindex.Record) *apiError {
+	if s.fsm.LastFullRoot(target.ID, time.Now()) {
+		return newError(fasthttp.StatusConflict, codeConflict, "the last root key holding every admin scope cannot lose one or get an expiry; create another root key first")
 	}
 	return nil
 }

@@ -266,9 +266,16 @@ func (c *Command) takesAwayKey() bool {
 
 // LastActiveRoot reports whether key id is a root key that works at time
 // at and no other root key does: active, not revoked, not expired.
-func (f *FSM) LastActiveRoot(id string, at time.Time) bool {
+func (f *FSM) LastActiveRoot(id string, at time.Time) bool { return f.lastRoot(id, at, false) }
+
+// LastFullRoot is LastActiveRoot counting only root keys that hold every
+// admin scope.
+func (f *FSM) LastFullRoot(id string, at time.Time) bool { return f.lastRoot(id, at, true) }
+
+func (f *FSM) lastRoot(id string, at time.Time, full bool) bool {
 	works := func(r *keyindex.Record) bool {
-		return r != nil && r.IsRoot() && r.Active && r.RevokedAt == nil && (r.ExpiresAt == nil || at.Before(*r.ExpiresAt))
+		return r != nil && r.IsRoot() && r.Active && r.RevokedAt == nil && (r.ExpiresAt == nil || at.Before(*r.ExpiresAt)) &&
+			(!full || keyindex.HoldsAdminScopes(r.Scopes))
 	}
 	if !works(f.index.Get(id)) {
 		return false

@@ -66,6 +66,16 @@ const (
 // AdminScopes lists every admin scope, in the order a root key carries them.
 var AdminScopes = []string{ScopeKeysRead, ScopeKeysWrite, ScopeClusterRead, ScopeClusterWrite, ScopeAuditRead}
 
+// HoldsAdminScopes reports whether scopes include every admin scope.
+func HoldsAdminScopes(scopes []string) bool {
+	for _, s := range AdminScopes {
+		if !slices.Contains(scopes, s) {
+			return false
+		}
+	}
+	return true
+}
+
 // Clone returns a deep copy that may be changed freely.
 func (r *Record) Clone() *Record {
 	c := *r
