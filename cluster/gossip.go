@@ -95,6 +95,12 @@ type gossip struct {
 
 	changed chan struct{} // poked on every membership event (capacity 1)
 	inbox   chan []byte   // user messages, handled off memberlist's goroutine
+
+	// stopMu orders leave and shutdown: memberlist panics on a Leave after
+	// its Shutdown, and a removed node leaves on a goroutine of its own
+	// that the node's shutdown does not wait for.
+	stopMu  sync.Mutex
+	stopped bool
 }
 
 func (g *gossip) poke() {
@@ -387,12 +393,20 @@ func (g *gossip) leave(timeout time.Duration) {
 	case <-all:
 	case <-time.After(timeout):
 	}
+	g.stopMu.Lock()
+	defer g.stopMu.Unlock()
+	if g.stopped {
+		return // shut down meanwhile: gone from the ring anyway
+	}
 	if err := g.ml.Leave(timeout); err != nil {
 		g.node.log.Warn("leaving the gossip ring", "error", err)
 	}
 }
 
 func (g *gossip) shutdown() {
+	g.stopMu.Lock()
+	defer g.stopMu.Unlock()
+	g.stopped = true
 	if err := g.ml.Shutdown(); err != nil {
 		g.node.log.Warn("stopping gossip", "error", err)
 	}

@@ -36,3 +36,18 @@ func TestForgetGoneDropsLongGoneMembers(t *testing.T) {
 		t.Fatalf("leaves kept: %v", g.leaving)
 	}
 }
+
+// TestGossipLeaveAfterShutdown: a removed node leaves the ring on a
+// goroutine of its own, which may reach memberlist's Leave after the
+// node's shutdown stopped gossip; memberlist panics on that, so leave
+// must see the shutdown and do nothing.
+func TestGossipLeaveAfterShutdown(t *testing.T) {
+	cfg := singleNodeConfig(t)
+	cfg.GossipAddr, cfg.GossipProfile = freeAddr(t), "local"
+	n := openLeader(t, cfg)
+	n.gossip.shutdown()
+	n.gossip.leave(100 * time.Millisecond)
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+}
