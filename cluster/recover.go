@@ -84,5 +84,13 @@ func Recover(dataDir, peersFile string, logger hclog.Logger) error {
 		}
 		return err
 	}
+	// A node that started without state withholds its vote until it has
+	// caught up with a leader (voteGuard), which protects what the old
+	// cluster acknowledged. Recovering is the operator accepting that
+	// loss, and the new configuration may need this node's vote to elect
+	// a leader at all: without one it would never catch up.
+	if err := os.Remove(filepath.Join(dataDir, withheldMarker)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("the configuration is recovered, but this node would still withhold its vote: %w", err)
+	}
 	return nil
 }

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -202,8 +204,22 @@ func TestNodeWithoutStateWithholdsVotes(t *testing.T) {
 		t.Fatal(err)
 	}
 	marked := reopen(cfg)
-	defer marked.Shutdown()
 	if !marked.Status().VotesWithheld {
 		t.Fatal("a node with state and the marker should withhold its vote")
+	}
+	id := marked.ID()
+	marked.Shutdown()
+	// Lost-quorum recovery accepts what the node may have forgotten, and
+	// the new configuration may need its vote: it votes, and here, alone
+	// in it, it leads.
+	peers := filepath.Join(t.TempDir(), "peers.json")
+	os.WriteFile(peers, []byte(`[{"id":"`+id+`","address":"`+cfg.RaftAddr+`"}]`), 0o600)
+	if err := Recover(cfg.DataDir, peers, nil); err != nil {
+		t.Fatal(err)
+	}
+	recovered := openLeader(t, cfg)
+	defer recovered.Shutdown()
+	if recovered.Status().VotesWithheld {
+		t.Fatal("a recovered node still withholds its vote")
 	}
 }
