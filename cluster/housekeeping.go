@@ -63,6 +63,7 @@ func (n *Node) leaderLoop(h Housekeeping) {
 	defer fast.Stop()
 	lastPurge := time.Now()
 	rc := newReconciler()
+	reconcileDue := false // an event or the period asked for a pass not run yet
 	var changed <-chan struct{}
 	hadState := n.hasState()
 	if n.gossip != nil {
@@ -99,15 +100,21 @@ func (n *Node) leaderLoop(h Housekeeping) {
 		}
 		due := !rc.wakeAt.IsZero() && !time.Now().Before(rc.wakeAt)
 		if event || becameLeader || due || time.Since(rc.lastFull) >= n.reconcileEvery() {
-			rc.lastFull = time.Now()
-			n.reconcile(rc)
+			reconcileDue = true
 		}
 		// A new leader may not have applied its whole log yet (right
-		// after a restart it replays it): until it has, "not initialized"
-		// may be stale, and acting on it would make a second root key.
-		// Tried again on every tick until it works.
+		// after a restart it replays it): until it has, its state may be
+		// stale. Acting on a stale "not initialized" would make a second
+		// root key, and reconciling before it has applied an operator's
+		// removal of a node would add that node back. Tried again on every
+		// tick until it works.
 		if n.CaughtUpAsLeader() != nil {
 			continue
+		}
+		if reconcileDue {
+			reconcileDue = false
+			rc.lastFull = time.Now()
+			n.reconcile(rc)
 		}
 		if !n.fsm.Initialized() {
 			if err := createRootKey(h, n.Apply, n.log); err != nil {
