@@ -85,6 +85,8 @@ func (n *Node) reconcile(rc *reconciler) {
 	if n.gossip == nil {
 		return
 	}
+	n.membershipMu.Lock()
+	defer n.membershipMu.Unlock()
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		n.log.Warn("reading the raft configuration", "error", err)
@@ -169,6 +171,8 @@ func (n *Node) RemoveNode(id string, audit *fsm.AuditEntry) error {
 		}
 		return ErrHandedOver
 	}
+	n.membershipMu.Lock()
+	defer n.membershipMu.Unlock()
 	servers := byID(n.raftServers())
 	if _, known := servers[id]; !known {
 		return ErrUnknownNode

@@ -117,6 +117,13 @@ type Node struct {
 	log       hclog.Logger
 
 	gossip *gossip // nil without GossipAddr
+	// membershipMu serialises changes of the Raft configuration: a
+	// reconciliation pass and an operator's RemoveNode each check the
+	// configuration and then change it, and raft applies a change without
+	// comparing it with the configuration it was planned against (raft
+	// reports index 0 for it). Interleaved, a pass could add back a node
+	// just removed, or two removals each leave the quorum short.
+	membershipMu sync.Mutex
 	// removed is set when the leader tells this node it was removed.
 	removed atomic.Bool
 	// leaving is set while Leave waits for this node's removal, leaveDone
