@@ -243,6 +243,12 @@ type arena struct {
 	live   []int      // live bytes (headers included) per chunk
 	cur    int        // the chunk being filled; -1 before the first
 	spare  []uint32   // numbers of dropped chunks, for reuse
+	// left holds chunks put stopped filling while less than half of them
+	// was live, for the store to compact (compactLeft) once it has
+	// finished the write: drop looks only at chunks other than the current
+	// one, so records that died while their chunk was current, and were
+	// never followed by another drop there, would keep it mapped for good.
+	left []uint32
 }
 
 const (
@@ -262,7 +268,11 @@ func newArena() arena { return arena{cur: -1} }
 func (a *arena) put(n uint32, rec []byte) recordRef {
 	need := recordHeaderLen(len(rec)) + len(rec)
 	if a.cur < 0 || cap(a.chunks[a.cur])-len(a.chunks[a.cur]) < need {
+		prev := a.cur
 		a.newChunk(max(a.nextChunkLen(), need))
+		if prev >= 0 && a.worthCompacting(uint32(prev)) {
+			a.left = append(a.left, uint32(prev))
+		}
 	}
 	c := a.chunks[a.cur]
 	off := len(c) + need - len(rec)
@@ -308,10 +318,16 @@ func (a *arena) bytes(ref recordRef) []byte {
 }
 
 // drop forgets the record at ref and reports whether its chunk is now worth
-// compacting: not the chunk being filled, and less than half live.
+// compacting.
 func (a *arena) drop(ref recordRef) bool {
 	a.live[ref.chunk] -= recordHeaderLen(int(ref.n)) + int(ref.n)
-	return int(ref.chunk) != a.cur && a.live[ref.chunk]*2 < len(a.chunks[ref.chunk])
+	return a.worthCompacting(ref.chunk)
+}
+
+// worthCompacting: a chunk in use, not the one being filled, less than
+// half live.
+func (a *arena) worthCompacting(c uint32) bool {
+	return int(c) != a.cur && a.chunks[c] != nil && a.live[c]*2 < len(a.chunks[c])
 }
 
 // compact moves the live records of chunk c (those whose slot still points

@@ -88,3 +88,34 @@ func TestPackRefRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestArenaFreesChunksLeftMostlyDead: keys created and deleted over and
+// over (each dies while its chunk is still the one being filled) leave the
+// index holding about what it holds live, not every record ever written.
+// Without compacting the chunks put moves past, each 2 MiB chunk stayed
+// mapped once filled.
+func TestArenaFreesChunksLeftMostlyDead(t *testing.T) {
+	ix := New()
+	keep, _ := newTestRecord(t, TypeSecret, nil)
+	if err := ix.Insert(keep); err != nil {
+		t.Fatal(err)
+	}
+	base := ix.MappedBytes()
+	written := 0
+	for written < 32*arenaChunkLen {
+		r, _ := newTestRecord(t, TypeSecret, nil)
+		if err := ix.Insert(r); err != nil {
+			t.Fatal(err)
+		}
+		written += len(AppendRecord(nil, r))
+		if err := ix.Delete(r.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if grown := ix.MappedBytes() - base; grown > 3*arenaChunkLen {
+		t.Fatalf("after writing %d MiB of records that all died, the index maps %d MiB more", written>>20, grown>>20)
+	}
+	if ix.Get(keep.ID) == nil {
+		t.Fatal("the live key is gone")
+	}
+}

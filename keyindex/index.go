@@ -370,6 +370,21 @@ func (st *store) unstore(n uint32, r *Record) {
 	if st.arena.drop(ref) {
 		st.arena.compact(ref.chunk, &st.slots)
 	}
+	st.compactLeft()
+}
+
+// compactLeft compacts the chunks the arena stopped filling while they
+// were less than half live (arena.left), once the write that moved past
+// them is done with its slot. A chunk compacted meanwhile (its number then
+// spare, or reused) is skipped, or compacted only if worth it again.
+func (st *store) compactLeft() {
+	for k := len(st.arena.left); k > 0; k = len(st.arena.left) {
+		c := st.arena.left[k-1]
+		st.arena.left = st.arena.left[:k-1]
+		if st.arena.worthCompacting(c) {
+			st.arena.compact(c, &st.slots)
+		}
+	}
 }
 
 // Replace swaps the record of an existing key for r (same id).
@@ -488,6 +503,7 @@ func (st *store) putKeepingLists(n uint32, enc []byte, hot hotFields) {
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
 	}
+	st.compactLeft()
 }
 
 // AddUsage adds count verifications to key id, the last at lastUsed (a
