@@ -380,11 +380,20 @@ func (f *FSM) Digest() (uint64, string) {
 
 // Snapshot implements raft.FSM. It captures a point-in-time view cheaply
 // (the index is copy-on-write); Persist streams it while Apply goes on.
-func (f *FSM) Snapshot() (raft.FSMSnapshot, error) { return f.capture(), nil }
+//
+// The log applied since the last snapshot starts counting anew here, not in
+// a backup (which truncates no log), and is counted back should Persist
+// fail: raft then keeps the log, and the next snapshot by size
+// (cluster/logsize.go) must not wait for another threshold's worth.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	// raft calls Snapshot between applies: everything applied so far is in it.
+	s := f.capture()
+	bytes, entries := f.unsnapshotted.take()
+	s.persistFailed = func() { f.unsnapshotted.addBack(bytes, entries) }
+	return s, nil
+}
 
 func (f *FSM) capture() *snapshot {
-	// raft calls Snapshot between applies: everything applied so far is in it.
-	f.unsnapshotted.reset()
 	applied := f.applied.Load()
 	return &snapshot{
 		applied: applied,
@@ -451,6 +460,14 @@ func (v *logVolume) add(n int) {
 func (v *logVolume) reset() {
 	v.bytes.Store(0)
 	v.entries.Store(0)
+}
+
+// take resets the volume and returns what it was.
+func (v *logVolume) take() (bytes, entries uint64) { return v.bytes.Swap(0), v.entries.Swap(0) }
+
+func (v *logVolume) addBack(bytes, entries uint64) {
+	v.bytes.Add(bytes)
+	v.entries.Add(entries)
 }
 
 func (v *logVolume) load() (bytes, entries uint64) { return v.bytes.Load(), v.entries.Load() }

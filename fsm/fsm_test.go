@@ -509,3 +509,38 @@ func TestNodeRemovedIsReplicatedState(t *testing.T) {
 		t.Fatal("restoring a backup from before the removal kept it")
 	}
 }
+
+// failingSink is a snapshot sink whose writes fail.
+type failingSink struct{ cancelled bool }
+
+func (s *failingSink) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+func (s *failingSink) Close() error              { return nil }
+func (s *failingSink) ID() string                { return "failing" }
+func (s *failingSink) Cancel() error             { s.cancelled = true; return nil }
+
+// TestUnsnapshottedCountsRaftSnapshotsOnly: the log volume since the last
+// snapshot (what cluster/logsize.go snapshots on) starts anew with a raft
+// snapshot, not with a backup, which truncates no log, and a snapshot that
+// fails to persist counts its log back.
+func TestUnsnapshottedCountsRaftSnapshotsOnly(t *testing.T) {
+	f := populated(t, 5)
+	bytes, entries := f.Unsnapshotted()
+	if bytes == 0 || entries != 7 {
+		t.Fatalf("after 7 commands: %d bytes, %d entries", bytes, entries)
+	}
+	snapshotBytes(t, f) // a backup
+	if b, e := f.Unsnapshotted(); b != bytes || e != entries {
+		t.Fatalf("a backup reset the count: %d bytes, %d entries, want %d, %d", b, e, bytes, entries)
+	}
+	snap, _ := f.Snapshot()
+	if b, e := f.Unsnapshotted(); b != 0 || e != 0 {
+		t.Fatalf("after a snapshot: %d bytes, %d entries", b, e)
+	}
+	sink := &failingSink{}
+	if err := snap.Persist(sink); err == nil || !sink.cancelled {
+		t.Fatalf("persist to a failing sink: %v, cancelled %v", err, sink.cancelled)
+	}
+	if b, e := f.Unsnapshotted(); b != bytes || e != entries {
+		t.Fatalf("after a failed snapshot: %d bytes, %d entries, want %d, %d", b, e, bytes, entries)
+	}
+}

@@ -53,15 +53,23 @@ type snapshot struct {
 	applied uint64
 	meta    snapshotMeta
 	records *keyindex.Records
+	// persistFailed, for raft's snapshots, counts the log they covered
+	// back as unsnapshotted (FSM.Snapshot).
+	persistFailed func()
 }
 
 // Persist implements raft.FSMSnapshot.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	err := s.write(sink)
+	if err != nil {
 		sink.Cancel()
-		return err
+	} else {
+		err = sink.Close()
 	}
-	return sink.Close()
+	if err != nil && s.persistFailed != nil {
+		s.persistFailed()
+	}
+	return err
 }
 
 // Release implements raft.FSMSnapshot.
