@@ -117,17 +117,43 @@ const (
 )
 
 // checker collects field errors of one request.
-type checker struct{ bad []FieldError }
+type checker struct {
+	bad     []FieldError
+	seen    map[string]bool // the fields in bad
+	dropped int             // errors past maxFieldErrors
+}
+
+// maxFieldErrors bounds the details of one answer: an import of 10,000
+// items, each with a hundred unknown members, would otherwise be answered
+// with a million of them.
+const maxFieldErrors = 1000
 
 // add reports a bad field once: a member of the wrong type is reported as
 // such, not again by the value checks that then see its zero value.
 func (c *checker) add(field, issue string) {
-	for _, b := range c.bad {
-		if b.Field == field {
-			return
+	if c.seen == nil {
+		c.seen = make(map[string]bool, len(c.bad))
+		for _, b := range c.bad {
+			c.seen[b.Field] = true
 		}
 	}
-	c.bad = append(c.bad, FieldError{field, issue})
+	switch {
+	case c.seen[field]:
+	case len(c.bad) >= maxFieldErrors:
+		c.dropped++
+	default:
+		c.seen[field] = true
+		c.bad = append(c.bad, FieldError{field, issue})
+	}
+}
+
+// details are the errors to answer with: the first maxFieldErrors, then
+// one that counts the rest.
+func (c *checker) details() []FieldError {
+	if c.dropped == 0 {
+		return c.bad
+	}
+	return append(c.bad, FieldError{"body", fmt.Sprintf("%d more bad fields are not listed", c.dropped)})
 }
 
 func (c *checker) name(field, v string) {

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -132,6 +134,27 @@ func TestImport(t *testing.T) {
 		many[i] = map[string]any{}
 	}
 	n.do("POST", "/v1/keys/import", n.rootToken, map[string]any{"keys": many}).wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED")
+	// Tens of thousands of bad fields are answered with the first
+	// thousand and a count of the rest, not all of them.
+	junk := make([]map[string]any, 2000)
+	for i := range junk {
+		junk[i] = map[string]any{}
+		for j := range 20 {
+			junk[i][fmt.Sprintf("junk%d", j)] = 1
+		}
+	}
+	r = n.do("POST", "/v1/keys/import", n.rootToken, map[string]any{"keys": junk}).wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED")
+	var answer struct {
+		Error struct {
+			Details []struct{ Field, Issue string }
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(r.Body, &answer); err != nil {
+		t.Fatal(err)
+	}
+	if d := answer.Error.Details; len(d) != 1001 || d[0].Field != "keys[0].junk0" || d[1000].Field != "body" || !strings.HasSuffix(d[1000].Issue, " more bad fields are not listed") {
+		t.Errorf("%d details, first %+v, last %+v", len(d), d[0], d[len(d)-1])
+	}
 	n.do("POST", "/v1/keys/import", n.rootToken, map[string]any{"keys": []any{}}).wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED")
 	n.do("POST", "/v1/keys/import", n.rootToken, map[string]any{}).wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED")
 	n.do("POST", "/v1/keys/import", n.rootToken, `{"keys": {}}`).wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED")

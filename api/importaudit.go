@@ -41,7 +41,7 @@ func (s *Server) handleImport(ctx *fasthttp.RequestCtx) {
 	// ones), so that one answer names every bad field.
 	for _, b := range c.bad {
 		if b.Field == "keys" {
-			writeError(ctx, validationError(c.bad))
+			writeError(ctx, validationError(c.details()))
 			return
 		}
 	}
@@ -60,7 +60,7 @@ func (s *Server) handleImport(ctx *fasthttp.RequestCtx) {
 		recs = append(recs, fsm.Store(rec))
 	}
 	if len(c.bad) > 0 {
-		writeError(ctx, validationError(c.bad))
+		writeError(ctx, validationError(c.details()))
 		return
 	}
 	var conflicts []FieldError
@@ -119,7 +119,9 @@ func (s *Server) importedRecord(c *checker, prefix string, raw json.RawMessage, 
 	k.fields["key_prefix"] = &field{target: &keyPrefix}
 	k.fields["key_suffix"] = &field{target: &keySuffix}
 	k.fields["created_at"] = &field{target: &createdAt}
-	c.bad = append(c.bad, decodeMembers(obj, prefix, k.fields)...)
+	for _, e := range decodeMembers(obj, prefix, k.fields) {
+		c.add(e.Field, e.Issue)
+	}
 	rec := k.check(c, prefix, caller)
 	var h keyindex.Hash
 	if !hexHashRE.MatchString(sha) || h.UnmarshalText([]byte(sha)) != nil {
@@ -178,7 +180,7 @@ func (s *Server) handleAudit(ctx *fasthttp.RequestCtx) {
 		q.Before = n
 	}
 	if len(c.bad) > 0 {
-		writeError(ctx, validationError(c.bad))
+		writeError(ctx, validationError(c.details()))
 		return
 	}
 	entries, next := s.fsm.Audit(q)

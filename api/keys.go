@@ -147,7 +147,7 @@ func (s *Server) handleCreate(ctx *fasthttp.RequestCtx) {
 		c.futureTime("expires_at", *rec.ExpiresAt, now)
 	}
 	if len(c.bad) > 0 {
-		writeError(ctx, validationError(c.bad))
+		writeError(ctx, validationError(c.details()))
 		return
 	}
 	if aerr := authorizeTarget(caller, rec); aerr != nil {
@@ -278,7 +278,7 @@ func (s *Server) handleList(ctx *fasthttp.RequestCtx) {
 		q.WorkspaceID = caller.WorkspaceID
 	}
 	if len(c.bad) > 0 {
-		writeError(ctx, validationError(c.bad))
+		writeError(ctx, validationError(c.details()))
 		return
 	}
 	page, next, err := s.index.List(q)
@@ -375,7 +375,7 @@ func (s *Server) handleUpdate(ctx *fasthttp.RequestCtx, id string) {
 		c.add("body", "name at least one field to change")
 	}
 	if len(c.bad) > 0 {
-		writeError(ctx, validationError(c.bad))
+		writeError(ctx, validationError(c.details()))
 		return
 	}
 	if cur.Type == keyindex.TypeAdmin && u.Scopes != nil && !grantsAll(caller, *u.Scopes) {
@@ -415,7 +415,7 @@ func (s *Server) handleRotate(ctx *fasthttp.RequestCtx, id string) {
 		c.add("grace_period_seconds", "must be 0 to 2592000 (30 days)")
 	}
 	if len(c.bad) > 0 {
-		writeError(ctx, validationError(c.bad))
+		writeError(ctx, validationError(c.details()))
 		return
 	}
 	// The new token keeps the key's workspace prefix, kind and environment.
