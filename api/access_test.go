@@ -309,3 +309,26 @@ func TestAdminKeysChangeOnlyKeysTheyCover(t *testing.T) {
 	sk, _ := n.secretKey("ws_esc")
 	n.do("POST", "/v1/keys/"+sk.ID+"/rotate", weak.Key, map[string]any{"grace_period_seconds": 0}).want(t, http.StatusOK)
 }
+
+// TestForwardAuthAnyMethod: a forward-auth proxy asks with the method of
+// the request it guards and without its body (nginx auth_request, Envoy
+// ext_authz), and Envoy's path_prefix appends that request's path: each
+// is the header form. A POST with a body is still the JSON form.
+func TestForwardAuthAnyMethod(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOptions{usageFlush: time.Hour, purgeInterval: time.Hour})
+	k, _ := n.secretKey("ws_fa", "scopes", []string{"calls:*"})
+	for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		n.do(method, "/v1/verify?scope=calls:start", "", nil, "X-API-Key", k.Key).wantVerify(t, http.StatusOK, "VALID")
+		n.do(method, "/v1/verify?scope=admin", "", nil, "X-API-Key", k.Key).wantVerify(t, http.StatusForbidden, "INSUFFICIENT_SCOPE")
+		n.do(method, "/v1/verify/api/orders/7?scope=calls:start", "", nil, "Authorization", "Bearer "+k.Key).wantVerify(t, http.StatusOK, "VALID")
+		n.do(method, "/v1/verify", "", nil).wantVerify(t, http.StatusBadRequest, "BAD_REQUEST")
+	}
+	head := n.do("HEAD", "/v1/verify", "", nil, "X-API-Key", k.Key).want(t, http.StatusOK)
+	if head.Header.Get("Keyraft-Key-Id") != k.ID || len(head.Body) != 0 {
+		t.Errorf("HEAD: key id %q, body %q", head.Header.Get("Keyraft-Key-Id"), head.Body)
+	}
+	n.do("HEAD", "/v1/verify", "", nil, "X-API-Key", k.Key+"x").want(t, http.StatusUnauthorized)
+	n.verifyPOST(map[string]any{"key": k.Key, "scope": "calls:start"}).wantVerify(t, http.StatusOK, "VALID")
+	n.do("POST", "/v1/verify", "", "[]", "X-API-Key", k.Key).wantVerify(t, http.StatusBadRequest, "BAD_REQUEST")
+}

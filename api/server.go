@@ -156,12 +156,11 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, aerr)
 		return
 	}
-	if string(path) == "/v1/verify" {
-		if ctx.IsGet() || ctx.IsPost() {
-			s.handleVerify(ctx)
-			return
-		}
-		writeError(ctx, methodNotAllowed())
+	if string(path) == "/v1/verify" || bytes.HasPrefix(path, verifySubpaths) {
+		// Any method: a forward-auth proxy asks with the method of the
+		// request it guards (nginx auth_request, Envoy ext_authz), and
+		// Envoy's path_prefix puts that request's path after ours.
+		s.handleVerify(ctx)
 		return
 	}
 	switch string(path) {
@@ -185,6 +184,10 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	writeError(ctx, newError(fasthttp.StatusNotFound, codeNotFound, "no such endpoint"))
 }
+
+// verifySubpaths: /v1/verify/… is verify too (Envoy ext_authz's
+// path_prefix appends the guarded request's path).
+var verifySubpaths = []byte("/v1/verify/")
 
 const (
 	importPath  = "/v1/keys/import"

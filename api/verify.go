@@ -34,8 +34,11 @@ var (
 
 const maxMinIndexWait = time.Second
 
-// handleVerify serves both forms of spec §3: POST with a JSON body, and GET
-// with the key in X-API-Key or Authorization: Bearer (forward-auth).
+// handleVerify serves both forms of spec §3: POST with a JSON body, and
+// the forward-auth form, with the key in X-API-Key or Authorization:
+// Bearer. A proxy asks with the guarded request's method and without its
+// body (nginx auth_request, Envoy ext_authz; Traefik always GETs), so
+// every request without a body, whatever its method, is of that form.
 func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 	var req keyindex.VerifyRequest
 	if tokenInQuery(ctx.QueryArgs()) {
@@ -44,10 +47,10 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 		s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "send the key in the X-API-Key or Authorization header (or the POST body), never in the query string")
 		return
 	}
-	if ctx.IsPost() {
+	if body := ctx.PostBody(); ctx.IsPost() && len(body) > 0 {
 		p := verifyParsers.Get()
 		defer verifyParsers.Put(p)
-		if msg := readVerifyBody(p, ctx.PostBody(), &req); msg != "" {
+		if msg := readVerifyBody(p, body, &req); msg != "" {
 			s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, msg)
 			return
 		}
