@@ -187,6 +187,9 @@ type Usage struct {
 	LastUsedAt time.Time `json:"last_used_at"`
 }
 
+// ErrNewerCommand: a command written by a newer build than this one.
+var ErrNewerCommand = errors.New("command from a newer keyraft")
+
 // Encode serializes c with the version byte in front.
 func Encode(c *Command) ([]byte, error) {
 	b, err := json.Marshal(c)
@@ -201,8 +204,11 @@ func Decode(b []byte) (*Command, error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty command")
 	}
-	if b[0] == 0 || b[0] > Version {
-		return nil, fmt.Errorf("command version %d not supported (this build reads up to %d)", b[0], Version)
+	if b[0] > Version {
+		return nil, fmt.Errorf("%w: version %d (this build reads up to %d)", ErrNewerCommand, b[0], Version)
+	}
+	if b[0] == 0 {
+		return nil, errors.New("command version 0 does not exist")
 	}
 	var c Command
 	if err := json.Unmarshal(b[1:], &c); err != nil {

@@ -127,9 +127,17 @@ func (f *FSM) apply(l *raft.Log) *Result {
 	}
 	f.unsnapshotted.add(len(l.Data))
 	c, err := Decode(l.Data)
+	if errors.Is(err, ErrNewerCommand) {
+		// Nodes of the newer build apply it. Refusing it here, as the
+		// builds before did, would leave this node a state without it (a
+		// revocation missed) while its applied index says it is caught up.
+		// So it stops: raft has not counted the entry applied, and once
+		// upgraded the node applies it on restart.
+		panic(fmt.Sprintf("keyraft: raft log entry %d holds a command a newer keyraft wrote (%v): upgrade this node; it stops rather than skip the entry and diverge from the cluster", l.Index, err))
+	}
 	if err != nil {
-		// A command this build cannot read must not be skipped silently on
-		// some nodes and applied on others; every node refuses it the same way.
+		// A command no build reads (malformed): every node refuses it the
+		// same way.
 		return &Result{Err: err}
 	}
 	res := f.applyCommand(c)

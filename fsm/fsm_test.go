@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,11 +211,24 @@ func TestDecodeRejectsUnknownVersionsAndGarbage(t *testing.T) {
 	if err != nil || c.Op != OpDelete || c.ID != "key_x" {
 		t.Fatalf("round trip: %+v %v", c, err)
 	}
-	// An undecodable command is answered with an error on every node, not applied.
+	// A malformed command is answered with an error on every node, not applied.
 	f := New()
-	res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{Version + 1}}).(*Result)
+	res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{Version, '{'}}).(*Result)
 	if res.Err == nil || f.AppliedIndex() != 1 {
-		t.Fatalf("undecodable command: %+v, applied %d", res, f.AppliedIndex())
+		t.Fatalf("malformed command: %+v, applied %d", res, f.AppliedIndex())
+	}
+	// A newer build's command stops this node, before its applied index
+	// moves: skipping it would diverge from the nodes that apply it.
+	func() {
+		defer func() {
+			if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "upgrade this node") {
+				t.Fatalf("a newer command: recovered %v, want a stop that says to upgrade", r)
+			}
+		}()
+		f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: append([]byte{Version + 1}, good[1:]...)})
+	}()
+	if f.AppliedIndex() != 1 {
+		t.Fatalf("applied index %d after a newer command, want 1", f.AppliedIndex())
 	}
 }
 
