@@ -256,8 +256,27 @@ func (g *gossip) member(id string) (Member, bool) {
 // joinLoop retries joining the given peers until one answers or the node stops.
 func (g *gossip) joinLoop(peers []string) {
 	defer g.node.wg.Done()
+	type joined struct {
+		n   int
+		err error
+	}
 	for attempt := 0; ; attempt++ {
-		n, err := g.ml.Join(peers)
+		// Not waited for on shutdown: memberlist tries the peers one by
+		// one, each for up to its TCPTimeout (10 s on a LAN), so peers
+		// that drop packets would hold a SIGTERM up for as long.
+		done := make(chan joined, 1)
+		go func() {
+			n, err := g.ml.Join(peers)
+			done <- joined{n, err}
+		}()
+		var n int
+		var err error
+		select {
+		case <-g.node.stop:
+			return
+		case r := <-done:
+			n, err = r.n, r.err
+		}
 		if err == nil && n > 0 {
 			g.node.log.Info("joined the gossip ring", "contacted", n)
 			return

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -49,5 +50,37 @@ func TestGossipLeaveAfterShutdown(t *testing.T) {
 	n.gossip.leave(100 * time.Millisecond)
 	if err := n.Shutdown(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestShutdownDoesNotWaitForAJoin: a node still trying to join peers that
+// accept connections and never answer (memberlist waits out its TCP
+// timeout, 10 s on a LAN, for each) shuts down without waiting for it.
+func TestShutdownDoesNotWaitForAJoin(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered, until the test ends
+		}
+	}()
+	cfg := singleNodeConfig(t)
+	cfg.GossipAddr, cfg.GossipProfile, cfg.Join = freeAddr(t), "lan", []string{silent.Addr().String()}
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the join is under way
+	start := time.Now()
+	n.Shutdown()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %v: it waited for the join", d)
 	}
 }
