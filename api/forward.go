@@ -1,8 +1,10 @@
 package api
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -33,9 +35,44 @@ var forwardClient = &fasthttp.Client{
 	ReadTimeout:         forwardTimeout,
 	WriteTimeout:        forwardTimeout,
 	MaxConnsPerHost:     1024,
-	MaxResponseBodySize: 0, // backups stream through here
+	MaxResponseBodySize: 0, // answers of the leader's own: bounded by its handlers
 	// Keys travel in these requests: never follow redirects or retry writes.
 	RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+}
+
+// transferClient forwards the two requests whose bodies can be large, a
+// backup downloaded and one restored, as streams: forwardClient would hold
+// a whole backup in this node's memory, and its bound on the whole
+// exchange would cut off one that takes longer. Its connections time out
+// on a stall instead, however long the transfer (idleTimeoutConn).
+var transferClient = &fasthttp.Client{
+	Name:               "keyraft-forward",
+	StreamResponseBody: true,
+	MaxConnsPerHost:    64,
+	Dial: func(addr string) (net.Conn, error) {
+		c, err := fasthttp.DialTimeout(addr, forwardTimeout)
+		if err != nil {
+			return nil, err
+		}
+		return &idleTimeoutConn{Conn: c, timeout: forwardTimeout}, nil
+	},
+	RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+}
+
+// idleTimeoutConn fails a read or a write that waits longer than timeout.
+type idleTimeoutConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *idleTimeoutConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(p)
+}
+
+func (c *idleTimeoutConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Write(p)
 }
 
 // needsLeader reports whether a request must be served by the leader.
@@ -43,7 +80,7 @@ func needsLeader(ctx *fasthttp.RequestCtx, path string) bool {
 	switch {
 	case path == "/v1/cluster/leave", strings.HasPrefix(path, "/v1/internal/"):
 		return false // about this very node
-	case path == "/v1/cluster/snapshot":
+	case path == snapshotPath:
 		return true // backups come from the leader's state
 	case !ctx.IsGet() && !ctx.IsHead():
 		return true // every admin write
@@ -144,33 +181,83 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, relay bool) {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	ctx.Request.CopyTo(req)
+	path := string(ctx.Path())
+	transfer := path == snapshotPath || path == restorePath
 	if ctx.Request.IsBodyStream() {
 		// The server streams request bodies (StreamRequestBody): CopyTo
 		// takes only the part read with the headers. The stream yields that
 		// part again, then the rest, straight from the client's connection.
-		req.SetBodyStream(ctx.RequestBodyStream(), ctx.Request.Header.ContentLength())
+		var body io.Reader = ctx.RequestBodyStream()
+		if transfer {
+			// As the leader's own restore does: the read timeout bounds
+			// each stretch of progress, not the whole upload.
+			body = &deadlineReader{body, deadlineMover{set: ctx.Conn().SetReadDeadline, timeout: s.cfg.ReadTimeout}}
+		}
+		req.SetBodyStream(body, ctx.Request.Header.ContentLength())
 	}
 	req.SetHost(addr)
 	req.URI().SetScheme("http")
 	req.Header.Set(forwardedByHeader, s.node.ID())
+	if transfer {
+		s.forwardTransfer(ctx, req, addr)
+		return
+	}
 	resp := &ctx.Response
 	if err := forwardClient.DoTimeout(req, resp, forwardTimeout); err != nil {
 		resp.Reset()
-		s.log.Warn("forwarding to the leader failed", "leader", addr, "error", err)
-		if !ctx.IsGet() && !ctx.IsHead() && !neverSent(err) {
-			// The leader may have the write: no answer in time, or the
-			// connection broke after the request went out.
-			writeError(ctx, outcomeUnknown())
-			return
-		}
-		writeError(ctx, noLeader("the leader could not be reached; retry"))
+		s.forwardFailed(ctx, addr, err)
 		return
 	}
-	// Read-your-writes on this node too: wait (briefly) until it has
-	// applied the write it just relayed.
-	if idx, err := strconv.ParseUint(string(resp.Header.Peek("Keyraft-Index")), 10, 64); err == nil && idx > 0 {
+	s.awaitRelayed(&resp.Header)
+}
+
+// forwardFailed answers a request the leader did not answer.
+func (s *Server) forwardFailed(ctx *fasthttp.RequestCtx, leader string, err error) {
+	s.log.Warn("forwarding to the leader failed", "leader", leader, "error", err)
+	if !ctx.IsGet() && !ctx.IsHead() && !neverSent(err) {
+		// The leader may have the write: no answer in time, or the
+		// connection broke after the request went out.
+		writeError(ctx, outcomeUnknown())
+		return
+	}
+	writeError(ctx, noLeader("the leader could not be reached; retry"))
+}
+
+// awaitRelayed gives read-your-writes on this node too: it waits (briefly)
+// until the node has applied the write whose answer it relays.
+func (s *Server) awaitRelayed(h *fasthttp.ResponseHeader) {
+	if idx, err := strconv.ParseUint(string(h.Peek("Keyraft-Index")), 10, 64); err == nil && idx > 0 {
 		s.node.WaitApplied(idx, maxMinIndexWait)
 	}
+}
+
+// forwardTransfer forwards a backup download or a restore
+// (transferClient) and relays the leader's answer as it arrives, the write
+// timeout bounding each stretch of progress as for the leader's own.
+func (s *Server) forwardTransfer(ctx *fasthttp.RequestCtx, req *fasthttp.Request, leader string) {
+	resp := fasthttp.AcquireResponse()
+	if err := transferClient.Do(req, resp); err != nil {
+		fasthttp.ReleaseResponse(resp)
+		s.forwardFailed(ctx, leader, err)
+		return
+	}
+	s.awaitRelayed(&resp.Header)
+	resp.Header.CopyTo(&ctx.Response.Header)
+	if !resp.IsBodyStream() {
+		ctx.SetBody(resp.Body())
+		fasthttp.ReleaseResponse(resp)
+		return
+	}
+	body, conn, timeout := resp.BodyStream(), ctx.Conn(), s.cfg.WriteTimeout
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer fasthttp.ReleaseResponse(resp)
+		// A stream cut here, on either side, lacks the backup's closing
+		// checksum: no client can take it for a whole one.
+		if _, err := io.Copy(&deadlineWriter{w, deadlineMover{set: conn.SetWriteDeadline, timeout: timeout}}, body); err != nil {
+			s.log.Warn("relaying the leader's answer failed", "leader", leader, "error", err)
+		}
+		resp.CloseBodyStream()
+	})
 }
 
 // neverSent reports whether a forwarding error means the request never

@@ -190,8 +190,9 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 var verifySubpaths = []byte("/v1/verify/")
 
 const (
-	importPath  = "/v1/keys/import"
-	restorePath = "/v1/cluster/restore"
+	importPath   = "/v1/keys/import"
+	restorePath  = "/v1/cluster/restore"
+	snapshotPath = "/v1/cluster/snapshot"
 )
 
 // checkBodySize applies the per-route body limits: 1 MiB, import 16 MiB,
@@ -269,7 +270,7 @@ func (s *Server) routeAdmin(ctx *fasthttp.RequestCtx, path string) {
 	switch {
 	case path == "/v1/cluster":
 		s.only(ctx, method, "GET", s.handleClusterStatus)
-	case path == "/v1/cluster/snapshot":
+	case path == snapshotPath:
 		s.only(ctx, method, "GET", s.handleSnapshot)
 	case path == restorePath:
 		s.only(ctx, method, "POST", s.handleRestore)

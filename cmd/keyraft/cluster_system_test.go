@@ -827,6 +827,17 @@ func TestClusterRestoreReachesEveryNode(t *testing.T) {
 
 	c := startCluster(t, 3, nil, 0)
 	mine := c.write(c.leader().node, "POST", "/v1/keys?wait=all", `{"name":"replaced","workspace_id":"w"}`, 201)
+	// A backup downloaded through a follower is relayed whole (streamed
+	// from the leader), and a restore uploaded through one reaches the
+	// leader whole: here, with 200 imported keys, each about 20 KB.
+	importKeys(t, c, c.leader().node, 200)
+	code, relayed := call(c.followers()[0].node, "GET", "/v1/cluster/snapshot", c.root, "")
+	if code != 200 || len(relayed) < 20_000 {
+		t.Fatalf("snapshot through a follower: %d, %d bytes", code, len(relayed))
+	}
+	if code, b := call(c.followers()[1].node, "POST", "/v1/cluster/restore", c.root, string(relayed)); code != 200 {
+		t.Fatalf("restoring the relayed backup through a follower: %d %s", code, b)
+	}
 	code, b := call(c.leader().node, "POST", "/v1/cluster/restore", c.root, string(backup))
 	var restored struct {
 		Meta struct {
