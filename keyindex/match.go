@@ -1,7 +1,6 @@
 package keyindex
 
 import (
-	"bytes"
 	"fmt"
 	"iter"
 	"net/url"
@@ -126,8 +125,7 @@ func originAllowed(allowed iter.Seq[string], origin []byte) bool {
 				!bytesEqualFold(origin[len(origin)-len(rest):], rest) {
 				continue
 			}
-			labels := origin[len(scheme) : len(origin)-len(rest)]
-			if bytes.IndexByte(labels, ':') < 0 && bytes.IndexByte(labels, '/') < 0 {
+			if hostLabels(origin[len(scheme) : len(origin)-len(rest)]) {
 				return true
 			}
 			continue
@@ -137,6 +135,25 @@ func originAllowed(allowed iter.Seq[string], origin []byte) bool {
 		}
 	}
 	return false
+}
+
+// hostLabels reports whether b is one or more host name labels, as a
+// browser writes them in an Origin: letters, digits, '-' and '_', joined by
+// single dots. Anything else (a '?', an '@', a ':') is no origin a browser
+// sends, so it matches no wildcard.
+func hostLabels(b []byte) bool {
+	if len(b) == 0 || b[0] == '.' || b[len(b)-1] == '.' {
+		return false
+	}
+	for i, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+		case c == '.' && b[i-1] != '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func bytesEqualFold(b []byte, s string) bool {
