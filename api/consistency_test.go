@@ -164,6 +164,10 @@ func TestLastRootKey(t *testing.T) {
 	// A narrower root key does not count: with one, the full one still may not narrow.
 	narrow, _ := n.createKey(second.Key, map[string]any{"name": "narrow root", "type": "admin", "workspace_id": "*", "scopes": []string{"keys:read"}})
 	n.do("PATCH", "/v1/keys/"+second.ID, second.Key, map[string]any{"scopes": []string{"keys:read"}}).wantError(t, http.StatusConflict, "CONFLICT")
+	// Nor revoked, disabled or deleted while only narrower root keys remain.
+	n.do("POST", "/v1/keys/"+second.ID+"/revoke", second.Key, nil).wantError(t, http.StatusConflict, "CONFLICT")
+	n.do("PATCH", "/v1/keys/"+second.ID, second.Key, map[string]any{"active": false}).wantError(t, http.StatusConflict, "CONFLICT")
+	n.do("DELETE", "/v1/keys/"+second.ID, second.Key, nil).wantError(t, http.StatusConflict, "CONFLICT")
 	third, _ := n.createKey(second.Key, map[string]any{"name": "root 3", "type": "admin", "workspace_id": "*", "scopes": keyindex.AdminScopes})
 	n.do("PATCH", "/v1/keys/"+second.ID, third.Key, map[string]any{"scopes": []string{"keys:read", "keys:write"}}).want(t, http.StatusOK)
 	n.do("PATCH", "/v1/keys/"+narrow.ID, third.Key, map[string]any{"expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}).want(t, http.StatusOK)

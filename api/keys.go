@@ -471,18 +471,19 @@ func (s *Server) keepOneRootKey(target *keyindex.Record, verb string) *apiError 
 	if s.fsm.LastActiveRoot(target.ID, time.Now()) {
 		return newError(fasthttp.StatusConflict, codeConflict, "the last active root key cannot be "+verb+"; create another root key first")
 	}
-	return nil
+	return s.keepOneFullRootKey(target)
 }
 
-// keepOneFullRootKey refuses to narrow the scopes of, or set an expiry on,
-// the last root key that holds every admin scope: without one, no key
-// could create another root key or manage the cluster again. Unlike
-// disabling (KeepRoot), Apply does not check it again, so two such changes
-// racing on two root keys can both pass; logs written before this check
-// replay as they applied.
+// keepOneFullRootKey refuses to revoke, disable or delete, narrow the
+// scopes of, or set an expiry on the last root key that holds every admin
+// scope: without one, no key could create another root key or manage the
+// cluster again (a narrower root key cannot grant what it lacks). Unlike
+// the last active root key (KeepRoot), Apply does not check it again, so
+// two such changes racing on two root keys can both pass; logs written
+// before this check replay as they applied.
 func (s *Server) keepOneFullRootKey(target *keyindex.Record) *apiError {
 	if s.fsm.LastFullRoot(target.ID, time.Now()) {
-		return newError(fasthttp.StatusConflict, codeConflict, "the last root key holding every admin scope cannot lose one or get an expiry; create another root key first")
+		return newError(fasthttp.StatusConflict, codeConflict, "the last root key holding every admin scope cannot be revoked, disabled or deleted, lose a scope or get an expiry; create another root key holding them first")
 	}
 	return nil
 }
@@ -532,7 +533,7 @@ func (s *Server) audit(ctx *fasthttp.RequestCtx, caller *keyindex.Record, action
 
 // awaitMinIndex makes an admin read wait (up to 1 s) for min_index.
 func (s *Server) awaitMinIndex(ctx *fasthttp.RequestCtx) *apiError {
-	idx, ok := requestedMinIndex(ctx)
+	idx, ok := requestedMinIndex(ctx.QueryArgs(), &ctx.Request.Header)
 	if !ok {
 		return validationError([]FieldError{{"min_index", "must be a non-negative integer"}})
 	}
