@@ -11,9 +11,13 @@ import (
 	"github.com/keyraft/keyraft/keyindex"
 )
 
-// Version is the encoding version written as the first byte of every command.
+// Version is the newest encoding version, the first byte of a command.
 // Decoders accept every version up to this one, so later releases can replay
-// old logs; a command from a newer release is refused, not misread.
+// old logs; a command from a newer release stops the node (fsm.apply)
+// rather than be misread or skipped. Each command is stamped with the
+// lowest version whose builds apply it exactly as this one does
+// (Command.version), so that during a rolling upgrade the older nodes go on
+// applying every command they can.
 // Version 6 added the node_removed op, version 5 the restored op and
 // KeepRoot, which an older build would refuse or ignore while newer nodes
 // apply them. Version 4 carries records
@@ -190,13 +194,28 @@ type Usage struct {
 // ErrNewerCommand: a command written by a newer build than this one.
 var ErrNewerCommand = errors.New("command from a newer keyraft")
 
-// Encode serializes c with the version byte in front.
+// Encode serializes c with its version byte in front.
 func Encode(c *Command) ([]byte, error) {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return nil, err
 	}
-	return append([]byte{Version}, b...), nil
+	return append([]byte{c.version()}, b...), nil
+}
+
+// version is the lowest command version whose builds apply c exactly as
+// this build does. Whoever adds an op, adds a field to a command, or
+// changes how Apply treats one, raises Version and returns it here for the
+// commands concerned: an older build must stop at them, not apply them
+// otherwise.
+func (c *Command) version() byte {
+	switch {
+	case c.Op == OpNodeRemoved:
+		return 6
+	case c.Op == OpRestored || c.KeepRoot:
+		return 5 // an older build would ignore KeepRoot
+	}
+	return 4 // records with key ids as ULID bytes (Store writes no other)
 }
 
 // Decode parses a command written by Encode of this or an older version.

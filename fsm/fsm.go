@@ -390,14 +390,14 @@ func (f *FSM) Digest() (uint64, string) {
 // (the index is copy-on-write); Persist streams it while Apply goes on.
 //
 // The log applied since the last snapshot starts counting anew here, not in
-// a backup (which truncates no log), and is counted back should Persist
-// fail: raft then keeps the log, and the next snapshot by size
+// a backup (which truncates no log), and is counted back should the
+// snapshot not be persisted: raft then keeps the log, and the next snapshot by size
 // (cluster/logsize.go) must not wait for another threshold's worth.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	// raft calls Snapshot between applies: everything applied so far is in it.
 	s := f.capture()
 	bytes, entries := f.unsnapshotted.take()
-	s.persistFailed = func() { f.unsnapshotted.addBack(bytes, entries) }
+	s.notPersisted = func() { f.unsnapshotted.addBack(bytes, entries) }
 	return s, nil
 }
 

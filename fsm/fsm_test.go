@@ -554,7 +554,58 @@ func TestUnsnapshottedCountsRaftSnapshotsOnly(t *testing.T) {
 	if err := snap.Persist(sink); err == nil || !sink.cancelled {
 		t.Fatalf("persist to a failing sink: %v, cancelled %v", err, sink.cancelled)
 	}
+	snap.Release()
 	if b, e := f.Unsnapshotted(); b != bytes || e != entries {
 		t.Fatalf("after a failed snapshot: %d bytes, %d entries, want %d, %d", b, e, bytes, entries)
+	}
+	// Raft may give a snapshot up before Persist: only Release tells.
+	snap, _ = f.Snapshot()
+	snap.Release()
+	if b, e := f.Unsnapshotted(); b != bytes || e != entries {
+		t.Fatalf("after a snapshot given up: %d bytes, %d entries, want %d, %d", b, e, bytes, entries)
+	}
+	// A persisted one keeps the count at what came after it.
+	snap, _ = f.Snapshot()
+	var out bytesSink
+	if err := snap.Persist(&out); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if b, e := f.Unsnapshotted(); b != 0 || e != 0 {
+		t.Fatalf("after a persisted snapshot: %d bytes, %d entries", b, e)
+	}
+}
+
+// bytesSink is a snapshot sink that keeps what is written.
+type bytesSink struct{ bytes.Buffer }
+
+func (s *bytesSink) Close() error  { return nil }
+func (s *bytesSink) ID() string    { return "bytes" }
+func (s *bytesSink) Cancel() error { return nil }
+
+// TestCommandsCarryTheLowestVersionThatAppliesThem: a command is stamped
+// with the version that introduced what it uses, not this build's, so that
+// older nodes of a rolling upgrade go on applying it.
+func TestCommandsCarryTheLowestVersionThatAppliesThem(t *testing.T) {
+	for _, c := range []struct {
+		cmd  Command
+		want byte
+	}{
+		{Command{Op: OpUsage, Usage: []Usage{{ID: "key_x", Count: 1, LastUsedAt: t0}}}, 4},
+		{Command{Op: OpRevoke, ID: "key_x", Time: t0}, 4},
+		{Command{Op: OpRevoke, ID: "key_x", Time: t0, KeepRoot: true}, 5},
+		{Command{Op: OpRestored}, 5},
+		{Command{Op: OpNodeRemoved, ID: "node-x"}, 6},
+	} {
+		b, err := Encode(&c.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[0] != c.want {
+			t.Errorf("%s (keep_root %v): version %d, want %d", c.cmd.Op, c.cmd.KeepRoot, b[0], c.want)
+		}
+		if c.want > Version {
+			t.Errorf("%s: version %d above Version %d", c.cmd.Op, c.want, Version)
+		}
 	}
 }

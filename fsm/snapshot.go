@@ -53,9 +53,10 @@ type snapshot struct {
 	applied uint64
 	meta    snapshotMeta
 	records *keyindex.Records
-	// persistFailed, for raft's snapshots, counts the log they covered
-	// back as unsnapshotted (FSM.Snapshot).
-	persistFailed func()
+	// notPersisted, for raft's snapshots, counts the log they covered back
+	// as unsnapshotted (FSM.Snapshot); persisted says it is not needed.
+	notPersisted func()
+	persisted    bool
 }
 
 // Persist implements raft.FSMSnapshot.
@@ -63,17 +64,23 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	err := s.write(sink)
 	if err != nil {
 		sink.Cancel()
-	} else {
-		err = sink.Close()
+		return err
 	}
-	if err != nil && s.persistFailed != nil {
-		s.persistFailed()
+	if err := sink.Close(); err != nil {
+		return err
 	}
-	return err
+	s.persisted = true
+	return nil
 }
 
-// Release implements raft.FSMSnapshot.
-func (s *snapshot) Release() {}
+// Release implements raft.FSMSnapshot. Raft calls it after Persist, or
+// instead of it when it gives the snapshot up before (its store refused
+// to create one).
+func (s *snapshot) Release() {
+	if !s.persisted && s.notPersisted != nil {
+		s.notPersisted()
+	}
+}
 
 func (s *snapshot) write(w io.Writer) error {
 	crc := crc32.New(castagnoli)
