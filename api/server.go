@@ -156,7 +156,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, aerr)
 		return
 	}
-	if string(path) == "/v1/verify" || bytes.HasPrefix(path, verifySubpaths) {
+	if string(path) == verifyPath || bytes.HasPrefix(path, verifySubpaths) {
 		// Any method: a forward-auth proxy asks with the method of the
 		// request it guards (nginx auth_request, Envoy ext_authz), and
 		// Envoy's path_prefix puts that request's path after ours.
@@ -187,9 +187,10 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 
 // verifySubpaths: /v1/verify/… is verify too (Envoy ext_authz's
 // path_prefix appends the guarded request's path).
-var verifySubpaths = []byte("/v1/verify/")
+var verifySubpaths = []byte(verifyPath + "/")
 
 const (
+	verifyPath   = "/v1/verify"
 	importPath   = "/v1/keys/import"
 	restorePath  = "/v1/cluster/restore"
 	snapshotPath = "/v1/cluster/snapshot"

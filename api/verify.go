@@ -34,6 +34,9 @@ var (
 
 const maxMinIndexWait = time.Second
 
+// noArgs is an empty query, never written to.
+var noArgs fasthttp.Args
+
 // handleVerify serves both forms of spec §3: POST with a JSON body, and
 // the forward-auth form, with the key in X-API-Key or Authorization:
 // Bearer. A proxy asks with the guarded request's method and without its
@@ -41,7 +44,13 @@ const maxMinIndexWait = time.Second
 // every request without a body, whatever its method, is of that form.
 func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 	var req keyindex.VerifyRequest
-	if tokenInQuery(ctx.QueryArgs()) {
+	args := ctx.QueryArgs()
+	if string(ctx.Path()) != verifyPath {
+		// Under /v1/verify/… the query is the guarded request's (Envoy's
+		// path_prefix keeps it): not ours to read, nor to refuse.
+		args = &noArgs
+	}
+	if tokenInQuery(args) {
 		// A key in a URL ends up in proxy and browser logs; refuse it, in
 		// either form, before it is used.
 		s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "send the key in the X-API-Key or Authorization header (or the POST body), never in the query string")
@@ -58,13 +67,12 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 			req.Origin = ctx.Request.Header.Peek(fasthttp.HeaderOrigin)
 		}
 	} else {
-		args := ctx.QueryArgs()
 		req.Token = headerToken(&ctx.Request.Header)
 		req.Scope = args.Peek("scope")
 		req.Resource = args.Peek("resource")
 		req.Origin = ctx.Request.Header.Peek(fasthttp.HeaderOrigin)
 	}
-	if minIndex, ok := requestedMinIndex(ctx); !ok {
+	if minIndex, ok := requestedMinIndex(args, &ctx.Request.Header); !ok {
 		s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "min_index must be a non-negative integer")
 		return
 	} else if minIndex > 0 && !s.node.WaitApplied(minIndex, maxMinIndexWait) {
@@ -154,10 +162,10 @@ func headerToken(h *fasthttp.RequestHeader) []byte {
 }
 
 // requestedMinIndex reads min_index (query) or Keyraft-Min-Index (header).
-func requestedMinIndex(ctx *fasthttp.RequestCtx) (uint64, bool) {
-	raw := ctx.QueryArgs().Peek("min_index")
+func requestedMinIndex(args *fasthttp.Args, h *fasthttp.RequestHeader) (uint64, bool) {
+	raw := args.Peek("min_index")
 	if len(raw) == 0 {
-		raw = ctx.Request.Header.Peek("Keyraft-Min-Index")
+		raw = h.Peek("Keyraft-Min-Index")
 	}
 	if len(raw) == 0 {
 		return 0, true
