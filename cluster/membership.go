@@ -108,7 +108,11 @@ func (n *Node) reconcile(rc *reconciler) {
 				n.tell(c.id, msgLeaveDone)
 			}
 		case tellRemoved:
-			n.tell(c.id, msgRemoved)
+			// Only once it is out of the configuration (the removal above
+			// may have failed): the node then leaves elections for good.
+			if !n.inConfig(c.id) {
+				n.tell(c.id, msgRemoved)
+			}
 		case tellLeaveDone:
 			n.tell(c.id, msgLeaveDone)
 		}
@@ -189,12 +193,11 @@ func (n *Node) RemoveNode(id string, audit *fsm.AuditEntry) error {
 	}
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
 		// The removal is decided: reconciliation, here or on the next
-		// leader, takes the server out of the configuration.
+		// leader, takes the server out of the configuration, and tells it.
 		n.log.Warn("the removal is committed, but taking the node out of the raft configuration failed; reconciliation retries", "id", id, "error", err)
-	}
-	if n.gossip != nil {
-		// Tell it, so it leaves the ring and stops serving. Reconciliation
-		// tells it again for as long as it gossips without saying it knows.
+	} else if n.gossip != nil {
+		// Tell it, so it stops serving and leaves elections and the ring.
+		// Reconciliation tells it again for as long as it gossips.
 		n.tell(id, msgRemoved)
 	}
 	n.log.Info("removed a node on operator request", "id", id)
@@ -251,7 +254,7 @@ func (n *Node) handleInbox() {
 			case msgLeaving:
 				n.gossip.markLeaving(string(msg[1:]))
 			case msgRemoved:
-				n.stopAsRemoved()
+				n.stopAsRemoved(true)
 			case msgLeaveDone:
 				if n.leaving.Load() {
 					n.leaveDone.Store(true)
@@ -262,42 +265,51 @@ func (n *Node) handleInbox() {
 }
 
 // stopAsRemoved makes this node, which an operator removed, stop serving
-// (verify answers STALE, admin requests 503), stay out of elections (a node
+// (verify answers STALE, admin requests 503) and say so in its gossip
+// metadata, so that no leader adds it back. It runs when the leader says so
+// (msgRemoved, sent once the node is out of the Raft configuration), or
+// when this node applies its own removal, also after a restart.
+//
+// Once the node is out of the configuration too (outOfConfig, or its own
+// configuration shows it), it also stays out of elections for good (a node
 // removed while down never receives its removal, and would campaign for
-// good) and leave the gossip ring. It
-// runs when the leader says so, or when this node applies its own removal,
-// also after a restart.
-func (n *Node) stopAsRemoved() {
-	if n.removed.Swap(true) {
+// good) and leaves the gossip ring. Not before: between the removal's
+// commit and the configuration change's, a quorum may still need its vote,
+// and the leader may still need to reach it over gossip.
+func (n *Node) stopAsRemoved(outOfConfig bool) {
+	if !n.removed.Swap(true) {
+		n.log.Warn("this node was removed from the cluster; it serves no requests, and leaves the gossip ring and elections once out of the raft configuration")
+		if n.gossip != nil {
+			n.gossip.announce()
+		}
+	}
+	if !outOfConfig && n.stillInConfig() {
 		return
 	}
-	n.log.Warn("this node was removed from the cluster; it serves no requests, takes no part in elections and leaves the gossip ring")
-	if n.gossip == nil {
-		n.transport.retire()
-		return
-	}
-	go func() {
-		// A removed leader hands over first: it answers no request, and its
-		// own removal from the configuration may wait for the quorum (whose
-		// election may need this node's vote until then).
-		n.handOver()
-		n.transport.retire()
-		// Say so in the metadata first: a leader whose gossip has not seen
-		// the leave yet must not add it back.
-		n.gossip.announce()
-		n.gossip.leave(2 * time.Second)
-	}()
+	n.retireOnce.Do(func() {
+		n.log.Warn("this node is out of the raft configuration: it takes no part in elections and leaves the gossip ring")
+		if n.gossip == nil {
+			n.transport.retire()
+			return
+		}
+		go func() {
+			// A removed leader hands over first: it answers no request.
+			n.handOver()
+			n.transport.retire()
+			n.gossip.leave(2 * time.Second)
+		}()
+	})
 }
 
 // watchOwnRemoval stops the node once its state says an operator removed
-// it: a node that was down or cut off when it was removed, or that
-// restarts after it, never heard the leader say so.
+// it (a node that was down or cut off when it was removed, or that
+// restarts after it, never heard the leader say so), and retires it once
+// its configuration no longer holds it.
 func (n *Node) watchOwnRemoval() {
 	n.every(time.Second, func() bool {
 		if n.fsm.NodeRemoved(n.id) {
-			n.stopAsRemoved()
-			return false
+			n.stopAsRemoved(false)
 		}
-		return true
+		return !n.transport.isRetired()
 	})
 }

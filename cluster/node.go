@@ -124,8 +124,11 @@ type Node struct {
 	// reports index 0 for it). Interleaved, a pass could add back a node
 	// just removed, or two removals each leave the quorum short.
 	membershipMu sync.Mutex
-	// removed is set when the leader tells this node it was removed.
-	removed atomic.Bool
+	// removed is set when the leader tells this node it was removed, or it
+	// applies its removal; retireOnce runs its exit from elections and
+	// gossip once it is out of the configuration too (stopAsRemoved).
+	removed    atomic.Bool
+	retireOnce sync.Once
 	// leaving is set while Leave waits for this node's removal, leaveDone
 	// once the leader said it is out (msgLeaveDone).
 	leaving, leaveDone atomic.Bool
@@ -475,11 +478,15 @@ func (n *Node) Leave(timeout time.Duration) error {
 	return nil
 }
 
-// stillInConfig reports whether this node is in the Raft configuration it
-// knows; true when it cannot tell.
-func (n *Node) stillInConfig() bool {
+// stillInConfig reports whether this node is in its latest Raft
+// configuration (or cannot tell).
+func (n *Node) stillInConfig() bool { return n.inConfig(n.id) }
+
+// inConfig reports whether server id is in this node's latest Raft
+// configuration (or this node cannot tell).
+func (n *Node) inConfig(id string) bool {
 	f := n.raft.GetConfiguration()
-	return f.Error() != nil || slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == n.id })
+	return f.Error() != nil || slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id })
 }
 
 func (n *Node) otherVoters() int {

@@ -33,7 +33,7 @@ const (
 	promoteVoter
 	removeServer
 	// tellRemoved resends an operator's removal to a node that still
-	// gossips without saying it knows.
+	// gossips (sent once it is out of the configuration).
 	tellRemoved
 	// tellLeaveDone tells a node that asked to leave, and is out of the
 	// configuration, that it may go (again, should a message be lost).
@@ -136,9 +136,9 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 				if inConfig {
 					remove(m.ID, "removed by an operator", true)
 				}
-				if !m.Removed {
-					out = append(out, membershipChange{kind: tellRemoved, id: m.ID})
-				}
+				// Also when it says it knows: it leaves elections and the
+				// ring only once told it is out of the configuration.
+				out = append(out, membershipChange{kind: tellRemoved, id: m.ID})
 			case m.Leaving:
 				// It leaves the ring once told it is out of the
 				// configuration; a removal that would cost the quorum is

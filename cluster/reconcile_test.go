@@ -162,16 +162,19 @@ func TestPlanRemovedByAnotherLeader(t *testing.T) {
 	rc := newReconciler()
 	removed := gossiping("v", GossipAlive, t0.Add(-time.Minute))
 	removed.Removed = true
-	expectPlan(t, "not in the configuration", rc.plan(planView(t0, config(voter("a"), voter("b")), removed)))
-	expectPlan(t, "added back from a stale view", rc.plan(planView(t0, config(voter("a"), voter("b"), nonvoter("v")), gossiping("b", GossipAlive, t0), removed)), "remove v")
+	// Still gossiping: told (once out of the configuration: Node.reconcile)
+	// that it may leave elections and the ring.
+	expectPlan(t, "not in the configuration", rc.plan(planView(t0, config(voter("a"), voter("b")), removed)), "tell-removed v")
+	expectPlan(t, "added back from a stale view", rc.plan(planView(t0, config(voter("a"), voter("b"), nonvoter("v")), gossiping("b", GossipAlive, t0), removed)), "remove v", "tell-removed v")
 
 }
 
 // TestPlanKeepsOperatorRemovalsOut: a removal committed to the state
 // (fsm.OpNodeRemoved) holds on every leader: a removed server still in the
 // configuration goes whatever gossip says of it (within quorum), a removed
-// node is never added back, and one that gossips without saying it knows
-// is told again.
+// node is never added back, and one that still gossips is told again,
+// whether it says it knows or not: it leaves elections and the ring only
+// once told it is out of the configuration.
 func TestPlanKeepsOperatorRemovalsOut(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	removedIDs := func(ids ...string) func(string) bool {
@@ -187,7 +190,7 @@ func TestPlanKeepsOperatorRemovalsOut(t *testing.T) {
 	aware := unaware
 	aware.Removed = true
 	expectPlan(t, "alive and unaware, not in the configuration", newReconciler().plan(view(config(voter("a"), voter("b")), []string{"v"}, b, unaware)), "tell-removed v")
-	expectPlan(t, "alive and aware", newReconciler().plan(view(config(voter("a"), voter("b")), []string{"v"}, b, aware)))
+	expectPlan(t, "alive and aware", newReconciler().plan(view(config(voter("a"), voter("b")), []string{"v"}, b, aware)), "tell-removed v")
 	expectPlan(t, "still in the configuration, alive", newReconciler().plan(view(config(voter("a"), voter("b"), voter("v")), []string{"v"}, b, unaware)),
 		"remove v", "tell-removed v")
 	expectPlan(t, "still in the configuration, dead or unknown", newReconciler().plan(view(config(voter("a"), voter("b"), voter("c"), voter("v"), voter("w")),

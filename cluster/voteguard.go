@@ -139,6 +139,8 @@ func (g *voteGuard) refusal() error {
 // retire keeps the node out of elections for good: resume does not undo it.
 func (g *voteGuard) retire() { g.retired.Store(true) }
 
+func (g *voteGuard) isRetired() bool { return g.retired.Load() }
+
 // resume lets the node vote; it reports whether it was withholding.
 func (g *voteGuard) resume() bool { return g.withholding.Swap(false) }
 

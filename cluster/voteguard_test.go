@@ -210,8 +210,9 @@ func TestNodeWithoutStateWithholdsVotes(t *testing.T) {
 	id := marked.ID()
 	marked.Shutdown()
 	// Lost-quorum recovery accepts what the node may have forgotten, and
-	// the new configuration may need its vote: it votes, and here, alone
-	// in it, it leads.
+	// the new configuration may need its vote: it no longer withholds it.
+	// (Alone in the configuration it would lead either way: a lone voter
+	// votes for itself without the transport.)
 	peers := filepath.Join(t.TempDir(), "peers.json")
 	os.WriteFile(peers, []byte(`[{"id":"`+id+`","address":"`+cfg.RaftAddr+`"}]`), 0o600)
 	if err := Recover(cfg.DataDir, peers, nil); err != nil {
@@ -221,5 +222,22 @@ func TestNodeWithoutStateWithholdsVotes(t *testing.T) {
 	defer recovered.Shutdown()
 	if recovered.Status().VotesWithheld {
 		t.Fatal("a recovered node still withholds its vote")
+	}
+}
+
+// TestRemovedNodeVotesUntilOutOfTheConfiguration: a node that applied its
+// own removal stops serving at once, but leaves elections only once it is
+// out of the Raft configuration (its own, or the leader says so): until
+// the configuration change commits, a quorum may need its vote.
+func TestRemovedNodeVotesUntilOutOfTheConfiguration(t *testing.T) {
+	n := openLeader(t, singleNodeConfig(t))
+	defer n.Shutdown()
+	n.stopAsRemoved(false) // its own configuration still holds it
+	if !n.Removed() || n.transport.isRetired() {
+		t.Fatalf("removed %v, retired %v: want removed and still voting", n.Removed(), n.transport.isRetired())
+	}
+	n.stopAsRemoved(true) // the leader says it is out
+	if !n.transport.isRetired() {
+		t.Fatal("told it is out of the configuration, the node still takes part in elections")
 	}
 }
