@@ -10,14 +10,28 @@
 # KEYRAFT_BIN (a prebuilt binary; default: go build into the cluster dir),
 # KEYRAFT_GOSSIP_KEY (optional base64 gossip key). Extra `up` arguments go to every node.
 set -euo pipefail
+umask 077 # the nodes' output holds the root key
 
 dir=${KEYRAFT_CLUSTER_DIR:-./.keyraft-cluster}
+case $dir in /*) ;; *) dir=$PWD/$dir ;; esac # the build runs elsewhere
 base=${KEYRAFT_PORT_BASE:-18000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
-node_count() { ls -d "$dir"/node* 2>/dev/null | wc -l; }
+node_count() { ls "$dir"/node*.pid 2>/dev/null | wc -l; }
+
+# root_key waits (up to 30 s) for a node to print the root key: a node is
+# ready once the cluster is initialized, a moment before it prints it.
+root_key() {
+  local i key
+  for ((i = 0; i < 300; i++)); do
+    key=$(cat "$dir"/node*.out 2>/dev/null | grep -o 'rk_live_[0-9A-Za-z]*' | head -1 || true)
+    if [ -n "$key" ]; then echo "$key"; return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
 
 wait_ready() { # port, seconds
   local i
@@ -50,7 +64,8 @@ up() {
       --http-addr "127.0.0.1:$((base + i))" --raft-addr "127.0.0.1:$((base + 100 + i))"
       --gossip-addr "127.0.0.1:$((base + 200 + i))" --gossip-profile local)
     [ "$n" -gt 1 ] && args+=(--bootstrap-expect "$n" --join "$join")
-    [ -n "${KEYRAFT_GOSSIP_KEY:-}" ] && args+=(--gossip-key "$KEYRAFT_GOSSIP_KEY")
+    # KEYRAFT_GOSSIP_KEY, when set, reaches every node through the
+    # environment: on the command line ps would show it.
     mkdir -p "$dir/node$i"
     "$bin" "${args[@]}" "$@" >"$dir/node$i.out" 2>"$dir/node$i.log" &
     echo $! >"$dir/node$i.pid"
@@ -59,14 +74,12 @@ up() {
     if ! wait_ready $((base + i)) 30; then
       kill -0 "$(cat "$dir/node$i.pid")" 2>/dev/null || echo "cluster.sh: node$i exited" >&2
       tail -20 "$dir/node$i.log" >&2
-      die "node$i is not ready; see $dir/node$i.log"
+      die "node$i is not ready; see $dir/node$i.log (the others are still running: 'cluster.sh down' stops them)"
     fi
   done
   local key
-  key=$(grep -ho 'rk_live_[0-9A-Za-z]*' "$dir"/node*.out | head -1)
-  [ -n "$key" ] || die "no root key printed; see $dir/node*.out"
+  key=$(root_key) || die "no root key printed; see $dir/node*.out (the nodes are still running: 'cluster.sh down' stops them)"
   echo "$key" >"$dir/root.key"
-  chmod 600 "$dir/root.key"
   echo "root key: $key"
   for ((i = 1; i <= n; i++)); do
     echo "node$i  http=127.0.0.1:$((base + i))  raft=127.0.0.1:$((base + 100 + i))  gossip=127.0.0.1:$((base + 200 + i))  pid=$(cat "$dir/node$i.pid")"

@@ -566,13 +566,20 @@ func TestClusterTerminateHandsOverAndStays(t *testing.T) {
 }
 
 func TestClusterScript(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "cluster")
+	// The cluster dir is given relative to the directory the script is
+	// run from, which is not the repository's.
+	work := t.TempDir()
+	dir := filepath.Join(work, "cluster")
+	script, err := filepath.Abs("../../scripts/cluster.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Below the ephemeral port range (32768+), where other tests' sockets live.
 	base := 10000 + int(time.Now().UnixNano()%2000)*10
-	env := append(os.Environ(), "KEYRAFT_CLUSTER_DIR="+dir, "KEYRAFT_BIN="+binary, fmt.Sprintf("KEYRAFT_PORT_BASE=%d", base))
+	env := append(os.Environ(), "KEYRAFT_CLUSTER_DIR=cluster", "KEYRAFT_BIN="+binary, fmt.Sprintf("KEYRAFT_PORT_BASE=%d", base))
 	run := func(args ...string) string {
-		cmd := exec.Command("bash", append([]string{"../../scripts/cluster.sh"}, args...)...)
-		cmd.Env = env
+		cmd := exec.Command("bash", append([]string{script}, args...)...)
+		cmd.Dir, cmd.Env = work, env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("cluster.sh %v: %v\n%s", args, err, out)
@@ -586,8 +593,19 @@ func TestClusterScript(t *testing.T) {
 		t.Fatalf("up printed no root key or not every node:\n%s", out)
 	}
 	status := run("status")
-	if strings.Count(status, "running") != 3 || strings.Count(status, "voter") < 3 || !strings.Contains(status, "leader") {
+	if strings.Count(status, "running") != 3 || strings.Count(status, " pid=") != 3 || strings.Count(status, "voter") < 3 || !strings.Contains(status, "leader") {
 		t.Fatalf("status:\n%s", status)
+	}
+	// The root key is in the nodes' output and in root.key: neither is
+	// readable by other users.
+	for _, f := range []string{"node1.out", "root.key"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("%s has mode %v", f, fi.Mode())
+		}
 	}
 	if !strings.Contains(run("down"), "stopped") {
 		t.Fatal("down did not stop the cluster")

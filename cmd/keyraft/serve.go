@@ -151,7 +151,11 @@ func runServe(args []string) int {
 }
 
 func serve(cfg *serveConfig) error {
-	log := hclog.New(&hclog.LoggerOptions{Name: "keyraft", Level: hclog.LevelFromString(cfg.logLevel), Output: os.Stderr})
+	level := hclog.LevelFromString(cfg.logLevel)
+	if level == hclog.NoLevel {
+		return fmt.Errorf("--log-level: %q is not one of trace, debug, info, warn or error", cfg.logLevel)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "keyraft", Level: level, Output: os.Stderr})
 	var rootToken string
 	if cfg.rootKeyFile != "" {
 		b, err := os.ReadFile(cfg.rootKeyFile)
@@ -224,6 +228,7 @@ func serve(cfg *serveConfig) error {
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	var servedErr error
 	select {
 	case sig := <-sigs:
 		log.Info("shutting down", "signal", sig.String())
@@ -235,7 +240,10 @@ func serve(cfg *serveConfig) error {
 	case <-left:
 		log.Info("left the cluster; shutting down")
 	case err := <-served:
+		// Not a requested stop: once the node is closed, exit with an error
+		// so that a supervisor restarts it.
 		log.Error("HTTP server stopped", "error", err)
+		servedErr = fmt.Errorf("the HTTP server stopped: %w", err)
 	}
 	// Stop taking requests and finish those in flight (their writes are
 	// acknowledged only once committed), then hand over leadership and
@@ -259,5 +267,5 @@ func serve(cfg *serveConfig) error {
 		return fmt.Errorf("closing the node: %w", err)
 	}
 	log.Info("stopped")
-	return nil
+	return servedErr
 }
