@@ -175,6 +175,8 @@ func TestWorkspaceIsolation(t *testing.T) {
 	if got := n.listAll(adm, "workspace_id=ws2"); len(got) != 0 {
 		t.Errorf("ws1 admin lists ws2: %+v", got)
 	}
+	// Its query is checked as any other: a bad one is a 422, not an empty page.
+	n.do("GET", "/v1/keys?workspace_id=ws2&limit=0", adm, nil).wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED")
 	if got := n.listAll(adm, "workspace_id=ws1&type=secret"); len(got) != 1 || got[0].ID != k1.ID {
 		t.Errorf("ws1 admin lists secret keys of ws1: %+v", got)
 	}

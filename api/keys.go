@@ -269,17 +269,18 @@ func (s *Server) handleList(ctx *fasthttp.RequestCtx) {
 		}
 		q.Limit = n
 	}
+	if len(c.bad) > 0 {
+		writeError(ctx, validationError(c.details()))
+		return
+	}
 	if !caller.IsRoot() {
 		if q.WorkspaceID != "" && q.WorkspaceID != caller.WorkspaceID {
-			// Another workspace's keys are invisible: an empty page.
+			// Another workspace's keys are invisible: an empty page (a
+			// request that is valid, like any other workspace's listing).
 			writeData(ctx, fasthttp.StatusOK, []*keyindex.Record{}, newMeta(ctx))
 			return
 		}
 		q.WorkspaceID = caller.WorkspaceID
-	}
-	if len(c.bad) > 0 {
-		writeError(ctx, validationError(c.details()))
-		return
 	}
 	page, next, err := s.index.List(q)
 	if err != nil {
