@@ -97,14 +97,31 @@ func gossipStateOf(st *Status, id string) string {
 
 // keyFate summarises what the history says must hold for one key.
 type keyFate struct {
-	id            string
-	created       bool
-	tokens        []string // create token, then tokens of acknowledged rotates
+	id      string
+	created bool
+	// tokens: the create's token, then those of acknowledged rotates, each
+	// with the operation that made it.
+	tokens        []string
+	tokenOps      []Op
+	rotates       []Op // acknowledged rotates
 	unknownRotate bool
 	ackedDelete   bool
 	ackedRevoke   bool
-	maybeGone     bool // an unknown revoke or delete
+	maybeDeleted  bool // a delete of unknown outcome
+	maybeRevoked  bool // a revoke of unknown outcome
 	ackName       string
+}
+
+// superseded reports whether token i was replaced for certain: an
+// acknowledged rotate began after the operation that made it had returned.
+// (Rotates send no grace period, so a replaced token stops at once.)
+func (f *keyFate) superseded(i int) bool {
+	for _, r := range f.rotates {
+		if r.Invoke > f.tokenOps[i].Return {
+			return true
+		}
+	}
+	return false
 }
 
 func fates(ops []Op) []*keyFate {
@@ -128,16 +145,21 @@ func fates(ops []Op) []*keyFate {
 		case op.Kind == OpCreate && op.Result == ResOK:
 			f.created = true
 			f.tokens = append([]string{op.Token}, f.tokens...)
+			f.tokenOps = append([]Op{op}, f.tokenOps...)
 		case op.Kind == OpRotate && op.Result == ResOK:
 			f.tokens = append(f.tokens, op.Token)
+			f.tokenOps = append(f.tokenOps, op)
+			f.rotates = append(f.rotates, op)
 		case op.Kind == OpRotate && op.Result == ResUnknown:
 			f.unknownRotate = true
 		case op.Kind == OpDelete && op.Result == ResOK:
 			f.ackedDelete = true
 		case op.Kind == OpRevoke && op.Result == ResOK:
 			f.ackedRevoke = true
-		case (op.Kind == OpDelete || op.Kind == OpRevoke) && op.Result == ResUnknown:
-			f.maybeGone = true
+		case op.Kind == OpDelete && op.Result == ResUnknown:
+			f.maybeDeleted = true
+		case op.Kind == OpRevoke && op.Result == ResUnknown:
+			f.maybeRevoked = true
 		}
 	}
 	out := make([]*keyFate, 0, len(order))
@@ -170,13 +192,15 @@ func CheckDurable(c *Cluster, ops []Op) (int, []string) {
 			}
 			json.Unmarshal(b, &env)
 			var verified []string
-			for _, t := range f.tokens {
+			var verifiedAt []int // indexes in f.tokens
+			for i, t := range f.tokens {
 				vc, err := Verify(hc, n, t)
 				if err != nil {
 					anomalies = append(anomalies, fmt.Sprintf("durable: %s on %s: verify failed: %v", f.id, n.Name, err))
 				}
 				if vc == 200 {
 					verified = append(verified, t[:min(len(t), 16)]+"…")
+					verifiedAt = append(verifiedAt, i)
 				}
 			}
 			switch {
@@ -191,25 +215,44 @@ func CheckDurable(c *Cluster, ops []Op) (int, []string) {
 				if code == 200 && env.Data.RevokedAt == nil {
 					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged revoked but not revoked on %s", f.id, n.Name))
 				}
-				if code != 200 && !f.maybeGone {
+				if code != 200 && !f.maybeDeleted {
 					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged revoked, never deleted, but GET on %s answers %d", f.id, n.Name, code))
 				}
 				if len(verified) > 0 {
 					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged revoked but tokens %v verify on %s", f.id, verified, n.Name))
 				}
-			case f.maybeGone:
+			case f.maybeDeleted:
 				// Unknown outcome: either state is fine; convergence checks agreement.
+			case f.maybeRevoked:
+				// Revoked or not, a revoke never removes the record.
+				if code != 200 {
+					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged created, never deleted, but GET on %s answers %d", f.id, n.Name, code))
+				}
 			default:
 				if code != 200 || env.Data.RevokedAt != nil {
 					anomalies = append(anomalies, fmt.Sprintf("durable: %s acknowledged created, never revoked or deleted, but GET on %s answers %d revoked=%v", f.id, n.Name, code, env.Data.RevokedAt != nil))
 				}
-				if !f.unknownRotate && len(verified) == 0 {
-					anomalies = append(anomalies, fmt.Sprintf("durable: %s: none of its %d acknowledged tokens verifies on %s", f.id, len(f.tokens), n.Name))
-				}
+				anomalies = append(anomalies, checkTokens(f, n.Name, verified, verifiedAt)...)
 			}
 		}
 	}
 	return checked, anomalies
+}
+
+// checkTokens checks which of a live key's known tokens verify on a node:
+// one at most (rotates keep no grace period), exactly one unless a rotate
+// of unknown outcome may have put its own in force, and never one an
+// acknowledged rotate replaced for certain (that rotate would be lost).
+func checkTokens(f *keyFate, node string, verified []string, at []int) []string {
+	switch {
+	case len(verified) > 1:
+		return []string{fmt.Sprintf("durable: %s: %d of its tokens verify on %s: %v", f.id, len(verified), node, verified)}
+	case len(verified) == 0 && !f.unknownRotate:
+		return []string{fmt.Sprintf("durable: %s: none of its %d acknowledged tokens verifies on %s", f.id, len(f.tokens), node)}
+	case len(verified) == 1 && f.superseded(at[0]):
+		return []string{fmt.Sprintf("durable: %s: token %s verifies on %s, though an acknowledged rotate began after it was made: that rotate is lost", f.id, verified[0], node)}
+	}
+	return nil
 }
 
 // CheckRevocationBound: no verify invoked later than bound after a revoke

@@ -162,33 +162,49 @@ func (c *Cluster) Start(n *Node) error {
 	return nil
 }
 
-// Signal sends sig to the node's process.
-func (n *Node) Signal(sig syscall.Signal) {
+// Signal sends sig to the node's process; an error when there is none
+// running to receive it.
+func (n *Node) Signal(sig syscall.Signal) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cmd == nil || n.cmd.Process == nil {
-		return
+		return fmt.Errorf("%s has no process", n.Name)
 	}
-	n.cmd.Process.Signal(sig)
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
 	switch sig {
 	case syscall.SIGSTOP:
 		n.stopped = true
 	case syscall.SIGCONT:
 		n.stopped = false
 	}
+	return nil
 }
 
-// Kill SIGKILLs the process and waits for it to exit.
-func (n *Node) Kill() {
+// Kill SIGKILLs the process and waits for it to exit; an error when it was
+// not running.
+func (n *Node) Kill() error {
 	n.mu.Lock()
 	cmd, done := n.cmd, n.done
 	n.mu.Unlock()
-	if cmd == nil {
-		return
+	if cmd == nil || !n.Running() {
+		return fmt.Errorf("%s is not running", n.Name)
 	}
 	cmd.Process.Signal(syscall.SIGCONT)
-	cmd.Process.Kill()
+	if err := cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
 	<-done
+	return nil
+}
+
+// usable: running and not stopped.
+func (n *Node) usable() bool {
+	n.mu.Lock()
+	stopped := n.stopped
+	n.mu.Unlock()
+	return !stopped && n.Running()
 }
 
 // KillAll kills every process of the run.
@@ -272,13 +288,12 @@ func (c *Cluster) Status(n *Node) (*Status, error) {
 	return &env.Data, nil
 }
 
-// Leader asks running, unstopped members who leads; nil when none answers.
+// Leader asks running, unstopped members who leads; nil when none names a
+// member that is itself running and unstopped (followers go on naming a
+// leader just killed or stopped until their election timeout).
 func (c *Cluster) Leader() *Node {
 	for _, n := range c.Members() {
-		n.mu.Lock()
-		stopped := n.stopped
-		n.mu.Unlock()
-		if stopped || !n.Running() {
+		if !n.usable() {
 			continue
 		}
 		st, err := c.Status(n)
@@ -286,7 +301,7 @@ func (c *Cluster) Leader() *Node {
 			continue
 		}
 		for _, m := range c.Members() {
-			if m.ID() == st.LeaderID {
+			if m.ID() == st.LeaderID && m.usable() {
 				return m
 			}
 		}

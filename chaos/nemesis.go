@@ -41,7 +41,9 @@ var faults = []fault{
 		if v == nil {
 			return "", nil, fmt.Errorf("no running node")
 		}
-		v.Kill()
+		if err := v.Kill(); err != nil {
+			return "", nil, err
+		}
 		return v.Name, func() { n.restart(v) }, nil
 	}},
 	{name: "kill-leader", run: func(n *Nemesis) (string, func(), error) {
@@ -49,7 +51,9 @@ var faults = []fault{
 		if l == nil {
 			return "", nil, fmt.Errorf("no leader")
 		}
-		l.Kill()
+		if err := l.Kill(); err != nil {
+			return "", nil, err
+		}
 		return l.Name, func() { n.restart(l) }, nil
 	}},
 	{name: "stop-leader", run: func(n *Nemesis) (string, func(), error) {
@@ -57,7 +61,9 @@ var faults = []fault{
 		if l == nil {
 			return "", nil, fmt.Errorf("no leader")
 		}
-		l.Signal(syscall.SIGSTOP)
+		if err := l.Signal(syscall.SIGSTOP); err != nil {
+			return "", nil, err
+		}
 		return l.Name, func() { l.Signal(syscall.SIGCONT) }, nil
 	}},
 	{name: "partition-leader", run: func(n *Nemesis) (string, func(), error) {

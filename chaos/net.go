@@ -81,7 +81,7 @@ func (n *Net) Teardown() {
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 0 && strings.HasPrefix(f[0], n.Prefix+"-n") {
+		if len(f) > 0 && (strings.HasPrefix(f[0], n.Prefix+"-n") || f[0] == n.probeNS()) {
 			run("ip", "netns", "del", f[0])
 		}
 	}
@@ -97,11 +97,17 @@ func (n *Net) Teardown() {
 			}
 		}
 	}
+	// The FORWARD rule goes whether or not the bridge is still there (a
+	// killed run's trap may have deleted the bridge only): every copy of it.
+	for run("iptables", "-D", "FORWARD", "-i", n.bridge(), "-o", n.bridge(), "-j", "ACCEPT") == nil {
+	}
 	if run("ip", "link", "show", n.bridge()) == nil {
-		run("iptables", "-D", "FORWARD", "-i", n.bridge(), "-o", n.bridge(), "-j", "ACCEPT")
 		run("ip", "link", "del", n.bridge())
 	}
 }
+
+// probeNS is the namespace NetemAvailable tries netem in.
+func (n *Net) probeNS() string { return n.Prefix + "-probe" }
 
 func (n *Net) ipt(slot int, args ...string) error {
 	return run(append([]string{"ip", "netns", "exec", n.NS(slot), "iptables", "-w"}, args...)...)
@@ -151,7 +157,8 @@ func (n *Net) Throttle(slot int, rate, latency string) error {
 
 // NetemAvailable says whether tc netem works here.
 func (n *Net) NetemAvailable() bool {
-	ns := n.Prefix + "-probe"
+	ns := n.probeNS()
+	run("ip", "netns", "del", ns) // a killed run's
 	if run("ip", "netns", "add", ns) != nil {
 		return false
 	}

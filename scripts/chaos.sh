@@ -19,8 +19,9 @@ done
 bin=$(mktemp -d /tmp/keyraft-chaos-bin.XXXXXX)
 cleanup() {
   # The harness cleans up after itself; this catches a harness killed hard.
-  for ns in $(ip netns list 2>/dev/null | awk '/^krc-n[0-9]+/ {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
+  for ns in $(ip netns list 2>/dev/null | awk '/^krc-(n[0-9]+|probe)/ {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
   for l in $(ip -o link show 2>/dev/null | awk -F": " '{print $2}' | cut -d@ -f1 | grep "^krcv[0-9]"); do ip link del "$l" 2>/dev/null || true; done
+  while iptables -D FORWARD -i krcbr0 -o krcbr0 -j ACCEPT 2>/dev/null; do :; done
   ip link del krcbr0 2>/dev/null || true
   rm -rf "$bin"
 }
