@@ -56,7 +56,7 @@ func (s *Server) handleClusterStatus(ctx *fasthttp.RequestCtx) {
 	wg.Wait()
 	writeData(ctx, fasthttp.StatusOK, map[string]any{
 		"leader_id": st.LeaderID, "leader_raft_addr": st.LeaderAddr, "term": st.Term,
-		"commit_index": st.CommitIndex, "nodes": views,
+		"commit_index": st.CommitIndex, "votes_withheld": st.VotesWithheld, "nodes": views,
 	}, newMeta(ctx))
 }
 

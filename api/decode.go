@@ -147,9 +147,10 @@ func (c *checker) add(field, issue string) {
 	}
 }
 
-// details are the errors to answer with: the first maxFieldErrors, then
-// one that counts the rest.
+// details are the errors to answer with, sorted by field: the first
+// maxFieldErrors found, then one that counts the rest.
 func (c *checker) details() []FieldError {
+	sort.SliceStable(c.bad, func(i, j int) bool { return c.bad[i].Field < c.bad[j].Field })
 	if c.dropped == 0 {
 		return c.bad
 	}

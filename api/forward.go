@@ -96,10 +96,6 @@ func consistentRead(ctx *fasthttp.RequestCtx) bool {
 // leaderGate runs before an admin route that needs the leader. It returns
 // true when the request was answered here (forwarded or refused).
 func (s *Server) leaderGate(ctx *fasthttp.RequestCtx) bool {
-	if s.node.Removed() {
-		writeError(ctx, newError(fasthttp.StatusServiceUnavailable, codeNoLeader, "this node was removed from the cluster and serves no admin requests"))
-		return true
-	}
 	if s.node.IsLeader() {
 		if from := ctx.Request.Header.Peek(forwardedByHeader); len(from) > 0 && !s.node.IsMember(string(from)) {
 			writeError(ctx, newError(fasthttp.StatusForbidden, codeForbidden, "forwarded by a node that is not a member of this cluster"))

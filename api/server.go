@@ -263,6 +263,12 @@ func methodNotAllowed() *apiError {
 
 // routeAdmin dispatches /v1/keys…, /v1/audit, /v1/cluster….
 func (s *Server) routeAdmin(ctx *fasthttp.RequestCtx, path string) {
+	if s.node.Removed() && !strings.HasPrefix(path, "/v1/internal/") {
+		// Its state stopped at its removal: no revocation reaches it, and
+		// reads would answer from a past the cluster has left.
+		writeError(ctx, newError(fasthttp.StatusServiceUnavailable, codeNoLeader, "this node was removed from the cluster and serves no admin requests"))
+		return
+	}
 	if needsLeader(ctx, path) && s.leaderGate(ctx) {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,10 +46,15 @@ func TestValidation(t *testing.T) {
 	if r.hasDetail("workspace_id") {
 		t.Errorf("details name a good field: %s", r.Body)
 	}
+	var fields []string
 	for _, d := range r.JSON["error"].(map[string]any)["details"].([]any) {
 		if issue, _ := d.(map[string]any)["issue"].(string); issue == "" {
 			t.Errorf("detail without an issue: %v", d)
 		}
+		fields = append(fields, d.(map[string]any)["field"].(string))
+	}
+	if !slices.IsSorted(fields) {
+		t.Errorf("details not sorted by field: %v", fields)
 	}
 	unchanged("many bad fields")
 

@@ -23,13 +23,19 @@ import (
 // id), which Raft accepts as one cluster. A node that sees a member that
 // already has Raft state never bootstraps: it waits to be added.
 func (n *Node) bootstrapLoop() {
+	var waitingFor string
 	n.every(200*time.Millisecond, func() bool {
 		if n.hasState() {
 			return false
 		}
 		servers, ready, why := bootstrapServers(n.gossip.snapshot(), n.cfg.BootstrapExpect)
 		if !ready {
-			n.log.Trace("waiting to bootstrap", "reason", why)
+			if why != waitingFor {
+				// Said when it changes: at the default level an operator
+				// sees why the cluster does not form (too many voters).
+				n.log.Info("waiting to bootstrap", "reason", why)
+				waitingFor = why
+			}
 			return true
 		}
 		err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()

@@ -119,6 +119,7 @@ type clusterStatusData struct {
 	LeaderRaftAddr string            `json:"leader_raft_addr"`
 	Term           uint64            `json:"term"`
 	CommitIndex    uint64            `json:"commit_index"`
+	VotesWithheld  bool              `json:"votes_withheld"`
 	Nodes          []clusterNodeData `json:"nodes"`
 }
 
@@ -163,6 +164,9 @@ func clusterStatusCmd(args []string, e cliEnv) int {
 // node the server could not ask for its state is noted on stderr.
 func printClusterStatus(e cliEnv, st *clusterStatusData) {
 	fmt.Fprintf(e.Stdout, "leader: %s  term: %d  commit index: %d\n", dash(st.LeaderID), st.Term, st.CommitIndex)
+	if st.VotesWithheld {
+		fmt.Fprintln(e.Stdout, "this node withholds its vote: it started without raft state and has not caught up with a leader yet")
+	}
 	tw := tabwriter.NewWriter(e.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRAFT\tHTTP\tSUFFRAGE\tSTATE\tGOSSIP\tAPPLIED\tDIGEST")
 	for _, n := range st.Nodes {

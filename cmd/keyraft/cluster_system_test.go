@@ -665,6 +665,11 @@ func TestClusterMembershipJoinNonvoterReapRemove(t *testing.T) {
 		code, _ := call(victim.node, "POST", "/v1/keys", c.root, `{"name":"x","workspace_id":"w"}`)
 		return code == 503
 	})
+	for _, path := range []string{"/v1/keys", "/v1/audit", "/v1/cluster"} {
+		if code, b := call(victim.node, "GET", path, c.root, ""); code != 503 {
+			t.Fatalf("the removed node answers GET %s from its old state: %d %s", path, code, b)
+		}
+	}
 
 	// Remove the leader itself: leadership moves first, the removal completes.
 	oldLeader := c.leader()
@@ -1250,6 +1255,14 @@ func TestClusterWipedVoterWaitsToVote(t *testing.T) {
 		st, err := c.status(c.leader())
 		return err == nil && st.node(wiped.id()).Suffrage == "voter" && !st.inConfig(oldID) && countSuffrage(st, "voter") == 3
 	})
+	// (Before, with no state, it could not authenticate the request.)
+	code, b := call(wiped.node, "GET", "/v1/cluster", c.root, "")
+	var answer struct {
+		Data map[string]any `json:"data"`
+	}
+	if json.Unmarshal(b, &answer); code != 200 || answer.Data["votes_withheld"] != false {
+		t.Fatalf("the caught-up node's GET /v1/cluster: %d %s; want votes_withheld false", code, b)
+	}
 }
 
 // TestClusterRemovalSticks: an operator's removal is part of the cluster's
