@@ -1,8 +1,6 @@
 package api
 
 import (
-	"time"
-
 	"github.com/valyala/fasthttp"
 
 	"github.com/keyraft/keyraft/keyindex"
@@ -17,7 +15,9 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex
 	if len(tok) == 0 {
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "send an admin key in Authorization: Bearer")
 	}
-	d := s.index.Verify(&keyindex.VerifyRequest{Token: tok, NowNs: time.Now().UnixNano()})
+	req := keyindex.VerifyRequest{Token: tok}
+	req.NowNs, req.MonoNs = clocks()
+	d := s.index.Verify(&req)
 	if d.Matched() && d.Key().Type != keyindex.TypeAdmin {
 		// A secret or publishable key is never an admin credential, whatever
 		// the verify decision says of it: a publishable key sent without an

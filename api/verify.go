@@ -37,6 +37,17 @@ const maxMinIndexWait = time.Second
 // noArgs is an empty query, never written to.
 var noArgs fasthttp.Args
 
+// processStart anchors the monotonic clock of clocks.
+var processStart = time.Now()
+
+// clocks reads the time once for a verification: the wall clock (expiry,
+// grace periods, last use) and a monotonic one for rate-limit windows
+// (keyindex.VerifyRequest.MonoNs; never 0).
+func clocks() (wallNs, monoNs int64) {
+	now := time.Now()
+	return now.UnixNano(), int64(now.Sub(processStart)) + 1
+}
+
 // handleVerify serves both forms of spec §3: POST with a JSON body, and
 // the forward-auth form, with the key in X-API-Key or Authorization:
 // Bearer. A proxy asks with the guarded request's method and without its
@@ -79,7 +90,7 @@ func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
 		s.writeVerifyAnswer(ctx, &keyindex.Decision{Code: keyindex.CodeStale})
 		return
 	}
-	req.NowNs = time.Now().UnixNano()
+	req.NowNs, req.MonoNs = clocks()
 	if s.node.Removed() || (s.cfg.MaxStale > 0 && s.fresh.staleFor(req.NowNs, s.cfg.MaxStale)) {
 		// Removed from the cluster, or cut off from the leader for too
 		// long: a revocation may be missing here.

@@ -322,6 +322,30 @@ func TestVerifyRateLimited(t *testing.T) {
 	}
 }
 
+// TestVerifyRateLimitOnTheMonotonicClock: with MonoNs set, a wall clock
+// stepped back minutes (NowNs) leaves a key's counts alone; on the wall
+// clock the step would have wiped them.
+func TestVerifyRateLimitOnTheMonotonicClock(t *testing.T) {
+	ix := New()
+	const limit = 2
+	r, tok := newTestRecord(t, TypeSecret, func(r *Record) { r.RateLimitPerMin = limit })
+	mustInsert(t, ix, r)
+	req := &VerifyRequest{Token: []byte(tok), NowNs: at(10, 0), MonoNs: at(0, 1)}
+	for range limit {
+		if d := ix.Verify(req); d.Code != CodeValid {
+			t.Fatalf("within the limit: %s", d.Code)
+		}
+	}
+	req.NowNs, req.MonoNs = at(7, 0), at(0, 2) // the wall clock three minutes back
+	if d := ix.Verify(req); d.Code != CodeRateLimited {
+		t.Fatalf("after a wall clock step back: %s, want RATE_LIMITED", d.Code)
+	}
+	req.MonoNs = 0 // on the wall clock, the step wipes the counts
+	if d := ix.Verify(req); d.Code != CodeValid {
+		t.Fatalf("on the wall clock: %s", d.Code)
+	}
+}
+
 func TestVerifyRateLimitConcurrent(t *testing.T) {
 	ix := New()
 	const limit = 500

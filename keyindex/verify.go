@@ -56,6 +56,12 @@ type VerifyRequest struct {
 	Resource []byte // optional
 	Origin   []byte // optional; required for publishable keys
 	NowNs    int64  // the node's clock, Unix nanoseconds
+	// MonoNs, when set, times rate-limit windows instead of NowNs: a
+	// monotonic clock (nanoseconds since a fixed point of this process).
+	// Limits are counted per node in memory, so nothing else reads these
+	// times, and a wall clock stepped back minutes would wipe every key's
+	// counts (a stored window "ahead" of now reads as stale).
+	MonoNs int64
 }
 
 // Decision is the answer to a VerifyRequest.
@@ -180,7 +186,11 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return d
 	}
 	if limit := sl.rateLimit(); limit > 0 {
-		ok, rl := sl.limiter.allow(req.NowNs, limit)
+		at := req.MonoNs
+		if at == 0 {
+			at = req.NowNs
+		}
+		ok, rl := sl.limiter.allow(at, limit)
 		d.RateLimit = rl
 		if !ok {
 			d.Code = CodeRateLimited
