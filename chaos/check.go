@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"time"
 )
@@ -235,6 +236,35 @@ func CheckDurable(c *Cluster, ops []Op) (int, []string) {
 				anomalies = append(anomalies, checkTokens(f, n.Name, verified, verifiedAt)...)
 			}
 		}
+	}
+	return checked, anomalies
+}
+
+// CheckReadYourWrites: a read with min_index at a key's create index finds
+// the key on whatever node answers it (a 503, not caught up in time, is
+// allowed), unless a delete of it, acknowledged or of unknown outcome, was
+// invoked before the read returned. It returns the number of reads checked
+// and the anomalies.
+func CheckReadYourWrites(ops []Op) (int, []string) {
+	deletes := map[string][]Op{}
+	for _, op := range ops {
+		if op.Kind == OpDelete && (op.Result == ResOK || op.Result == ResUnknown) {
+			deletes[op.Key] = append(deletes[op.Key], op)
+		}
+	}
+	var anomalies []string
+	checked := 0
+	for _, op := range ops {
+		if op.Kind != OpReadAfter || (op.Result != ResOK && op.Result != ResNotFound) {
+			continue
+		}
+		checked++
+		if op.Result == ResOK || slices.ContainsFunc(deletes[op.Key], func(d Op) bool { return d.Invoke < op.Return }) {
+			continue
+		}
+		anomalies = append(anomalies, fmt.Sprintf(
+			"read-your-writes: %s, created at index %d, not found on %s by a read with that min_index (%s–%s), and no delete of it before",
+			op.Key, op.Index, op.Node, ts(op.Invoke), ts(op.Return)))
 	}
 	return checked, anomalies
 }

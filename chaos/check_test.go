@@ -52,3 +52,30 @@ func TestCheckTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckReadYourWrites: a read with the create's index as min_index
+// that does not find the key is an anomaly, unless a delete that may have
+// applied began before it returned; a 503 (not caught up) is not.
+func TestCheckReadYourWrites(t *testing.T) {
+	read := func(key string, result string, invoke, ret int64) Op {
+		return Op{Kind: OpReadAfter, Key: key, Node: "n2", Index: 7, Result: result, Invoke: invoke, Return: ret}
+	}
+	for _, c := range []struct {
+		name      string
+		ops       []Op
+		anomalies int
+	}{
+		{"found", []Op{read("k", ResOK, 10, 20)}, 0},
+		{"not found", []Op{read("k", ResNotFound, 10, 20)}, 1},
+		{"not caught up", []Op{read("k", ResFail, 10, 20)}, 0},
+		{"deleted before", []Op{{Kind: OpDelete, Key: "k", Result: ResOK, Invoke: 5, Return: 8}, read("k", ResNotFound, 10, 20)}, 0},
+		{"maybe deleted, concurrently", []Op{{Kind: OpDelete, Key: "k", Result: ResUnknown, Invoke: 15, Return: 1 << 62}, read("k", ResNotFound, 10, 20)}, 0},
+		{"delete refused", []Op{{Kind: OpDelete, Key: "k", Result: ResFail, Invoke: 5, Return: 8}, read("k", ResNotFound, 10, 20)}, 1},
+		{"deleted after", []Op{{Kind: OpDelete, Key: "k", Result: ResOK, Invoke: 25, Return: 30}, read("k", ResNotFound, 10, 20)}, 1},
+		{"another key deleted", []Op{{Kind: OpDelete, Key: "j", Result: ResOK, Invoke: 5, Return: 8}, read("k", ResNotFound, 10, 20)}, 1},
+	} {
+		if _, got := CheckReadYourWrites(c.ops); len(got) != c.anomalies {
+			t.Errorf("%s: %d anomalies %v, want %d", c.name, len(got), got, c.anomalies)
+		}
+	}
+}

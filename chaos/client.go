@@ -17,6 +17,7 @@ import (
 // keyInfo is what the clients know about a key they created.
 type keyInfo struct {
 	ID     string
+	Index  uint64   // the Raft index its create answered with
 	Tokens []string // every token it ever had, newest last
 	Gone   bool     // acknowledged deleted: no more admin ops on it
 	Dead   bool     // a revoke or delete was acknowledged: verifies should start failing
@@ -135,6 +136,8 @@ func (w *Workload) one(r *rand.Rand, hc *http.Client, client int) {
 		return
 	}
 	switch {
+	case x < 20:
+		w.readAfter(hc, n, client, k)
 	case x < 45:
 		v := w.pickKey(r, false)
 		if r.Intn(2) == 0 {
@@ -178,7 +181,7 @@ func (w *Workload) create(hc *http.Client, n *Node, client int) {
 		if json.Unmarshal(b, &env) == nil && env.Data.ID != "" {
 			op.Key, op.Token, op.Index = env.Data.ID, env.Data.Key, env.Meta.Index
 			w.mu.Lock()
-			w.keys = append(w.keys, &keyInfo{ID: op.Key, Tokens: []string{op.Token}})
+			w.keys = append(w.keys, &keyInfo{ID: op.Key, Index: op.Index, Tokens: []string{op.Token}})
 			w.mu.Unlock()
 		} else {
 			op.Result, op.Err = ResFail, "unreadable answer: "+string(b)
@@ -258,6 +261,26 @@ func (w *Workload) read(hc *http.Client, n *Node, client int, k *keyInfo) {
 		op.ReadName, op.ReadRevoked = env.Data.Name, env.Data.RevokedAt != nil
 	} else if op.Result == ResConflict {
 		op.Result = ResFail
+	}
+	w.H.Add(op)
+}
+
+// readAfter reads key k on node n, which need not lead, with min_index at
+// its create's index: the node must answer with it (or 503 when it cannot
+// catch up within the second the API waits), unless it was deleted since.
+func (w *Workload) readAfter(hc *http.Client, n *Node, client int, k *keyInfo) {
+	op := Op{Client: client, Kind: OpReadAfter, Key: k.ID, Node: n.Name, Index: k.Index, Invoke: w.H.Now()}
+	code, b, err := w.C.Call(hc, n, "GET", fmt.Sprintf("/v1/keys/%s?min_index=%d", k.ID, k.Index), nil)
+	op.Return, op.Status = w.H.Now(), code
+	switch {
+	case err != nil:
+		op.Result, op.Err = ResUnknown, err.Error()
+	case code == 200:
+		op.Result = ResOK
+	case code == 404:
+		op.Result = ResNotFound
+	default:
+		op.Result, op.Err = ResFail, truncate(string(b), 200)
 	}
 	w.H.Add(op)
 }

@@ -19,6 +19,9 @@ const (
 	OpDelete = "delete"
 	OpRead   = "read"
 	OpVerify = "verify" // local, not linearizable: checked by other checkers
+	// OpReadAfter is a local read of a key with min_index set to its
+	// create's index: read-your-writes on any node (CheckReadYourWrites).
+	OpReadAfter = "read-after"
 )
 
 // Outcomes of an operation.

@@ -40,6 +40,7 @@ type Report struct {
 	Linearizable  string         `json:"linearizable"`
 	DurableChecks int            `json:"durable_checks"`
 	BoundChecks   int            `json:"revocation_bound_verifies"`
+	RYWChecks     int            `json:"read_your_writes_reads"`
 	Converged     string         `json:"converged"`
 	// PlaintextFiles is how many data and log files were searched for tokens.
 	PlaintextFiles int      `json:"plaintext_files_scanned"`
@@ -67,6 +68,7 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "linearizability (porcupine, %d admin ops): %s\n", r.AdminChecked, r.Linearizable)
 	fmt.Fprintf(&b, "no acknowledged write lost: %d key×node checks\n", r.DurableChecks)
 	fmt.Fprintf(&b, "revocation bound: %d verifies after the bound\n", r.BoundChecks)
+	fmt.Fprintf(&b, "read-your-writes: %d reads with min_index answered\n", r.RYWChecks)
 	fmt.Fprintf(&b, "convergence: %s\n", r.Converged)
 	fmt.Fprintf(&b, "plaintext at rest: %d data and log files searched\n", r.PlaintextFiles)
 	fmt.Fprintf(&b, "anomalies: %d\n", len(r.Anomalies))
@@ -193,6 +195,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// (3) revocation bound.
 	n, anomalies = CheckRevocationBound(ops, cfg.MaxStale+cfg.Election)
 	rep.BoundChecks = n
+	rep.Anomalies = append(rep.Anomalies, anomalies...)
+	rep.RYWChecks, anomalies = CheckReadYourWrites(ops)
 	rep.Anomalies = append(rep.Anomalies, anomalies...)
 	// No plaintext token in any data dir, snapshot or log.
 	rep.PlaintextFiles, anomalies = CheckPlaintextAtRest(c, ops)
