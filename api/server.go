@@ -266,7 +266,7 @@ func (s *Server) routeAdmin(ctx *fasthttp.RequestCtx, path string) {
 	if s.node.Removed() && !strings.HasPrefix(path, "/v1/internal/") {
 		// Its state stopped at its removal: no revocation reaches it, and
 		// reads would answer from a past the cluster has left.
-		writeError(ctx, newError(fasthttp.StatusServiceUnavailable, codeNoLeader, "this node was removed from the cluster and serves no admin requests"))
+		writeError(ctx, noLeader("this node was removed from the cluster and serves no admin requests: send them to another node"))
 		return
 	}
 	if needsLeader(ctx, path) && s.leaderGate(ctx) {

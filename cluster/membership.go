@@ -114,9 +114,11 @@ func (n *Node) reconcile(rc *reconciler) {
 				n.tell(c.id, msgLeaveDone)
 			}
 		case tellRemoved:
-			// Only once it is out of the configuration (the removal above
-			// may have failed): the node then leaves elections for good.
-			if !n.inConfig(c.id) {
+			// Only once it is out of the committed configuration (the
+			// removal above may have failed, or not committed yet): the
+			// node then leaves elections for good. Otherwise a later pass
+			// tells it.
+			if n.outOfCommittedConfig(c.id) {
 				n.tell(c.id, msgRemoved)
 			}
 		case tellLeaveDone:
@@ -277,7 +279,7 @@ func (n *Node) handleInbox() {
 // when this node applies its own removal, also after a restart.
 //
 // Once the node is out of the configuration too (outOfConfig, or its own
-// configuration shows it), it also stays out of elections for good (a node
+// committed configuration shows it), it also stays out of elections for good (a node
 // removed while down never receives its removal, and would campaign for
 // good) and leaves the gossip ring. Not before: between the removal's
 // commit and the configuration change's, a quorum may still need its vote,
@@ -289,7 +291,7 @@ func (n *Node) stopAsRemoved(outOfConfig bool) {
 			n.gossip.announce()
 		}
 	}
-	if !outOfConfig && n.stillInConfig() {
+	if !outOfConfig && !n.outOfCommittedConfig(n.id) {
 		return
 	}
 	n.retireOnce.Do(func() {

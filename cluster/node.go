@@ -482,6 +482,17 @@ func (n *Node) Leave(timeout time.Duration) error {
 // configuration (or cannot tell).
 func (n *Node) stillInConfig() bool { return n.inConfig(n.id) }
 
+// outOfCommittedConfig reports whether server id is out of this node's
+// latest Raft configuration, and that configuration is committed: raft
+// reports its latest one, which may be an entry appended and not yet
+// committed (a removal whose leader then lost its leadership may be
+// undone). It is committed if everything in this node's log is (last index
+// read before the commit index).
+func (n *Node) outOfCommittedConfig(id string) bool {
+	last := n.raft.LastIndex()
+	return !n.inConfig(id) && n.raft.CommitIndex() >= last
+}
+
 // inConfig reports whether server id is in this node's latest Raft
 // configuration (or this node cannot tell).
 func (n *Node) inConfig(id string) bool {
