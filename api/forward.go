@@ -54,24 +54,27 @@ var transferClient = &fasthttp.Client{
 		if err != nil {
 			return nil, err
 		}
-		return &idleTimeoutConn{Conn: c, timeout: forwardTimeout}, nil
+		return &idleTimeoutConn{Conn: c,
+			reads:  deadlineMover{set: c.SetReadDeadline, timeout: forwardTimeout},
+			writes: deadlineMover{set: c.SetWriteDeadline, timeout: forwardTimeout}}, nil
 	},
 	RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 }
 
-// idleTimeoutConn fails a read or a write that waits longer than timeout.
+// idleTimeoutConn fails a read or a write that waits longer than its
+// timeout: each moves its deadline forward as the transfer progresses.
 type idleTimeoutConn struct {
 	net.Conn
-	timeout time.Duration
+	reads, writes deadlineMover
 }
 
 func (c *idleTimeoutConn) Read(p []byte) (int, error) {
-	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	c.reads.progress()
 	return c.Conn.Read(p)
 }
 
 func (c *idleTimeoutConn) Write(p []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	c.writes.progress()
 	return c.Conn.Write(p)
 }
 
@@ -183,11 +186,9 @@ func (s *Server) forwardTo(ctx *fasthttp.RequestCtx, relay bool) {
 		// The server streams request bodies (StreamRequestBody): CopyTo
 		// takes only the part read with the headers. The stream yields that
 		// part again, then the rest, straight from the client's connection.
-		var body io.Reader = ctx.RequestBodyStream()
+		body := ctx.RequestBodyStream()
 		if transfer {
-			// As the leader's own restore does: the read timeout bounds
-			// each stretch of progress, not the whole upload.
-			body = &deadlineReader{body, deadlineMover{set: ctx.Conn().SetReadDeadline, timeout: s.cfg.ReadTimeout}}
+			body = s.uploadStream(ctx) // as the leader's own restore reads it
 		}
 		req.SetBodyStream(body, ctx.Request.Header.ContentLength())
 	}

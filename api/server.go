@@ -156,11 +156,16 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, aerr)
 		return
 	}
-	if string(path) == verifyPath || bytes.HasPrefix(path, verifySubpaths) {
-		// Any method: a forward-auth proxy asks with the method of the
-		// request it guards (nginx auth_request, Envoy ext_authz), and
-		// Envoy's path_prefix puts that request's path after ours.
-		s.handleVerify(ctx)
+	// Verify takes any method: a forward-auth proxy asks with the method of
+	// the request it guards (nginx auth_request, Envoy ext_authz).
+	if string(path) == verifyPath {
+		s.handleVerify(ctx, ctx.QueryArgs())
+		return
+	}
+	if bytes.HasPrefix(path, verifySubpaths) {
+		// Envoy's path_prefix puts the guarded request's path and query
+		// after ours: that query is not ours to read, nor to refuse.
+		s.handleVerify(ctx, &noArgs)
 		return
 	}
 	switch string(path) {
@@ -246,11 +251,15 @@ const maxDrainBytes = 64 << 20
 // restoreBody reads the restore upload, streamed or buffered, up to the limit.
 func (s *Server) restoreBody(ctx *fasthttp.RequestCtx) io.Reader {
 	if ctx.Request.IsBodyStream() {
-		// As for backups: the read timeout bounds each stretch of progress.
-		body := &deadlineReader{ctx.RequestBodyStream(), deadlineMover{set: ctx.Conn().SetReadDeadline, timeout: s.cfg.ReadTimeout}}
-		return io.LimitReader(body, s.cfg.MaxRestoreBytes)
+		return io.LimitReader(s.uploadStream(ctx), s.cfg.MaxRestoreBytes)
 	}
 	return bytes.NewReader(ctx.PostBody())
+}
+
+// uploadStream is a streamed request body whose read timeout bounds each
+// stretch of progress, not the whole upload, as for backups.
+func (s *Server) uploadStream(ctx *fasthttp.RequestCtx) io.Reader {
+	return &deadlineReader{ctx.RequestBodyStream(), deadlineMover{set: ctx.Conn().SetReadDeadline, timeout: s.cfg.ReadTimeout}}
 }
 
 func bodyTooLarge(limit int) *apiError {

@@ -53,21 +53,20 @@ func clocks() (wallNs, monoNs int64) {
 // Bearer. A proxy asks with the guarded request's method and without its
 // body (nginx auth_request, Envoy ext_authz; Traefik always GETs), so
 // every request without a body, whatever its method, is of that form.
-func (s *Server) handleVerify(ctx *fasthttp.RequestCtx) {
+// args is the request's own query: empty under /v1/verify/… (Handle).
+func (s *Server) handleVerify(ctx *fasthttp.RequestCtx, args *fasthttp.Args) {
 	var req keyindex.VerifyRequest
-	args := ctx.QueryArgs()
-	if string(ctx.Path()) != verifyPath {
-		// Under /v1/verify/… the query is the guarded request's (Envoy's
-		// path_prefix keeps it): not ours to read, nor to refuse.
-		args = &noArgs
-	}
 	if tokenInQuery(args) {
 		// A key in a URL ends up in proxy and browser logs; refuse it, in
 		// either form, before it is used.
 		s.writeVerifyProblem(ctx, keyindex.CodeBadRequest, "send the key in the X-API-Key or Authorization header (or the POST body), never in the query string")
 		return
 	}
-	if body := ctx.PostBody(); ctx.IsPost() && len(body) > 0 {
+	var body []byte
+	if ctx.IsPost() {
+		body = ctx.PostBody()
+	}
+	if len(body) > 0 {
 		p := verifyParsers.Get()
 		defer verifyParsers.Put(p)
 		if msg := readVerifyBody(p, body, &req); msg != "" {

@@ -271,7 +271,16 @@ func (w *Workload) read(hc *http.Client, n *Node, client int, k *keyInfo) {
 func (w *Workload) readAfter(hc *http.Client, n *Node, client int, k *keyInfo) {
 	op := Op{Client: client, Kind: OpReadAfter, Key: k.ID, Node: n.Name, Index: k.Index, Invoke: w.H.Now()}
 	code, b, err := w.C.Call(hc, n, "GET", fmt.Sprintf("/v1/keys/%s?min_index=%d", k.ID, k.Index), nil)
-	op.Return, op.Status = w.H.Now(), code
+	op.Return = w.H.Now()
+	op.localAnswer(code, b, err)
+	w.H.Add(op)
+}
+
+// localAnswer records the answer to an operation one node serves alone
+// (no model checks it): unknown without an answer, ok on 200, notfound on
+// 404, a failure otherwise.
+func (op *Op) localAnswer(code int, body []byte, err error) {
+	op.Status = code
 	switch {
 	case err != nil:
 		op.Result, op.Err = ResUnknown, err.Error()
@@ -280,9 +289,8 @@ func (w *Workload) readAfter(hc *http.Client, n *Node, client int, k *keyInfo) {
 	case code == 404:
 		op.Result = ResNotFound
 	default:
-		op.Result, op.Err = ResFail, truncate(string(b), 200)
+		op.Result, op.Err = ResFail, truncate(string(body), 200)
 	}
-	w.H.Add(op)
 }
 
 func (w *Workload) verify(hc *http.Client, n *Node, client int, k *keyInfo, r *rand.Rand) {
@@ -297,15 +305,8 @@ func (w *Workload) verify(hc *http.Client, n *Node, client int, k *keyInfo, r *r
 	w.mu.Unlock()
 	op := Op{Client: client, Kind: OpVerify, Key: k.ID, Node: n.Name, Token: tok, Invoke: w.H.Now()}
 	code, err := Verify(hc, n, tok)
-	op.Return, op.Status = w.H.Now(), code
-	switch {
-	case err != nil:
-		op.Result, op.Err = ResUnknown, err.Error()
-	case code == 200:
-		op.Result = ResOK
-	default:
-		op.Result = ResFail
-	}
+	op.Return = w.H.Now()
+	op.localAnswer(code, nil, err) // verify answers 401, never 404, for an unknown key
 	w.H.Add(op)
 }
 

@@ -93,6 +93,9 @@ func newListSet(block string) listSet {
 	return listSet{block: block, refs: 1, scopes: slices.Collect(l.scopes.All())}
 }
 
+// scopes are set id's scopes, split when it was interned.
+func (s *listSets) scopes(id uint32) []string { return s.blocks[id-1].scopes }
+
 // block returns the lists of id (not 0), read-only.
 func (s *listSets) block(id uint32) []byte {
 	b := s.blocks[id-1].block

@@ -212,7 +212,7 @@ func (st *store) listsCode(sl *slot, rec []byte, req *VerifyRequest) Code {
 	}
 	// Only a scope to check (listsCode would not read further either): the
 	// set's scopes, split when it was interned.
-	if scopesAllow(st.sets.blocks[sl.lists-1].scopes, req.Scope) {
+	if scopesAllow(st.sets.scopes(sl.lists), req.Scope) {
 		return CodeValid
 	}
 	return CodeInsufficientScope
