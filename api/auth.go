@@ -33,7 +33,10 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex
 	default:
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "admin key rejected: "+d.Code.Message())
 	}
-	caller := d.Record()
+	caller := s.index.MatchedRecord(&d)
+	if caller == nil {
+		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "admin key rejected: "+keyindex.CodeKeyNotFound.Message())
+	}
 	if !caller.HasScope(scope) {
 		return nil, newError(fasthttp.StatusForbidden, codeForbidden, "this admin key lacks the scope "+scope)
 	}

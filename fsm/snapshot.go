@@ -77,6 +77,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // instead of it when it gives the snapshot up before (its store refused
 // to create one).
 func (s *snapshot) Release() {
+	s.records.Release()
 	if !s.persisted && s.notPersisted != nil {
 		s.notPersisted()
 	}
@@ -145,8 +146,12 @@ func (f *FSM) Backup() Backup {
 // AppliedIndex is the Raft index the backup reflects.
 func (b Backup) AppliedIndex() uint64 { return b.s.applied }
 
-// Write writes the snapshot stream to w.
-func (b Backup) Write(w io.Writer) error { return b.s.write(w) }
+// Write writes the snapshot stream to w, once: it then lets go of the
+// backup's copy of the index (keyindex.Records.Release).
+func (b Backup) Write(w io.Writer) error {
+	defer b.s.records.Release()
+	return b.s.write(w)
+}
 
 // ErrBadSnapshot wraps every reason a snapshot stream is refused.
 var ErrBadSnapshot = errors.New("bad snapshot")

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Index holds every key in memory: by token hash (the current one, and a
@@ -52,6 +53,7 @@ type store struct {
 	nextPivot atomic.Uint32
 	count     int
 	scratch   []byte   // encoding buffer for writes
+	before    []byte   // AddUsage's copy of a record before its change
 	sets      listSets // the keys' lists, interned (listsets.go)
 }
 
@@ -111,8 +113,22 @@ func (st *store) insertOrdered(items []orderItem) {
 	}
 }
 
-// rec is the stored encoding of the key in slot n.
+// rec is the stored form of the key in slot n: its encoding without the
+// current token hash (storedForm), which is in the slot. Everything the
+// index reads in place (view.go) comes before it.
 func (st *store) rec(n uint32) []byte { return st.arena.bytes(st.slots.get(n).ref()) }
+
+// appendEncoded appends the whole encoding of the key in slot n.
+func (st *store) appendEncoded(dst []byte, n uint32) []byte {
+	return append(append(dst, st.rec(n)...), st.slots.get(n).hash[:]...)
+}
+
+// storedForm is what the arena keeps of an encoding: all of it but the
+// current token hash, its last bytes (codec.go), which its slot holds.
+func storedForm(enc []byte) []byte { return enc[:len(enc)-len(Hash{})] }
+
+// encodedHash is the current token hash of an encoding.
+func encodedHash(enc []byte) Hash { return Hash(enc[len(enc)-len(Hash{}):]) }
 
 var idSeed = maphash.MakeSeed()
 
@@ -143,7 +159,9 @@ type hashMatch struct {
 	previous bool
 }
 
-// findHash finds the key with this token hash.
+// findHash finds the key with this token hash. A current hash is compared
+// with its slot's copy, so the verify path never reads the record; a
+// previous one is the last bytes of its record's stored form.
 func (st *store) findHash(h *Hash) (hashMatch, bool) {
 	for p := st.byHash.probe(hashKey(h)); ; {
 		v, ok := p.next()
@@ -153,12 +171,9 @@ func (st *store) findHash(h *Hash) (hashMatch, bool) {
 		sl := st.slots.get(v >> 1)
 		ref := sl.ref()
 		b := st.arena.bytes(ref)
-		stored := b[len(b)-len(h):]
-		if v&1 == 1 {
-			stored = b[len(b)-2*len(h) : len(b)-len(h)]
-		}
-		if string(stored) == string(h[:]) {
-			return hashMatch{n: v >> 1, sl: sl, rec: b, chunk: ref.chunk, previous: v&1 == 1}, true
+		previous := v&1 == 1
+		if (!previous && sl.hash == *h) || (previous && string(b[len(b)-len(h):]) == string(h[:])) {
+			return hashMatch{n: v >> 1, sl: sl, rec: b, chunk: ref.chunk, previous: previous}, true
 		}
 	}
 }
@@ -225,7 +240,7 @@ func (ix *Index) Get(id string) *Record {
 }
 
 // decode returns a copy of the record in slot n.
-func (st *store) decode(n uint32) *Record { return mustDecode(st.rec(n)) }
+func (st *store) decode(n uint32) *Record { return mustDecode(st.appendEncoded(nil, n)) }
 
 // mustDecode decodes stored bytes. The index encoded them itself, so
 // decoding cannot fail short of memory corruption.
@@ -244,7 +259,7 @@ func (ix *Index) GetByHash(h Hash) *Record {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if m, ok := ix.st.findHash(&h); ok && !m.previous {
-		return mustDecode(m.rec)
+		return ix.st.decode(m.n)
 	}
 	return nil
 }
@@ -498,7 +513,8 @@ func (st *store) putEncoded(n uint32, enc []byte, hot hotFields) {
 func (st *store) putKeepingLists(n uint32, enc []byte, hot hotFields) {
 	sl := st.slots.get(n)
 	old := sl.ref()
-	sl.setRef(st.arena.put(n, enc))
+	sl.setRef(st.arena.put(n, storedForm(enc)))
+	sl.hash = encodedHash(enc)
 	sl.setHot(hot)
 	if old != (recordRef{}) && st.arena.drop(old) {
 		st.arena.compact(old.chunk, &st.slots)
@@ -525,9 +541,9 @@ func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time, changed fu
 	if !ok {
 		return false
 	}
-	before := st.rec(n)
-	// Held until changed returns: putEncoded may drop before's chunk.
-	beforeMem := st.arena.mem[st.slots.get(n).ref().chunk]
+	// before is copied whole: putKeepingLists may drop its chunk.
+	st.before = st.appendEncoded(st.before[:0], n)
+	before := st.before
 	u := readUsage(before)
 	b := append(st.scratch[:0], before[:u.start]...)
 	if before[0]&flagLastUsedAt != 0 && !lastUsed.After(u.lastUsed.time()) {
@@ -537,13 +553,11 @@ func (ix *Index) AddUsage(id string, count int64, lastUsed time.Time, changed fu
 		b = appendTime(b, lastUsed)
 	}
 	b = binary.AppendVarint(b, u.count+count)
-	st.scratch = append(b, before[u.end:]...)
-	sl := st.slots.get(n)
-	hot := sl.hot()
+	st.scratch = append(b, before[u.end:]...) // the rest, the hashes included
+	hot := st.slots.get(n).hot()
 	hot.flags = st.scratch[0]
 	st.putKeepingLists(n, st.scratch, hot) // the usage fields come after the lists
-	changed(before, st.rec(n))
-	runtime.KeepAlive(beforeMem)
+	changed(before, st.scratch)
 	return true
 }
 
@@ -585,19 +599,25 @@ func (ix *Index) ExpiredRotations(nowNs int64) []string {
 // while it runs, so it reads memory in order: the slots' refs one after the
 // other, and the order's blocks (4-byte items); looking each slot up in the
 // order instead missed the cache on nearly every key (65 ms at 1M
-// keys in 1,000 workspaces, several times the in-order copy).
+// keys in 1,000 workspaces, several times the in-order copy). The slots
+// change, so their token hashes are copied too, outside the Go heap: a
+// snapshot is taken while the index is large, and these 32 bytes a key
+// would otherwise stay resident as heap the collector freed (Release).
 func (ix *Index) Snapshot() *Records {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	st := ix.st
 	s := &Records{
-		chunks: append([][]byte(nil), st.arena.chunks...),
-		mem:    append([]*mapping(nil), st.arena.mem...),
-		refs:   make([]recordRef, st.slots.next),
-		order:  make([]uint32, 0, st.count),
+		chunks:    append([][]byte(nil), st.arena.chunks...),
+		mem:       append([]*mapping(nil), st.arena.mem...),
+		refs:      make([]recordRef, st.slots.next),
+		hashesMem: newMapping(max(1, int(st.slots.next)) * len(Hash{})),
+		order:     make([]uint32, 0, st.count),
 	}
+	s.hashes = unsafe.Slice((*Hash)(unsafe.Pointer(unsafe.SliceData(s.hashesMem.b))), st.slots.next)
 	for n := range s.refs {
-		s.refs[n] = st.slots.get(uint32(n)).ref()
+		sl := st.slots.get(uint32(n))
+		s.refs[n], s.hashes[n] = sl.ref(), sl.hash
 	}
 	st.ordered.ascend(func(it orderItem) bool {
 		s.order = append(s.order, uint32(it))
@@ -611,10 +631,22 @@ func (ix *Index) Snapshot() *Records {
 // restore inserts into the order ascending, each insert after the last
 // (Install).
 type Records struct {
-	chunks [][]byte
-	mem    []*mapping  // keeps chunks mapped while the snapshot is in use
-	refs   []recordRef // by slot
-	order  []uint32    // slots in (workspace, id) order
+	chunks    [][]byte
+	mem       []*mapping  // keeps chunks mapped while the snapshot is in use
+	refs      []recordRef // by slot
+	hashes    []Hash      // by slot: the current token hashes, in hashesMem
+	hashesMem *mapping
+	order     []uint32 // slots in (workspace, id) order
+}
+
+// Release gives back the snapshot's copy of the token hashes now rather
+// than when the collector finds the snapshot unreachable: the records must
+// not be read after it.
+func (s *Records) Release() {
+	if s.hashesMem != nil {
+		s.hashesMem.free()
+		s.hashesMem, s.hashes = nil, nil
+	}
 }
 
 // Len is the number of records.
@@ -629,9 +661,14 @@ func (s *Records) Each(fn func(*Record) bool) {
 // until fn returns false. fn must not keep or change the bytes.
 func (s *Records) EachEncoded(fn func([]byte) bool) {
 	defer runtime.KeepAlive(s)
+	if s.hashes == nil && len(s.order) > 0 {
+		panic("keyindex: Records read after Release")
+	}
+	var enc []byte
 	for _, n := range s.order {
 		ref := s.refs[n]
-		if !fn(s.chunks[ref.chunk][ref.off : ref.off+ref.n : ref.off+ref.n]) {
+		enc = append(append(enc[:0], s.chunks[ref.chunk][ref.off:ref.off+ref.n]...), s.hashes[n][:]...)
+		if !fn(enc) {
 			return
 		}
 	}

@@ -1,9 +1,6 @@
 package keyindex
 
-import (
-	"slices"
-	"unsafe"
-)
+import "unsafe"
 
 // listSets interns the lists of keys (scopes, origins and resources, as
 // their encoding writes them): each distinct lists block is kept once, and
@@ -34,7 +31,7 @@ type listSets struct {
 type listSet struct {
 	block  string
 	refs   int
-	scopes []string // the block's scopes, split
+	scopes []scopeGrant // the block's scopes, split and prepared
 }
 
 // maxListSets and maxListSetBytes bound the interned blocks, for keys that
@@ -90,11 +87,15 @@ func (s *listSets) release(id uint32) {
 
 func newListSet(block string) listSet {
 	l := readLists(unsafe.Slice(unsafe.StringData(block), len(block)))
-	return listSet{block: block, refs: 1, scopes: slices.Collect(l.scopes.All())}
+	set := listSet{block: block, refs: 1}
+	for sc := range l.scopes.All() {
+		set.scopes = append(set.scopes, newScopeGrant(sc))
+	}
+	return set
 }
 
-// scopes are set id's scopes, split when it was interned.
-func (s *listSets) scopes(id uint32) []string { return s.blocks[id-1].scopes }
+// scopes are set id's scopes, prepared when it was interned.
+func (s *listSets) scopes(id uint32) []scopeGrant { return s.blocks[id-1].scopes }
 
 // block returns the lists of id (not 0), read-only.
 func (s *listSets) block(id uint32) []byte {

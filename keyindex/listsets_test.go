@@ -16,12 +16,12 @@ func TestListSetsShareAndForget(t *testing.T) {
 	if id == 0 || s.acquire(slices.Clone(block)) != id {
 		t.Fatalf("the same lists got ids %d and another", id)
 	}
-	if got := s.blocks[id-1]; got.refs != 2 || !slices.Equal(got.scopes, []string{"calls:*"}) {
+	if got := s.blocks[id-1]; got.refs != 2 || !slices.Equal(got.scopes, []scopeGrant{{"calls:*", grantPrefix}}) {
 		t.Fatalf("set %+v", got)
 	}
 	other := []byte{2, 1, 'x', 2, 1, 'o', 0} // scopes [x], origins [o], resources nil
 	oid := s.acquire(other)
-	if oid == 0 || oid == id || !slices.Equal(s.blocks[oid-1].scopes, []string{"x"}) {
+	if oid == 0 || oid == id || !slices.Equal(s.blocks[oid-1].scopes, []scopeGrant{{"x", grantExact}}) {
 		t.Fatalf("other lists: id %d, set %+v", oid, s.blocks[oid-1])
 	}
 	if s.acquire([]byte{1, 0, 0}) != 0 {

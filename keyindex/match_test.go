@@ -98,12 +98,23 @@ func TestScopeMatchAgainstSegments(t *testing.T) {
 		}
 	}
 	gen(nil)
+	kinds := map[grantKind]int{}
 	for _, g := range all {
+		grant := newScopeGrant(g)
+		kinds[grant.kind]++
 		for _, w := range all {
-			if got, want := scopeMatch(g, []byte(w)), segmentScopeMatch(g, w); got != want {
+			want := segmentScopeMatch(g, w)
+			if got := scopeMatch(g, []byte(w)); got != want {
 				t.Fatalf("scopeMatch(%q, %q) = %v, the segment-wise definition says %v", g, w, got, want)
 			}
+			// The prepared grant the verify path matches with.
+			if got := grant.allows([]byte(w)); got != want {
+				t.Fatalf("grant %q (kind %d) allows %q = %v, the segment-wise definition says %v", g, grant.kind, w, got, want)
+			}
 		}
+	}
+	if kinds[grantExact] == 0 || kinds[grantPrefix] == 0 || kinds[grantGlob] == 0 {
+		t.Fatalf("grant kinds not all covered: %v", kinds)
 	}
 }
 

@@ -284,7 +284,7 @@ func TestVerifyRateLimited(t *testing.T) {
 		}
 	}
 	d := ix.Verify(req)
-	if d.Code != CodeRateLimited || d.RateLimit.RetryAfterMs <= 0 || !reflect.DeepEqual(d.Record(), r) {
+	if d.Code != CodeRateLimited || d.RateLimit.RetryAfterMs <= 0 || !reflect.DeepEqual(ix.MatchedRecord(&d), r) {
 		t.Fatalf("over limit: %s %+v", d.Code, d.RateLimit)
 	}
 	if u := ix.DrainUsage(); len(u) != 1 || u[0].Count != limit {

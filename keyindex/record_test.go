@@ -145,8 +145,8 @@ func TestVerifyImported(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := verify(tc.tok)
-			if d.Code != tc.want || !reflect.DeepEqual(d.Record(), tc.rec) {
-				t.Fatalf("code %s record %v, want %s %v", d.Code, d.Record(), tc.want, tc.rec)
+			if d.Code != tc.want || !reflect.DeepEqual(ix.MatchedRecord(&d), tc.rec) {
+				t.Fatalf("code %s record %v, want %s %v", d.Code, ix.MatchedRecord(&d), tc.want, tc.rec)
 			}
 		})
 	}

@@ -84,15 +84,17 @@ type Decision struct {
 // Matched reports whether the token matched a key.
 func (d *Decision) Matched() bool { return d.rec != nil }
 
-// Record decodes the matched key's record (nil if none). It allocates:
-// for admin authentication, not for the verify answer.
-func (d *Decision) Record() *Record {
+// MatchedRecord returns the record of the key d matched, as the index holds
+// it now (nil if d matched none, or the key is gone since). It allocates:
+// for admin authentication, not for the verify answer. (d's stored bytes
+// lack the token hash, which is in the key's slot: storedForm.)
+func (ix *Index) MatchedRecord(d *Decision) *Record {
 	if d.rec == nil {
 		return nil
 	}
-	r := mustDecode(d.rec)
-	runtime.KeepAlive(d) // d.mem maps d.rec until it is decoded
-	return r
+	id := readHead(d.rec).id.String()
+	runtime.KeepAlive(d) // d.mem maps d.rec until its id is read
+	return ix.Get(id)
 }
 
 // KeyRef is whose a matched key is: what an answer's headers say of it.
@@ -212,7 +214,7 @@ func (st *store) listsCode(sl *slot, rec []byte, req *VerifyRequest) Code {
 	}
 	// Only a scope to check (listsCode would not read further either): the
 	// set's scopes, split when it was interned.
-	if scopesAllow(st.sets.scopes(sl.lists), req.Scope) {
+	if grantsAllow(st.sets.scopes(sl.lists), req.Scope) {
 		return CodeValid
 	}
 	return CodeInsufficientScope

@@ -221,8 +221,8 @@ func testVerifyCodes(t *testing.T, maxSets int) {
 			if d.Code != tc.want {
 				t.Fatalf("code = %s, want %s", d.Code, tc.want)
 			}
-			if !reflect.DeepEqual(d.Record(), tc.rec) {
-				t.Fatalf("record = %v, want %v", d.Record(), tc.rec)
+			if !reflect.DeepEqual(ix.MatchedRecord(&d), tc.rec) {
+				t.Fatalf("record = %v, want %v", ix.MatchedRecord(&d), tc.rec)
 			}
 			if d.Rotated {
 				t.Fatal("Rotated set for a current token")
@@ -281,7 +281,7 @@ func TestVerifyRotationGrace(t *testing.T) {
 			if d.Code == CodeKeyNotFound && d.Matched() {
 				t.Fatal("KEY_NOT_FOUND with a record")
 			}
-			if d.Code == CodeValid && !reflect.DeepEqual(d.Record(), rotated) {
+			if d.Code == CodeValid && !reflect.DeepEqual(ix.MatchedRecord(&d), rotated) {
 				t.Fatal("valid decision does not carry the current record")
 			}
 		})
