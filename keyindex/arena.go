@@ -130,7 +130,7 @@ type recordRef struct{ chunk, off, n uint32 }
 // A slot keeps its recordRef in 64 bits: the offset in the low refOffBits
 // (a chunk is at most arenaChunkLen long, or holds one larger record at its
 // start: newChunk), the chunk number above it, then the length. Packed, it
-// leaves room in the 40-byte slot for the lists' set id.
+// leaves room in the slot for the lists' set id.
 const (
 	refOffBits   = 21
 	refChunkBits = 16

@@ -643,7 +643,7 @@ type Records struct {
 // than when the collector finds the snapshot unreachable: the records must
 // not be read after it.
 func (s *Records) Release() {
-	if s.hashesMem != nil {
+	if s != nil && s.hashesMem != nil {
 		s.hashesMem.free()
 		s.hashesMem, s.hashes = nil, nil
 	}

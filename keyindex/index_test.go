@@ -626,6 +626,17 @@ func TestSnapshotPointInTime(t *testing.T) {
 	if snap.Len() != total || len(before) != total {
 		t.Fatalf("snapshot has %d/%d records, want %d", snap.Len(), len(before), total)
 	}
+	inserted := map[string]*Record{}
+	for _, recs := range byWS {
+		for _, r := range recs {
+			inserted[r.ID] = r
+		}
+	}
+	for _, r := range before {
+		if !reflect.DeepEqual(r, inserted[r.ID]) {
+			t.Fatalf("snapshot record %v, inserted %v", r, inserted[r.ID])
+		}
+	}
 	// Change the index a lot.
 	for _, r := range byWS["ws_a"][:10] {
 		if err := ix.Delete(r.ID); err != nil {
@@ -636,8 +647,11 @@ func TestSnapshotPointInTime(t *testing.T) {
 		r, _ := newTestRecord(t, TypeSecret, func(r *Record) { r.WorkspaceID = "ws_a" })
 		mustInsert(t, ix, r)
 	}
+	// A new name and a new token hash: the slot's copy of the hash changes
+	// in place, and the snapshot must keep the old one.
 	changed := byWS["ws_b"][0].Clone()
 	changed.Name = "changed"
+	changed.SetToken(mustGenerate(t, "", TypeSecret, EnvLive))
 	if err := ix.Replace(changed); err != nil {
 		t.Fatal(err)
 	}
@@ -660,6 +674,18 @@ func TestSnapshotPointInTime(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("Each visited %d after stop", n)
 	}
+	// Released, the snapshot has given back its copy of the hashes: reading
+	// it is a bug that must not go unnoticed, and releasing again is harmless.
+	snap.Release()
+	snap.Release()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a released snapshot was read")
+			}
+		}()
+		snap.Each(func(*Record) bool { return true })
+	}()
 }
 
 func TestSnapshotConcurrentWithWrites(t *testing.T) {
