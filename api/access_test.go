@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/base64"
 	"net/http"
 	"reflect"
 	"strings"
@@ -177,6 +178,16 @@ func TestWorkspaceIsolation(t *testing.T) {
 	}
 	// Its query is checked as any other: a bad one is a 422, not an empty page.
 	n.do("GET", "/v1/keys?workspace_id=ws2&limit=0", adm, nil).wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED")
+	// The cursor too: garbage, or one of another listing, is a 422; one a
+	// listing of ws2 could have handed out gets the empty page.
+	for _, cur := range []string{"!!!", base64.RawURLEncoding.EncodeToString([]byte("ws1\x00" + k1.ID))} {
+		if r := n.do("GET", "/v1/keys?workspace_id=ws2&cursor="+cur, adm, nil).wantError(t, http.StatusUnprocessableEntity, "VALIDATION_FAILED"); !r.hasDetail("cursor") {
+			t.Errorf("cursor %q: details do not name it: %s", cur, r.Body)
+		}
+	}
+	if r := n.do("GET", "/v1/keys?workspace_id=ws2&cursor="+base64.RawURLEncoding.EncodeToString([]byte("ws2\x00"+k2.ID)), adm, nil); r.Status != http.StatusOK || len(r.JSON["data"].([]any)) != 0 {
+		t.Errorf("a ws2 cursor: %d %s", r.Status, r.Body)
+	}
 	if got := n.listAll(adm, "workspace_id=ws1&type=secret"); len(got) != 1 || got[0].ID != k1.ID {
 		t.Errorf("ws1 admin lists secret keys of ws1: %+v", got)
 	}

@@ -2,10 +2,12 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"regexp"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -42,7 +44,7 @@ func decodeMembers(raw map[string]json.RawMessage, prefix string, fields map[str
 	for name := range raw {
 		names = append(names, name)
 	}
-	sort.Strings(names) // stable order of details
+	slices.Sort(names) // stable order of details
 	for _, name := range names {
 		f, ok := fields[name]
 		if !ok {
@@ -147,14 +149,44 @@ func (c *checker) add(field, issue string) {
 	}
 }
 
-// details are the errors to answer with, sorted by field: the first
-// maxFieldErrors found, then one that counts the rest.
+// details are the errors to answer with, sorted by field (compareFields):
+// the first maxFieldErrors found, then one that counts the rest.
 func (c *checker) details() []FieldError {
-	sort.SliceStable(c.bad, func(i, j int) bool { return c.bad[i].Field < c.bad[j].Field })
+	slices.SortStableFunc(c.bad, func(a, b FieldError) int { return compareFields(a.Field, b.Field) })
 	if c.dropped == 0 {
 		return c.bad
 	}
 	return append(c.bad, FieldError{"body", fmt.Sprintf("%d more bad fields are not listed", c.dropped)})
+}
+
+// compareFields orders field names as a reader looks for them: by their
+// bytes, except that runs of digits (an item's index) compare by value, so
+// that keys[2].name comes before keys[10].name.
+func compareFields(a, b string) int {
+	for a != "" && b != "" {
+		if da, db := digitRun(a), digitRun(b); da > 0 && db > 0 {
+			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if c := cmp.Or(cmp.Compare(len(na), len(nb)), strings.Compare(na, nb)); c != 0 {
+				return c
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return cmp.Compare(a[0], b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// digitRun is the length of the run of ASCII digits s starts with.
+func digitRun(s string) int {
+	n := 0
+	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
+		n++
+	}
+	return n
 }
 
 func (c *checker) name(field, v string) {

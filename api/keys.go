@@ -275,8 +275,13 @@ func (s *Server) handleList(ctx *fasthttp.RequestCtx) {
 	}
 	if !caller.IsRoot() {
 		if q.WorkspaceID != "" && q.WorkspaceID != caller.WorkspaceID {
-			// Another workspace's keys are invisible: an empty page (a
-			// request that is valid, like any other workspace's listing).
+			// Another workspace's keys are invisible: an empty page, for a
+			// request that is valid as any other workspace's listing would
+			// have to be (its cursor too).
+			if q.Cursor != "" && keyindex.CheckCursor(q.Cursor, q.WorkspaceID) != nil {
+				writeError(ctx, badCursor())
+				return
+			}
 			writeData(ctx, fasthttp.StatusOK, []*keyindex.Record{}, newMeta(ctx))
 			return
 		}
@@ -284,7 +289,7 @@ func (s *Server) handleList(ctx *fasthttp.RequestCtx) {
 	}
 	page, next, err := s.index.List(q)
 	if err != nil {
-		writeError(ctx, validationError([]FieldError{{"cursor", "is not a cursor of this listing"}}))
+		writeError(ctx, badCursor())
 		return
 	}
 	if page == nil {
@@ -293,6 +298,10 @@ func (s *Server) handleList(ctx *fasthttp.RequestCtx) {
 	m := newMeta(ctx)
 	m.NextCursor = next
 	writeData(ctx, fasthttp.StatusOK, page, m)
+}
+
+func badCursor() *apiError {
+	return validationError([]FieldError{{"cursor", "is not a cursor of this listing"}})
 }
 
 func (s *Server) handleUpdate(ctx *fasthttp.RequestCtx, id string) {

@@ -53,7 +53,7 @@ func TestValidation(t *testing.T) {
 		}
 		fields = append(fields, d.(map[string]any)["field"].(string))
 	}
-	if !slices.IsSorted(fields) {
+	if !slices.IsSorted(fields) { // no indexed fields here: byte order (TestDetailsOrderIndexesByValue)
 		t.Errorf("details not sorted by field: %v", fields)
 	}
 	unchanged("many bad fields")

@@ -687,16 +687,32 @@ type ListQuery struct {
 // ErrBadCursor is returned for a cursor this index did not hand out.
 var ErrBadCursor = errors.New("cursor is not valid")
 
+// CheckCursor reports ErrBadCursor for a cursor that List would refuse for
+// a listing of workspaceID ("" for every workspace), without listing.
+func CheckCursor(cursor, workspaceID string) error {
+	_, _, err := readCursor(cursor, workspaceID)
+	return err
+}
+
+// readCursor is the workspace and id a cursor continues after.
+func readCursor(cursor, workspaceID string) (ws, id string, err error) {
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	ws, id, ok := strings.Cut(string(raw), "\x00")
+	if err != nil || !ok || (workspaceID != "" && ws != workspaceID) {
+		return "", "", ErrBadCursor
+	}
+	return ws, id, nil
+}
+
 // List returns records in (workspace, id) order after the cursor, and the
 // cursor of the next page ("" on the last page). Ids are ULIDs, so within a
 // workspace the order is creation order, and stable across pages.
 func (ix *Index) List(q ListQuery) ([]*Record, string, error) {
 	var pivot *pivotKey
 	if q.Cursor != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(q.Cursor)
-		ws, id, ok := strings.Cut(string(raw), "\x00")
-		if err != nil || !ok || (q.WorkspaceID != "" && ws != q.WorkspaceID) {
-			return nil, "", ErrBadCursor
+		ws, id, err := readCursor(q.Cursor, q.WorkspaceID)
+		if err != nil {
+			return nil, "", err
 		}
 		pivot = &pivotKey{workspace: ws, id: id}
 	} else if q.WorkspaceID != "" {
