@@ -9,12 +9,38 @@ import (
 // authenticate checks the admin key in Authorization: Bearer and that it
 // carries scope. The key goes through the same verify decision as any other
 // (revoked, disabled, expired, rate limited, rotation grace), then must be an
-// admin key.
+// admin key. Its scopes are read from the record that decision was made
+// on: should the key change in between (a PATCH, a usage flush rewriting
+// it), the decision is made again, so that no request is allowed by one
+// version of a key and scoped by another.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex.Record, *apiError) {
 	tok := headerToken(&ctx.Request.Header)
 	if len(tok) == 0 {
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "send an admin key in Authorization: Bearer")
 	}
+	for range maxAuthAttempts {
+		caller, aerr := s.authenticateOnce(tok)
+		if caller != nil || aerr != nil {
+			if aerr == nil && !caller.HasScope(scope) {
+				aerr = newError(fasthttp.StatusForbidden, codeForbidden, "this admin key lacks the scope "+scope)
+			}
+			if aerr != nil {
+				return nil, aerr
+			}
+			return caller, nil
+		}
+	}
+	return nil, newError(fasthttp.StatusConflict, codeConflict, "the admin key changed during the request; retry")
+}
+
+// maxAuthAttempts bounds the decisions made again for a key that keeps
+// changing: each is counted as a use, and a key changes at most every few
+// milliseconds (a write through Raft), so a second one nearly always does.
+const maxAuthAttempts = 3
+
+// authenticateOnce decides on tok and returns the admin key's record as
+// the decision saw it, an error, or neither when the key changed since.
+func (s *Server) authenticateOnce(tok []byte) (*keyindex.Record, *apiError) {
 	req := keyindex.VerifyRequest{Token: tok}
 	req.NowNs, req.MonoNs = clocks()
 	d := s.index.Verify(&req)
@@ -33,14 +59,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex
 	default:
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "admin key rejected: "+d.Code.Message())
 	}
-	caller := s.index.MatchedRecord(&d)
-	if caller == nil {
-		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "admin key rejected: "+keyindex.CodeKeyNotFound.Message())
-	}
-	if !caller.HasScope(scope) {
-		return nil, newError(fasthttp.StatusForbidden, codeForbidden, "this admin key lacks the scope "+scope)
-	}
-	return caller, nil
+	return s.index.MatchedRecord(&d), nil
 }
 
 // canSee reports whether caller may see keys of workspace ws. Keys of other

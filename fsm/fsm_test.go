@@ -609,3 +609,29 @@ func TestCommandsCarryTheLowestVersionThatAppliesThem(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupIsWrittenOnce: a backup copies the keys' token hashes (the
+// index keeps them in its slots, which change), counts that copy in the
+// index's mapped memory, and gives it back once written; writing it again
+// is an error, not a crash of the node.
+func TestBackupIsWrittenOnce(t *testing.T) {
+	f := populated(t, 50)
+	base := f.Index().MappedBytes()
+	b := f.Backup()
+	if held := f.Index().MappedBytes() - base; held < 50*32 {
+		t.Fatalf("a backup's copy of 50 hashes counts %d bytes", held)
+	}
+	var buf bytes.Buffer
+	if err := b.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckSnapshot(bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatalf("the backup does not read back: %v", err)
+	}
+	if got := f.Index().MappedBytes(); got != base {
+		t.Fatalf("mapped %d bytes after the backup was written, %d before it", got, base)
+	}
+	if err := b.Write(io.Discard); err == nil {
+		t.Fatal("a backup was written twice")
+	}
+}

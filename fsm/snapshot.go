@@ -84,6 +84,11 @@ func (s *snapshot) Release() {
 }
 
 func (s *snapshot) write(w io.Writer) error {
+	if s.records.Released() {
+		// Its copy of the index is given back once written (Backup.Write):
+		// an error, not the panic reading it would be.
+		return errors.New("fsm: this snapshot was already written and released")
+	}
 	crc := crc32.New(castagnoli)
 	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)
 	meta := s.meta

@@ -27,7 +27,9 @@ import (
 // fields and lists are written under the index's write lock and read under
 // its read lock; the counters are atomics that readers update. 72 bytes,
 // with no padding (TestSlotSize): the location and the hot fields are
-// packed, since at ten million keys every byte of a slot is 10 MB.
+// packed, since at ten million keys every byte of a slot is 10 MB. So a
+// slot spans two cache lines, which a verification reads both of; their
+// addresses are known together, and the two misses overlap.
 type slot struct {
 	hash    Hash // of the current token (a rotated key's previous one is in its record)
 	limiter rateLimiter

@@ -23,7 +23,7 @@ import (
 //
 // Records live encoded in an arena (arena.go) and are decoded only for
 // admin reads; verification reads them in place (view.go). Records handed
-// out (Get, List, Decision.Record) are fresh copies the caller may keep.
+// out (Get, List, MatchedRecord) are fresh copies the caller may keep.
 type Index struct {
 	// writeMu serialises writers, ahead of mu: a writer that needs larger
 	// hash tables builds them under the read lock only (makeRoom), and
@@ -34,6 +34,9 @@ type Index struct {
 	// imported counts imported keys: while there are none, a token of a
 	// length no generated token has is refused without hashing it.
 	imported atomic.Int64
+	// snapshotHashes is the memory of the snapshots' copies of token
+	// hashes that are not released yet (Records.hold).
+	snapshotHashes atomic.Int64
 }
 
 // store is the index's data; every method needs the index lock.
@@ -148,9 +151,9 @@ func (st *store) findID(id string) (uint32, bool) {
 }
 
 // hashMatch is the key a token hash belongs to: its slot, its stored
-// record and the record's chunk (read to compare the hash, and kept so the
-// verify path does not look them up again), and whether the hash is its
-// previous (rotated) one.
+// record and the record's chunk (found from the slot, and kept so the
+// verify path does not look them up again; the record is read only for a
+// previous hash), and whether the hash is its previous (rotated) one.
 type hashMatch struct {
 	n        uint32
 	sl       *slot
@@ -196,13 +199,14 @@ func (ix *Index) Len() int {
 }
 
 // MappedBytes is the memory the index has mapped outside the Go heap, for
-// its records, slots and hash tables (offheap.go): what runtime.MemStats
-// leaves out. Chunks of records it has dropped but a reader still holds are
-// not counted.
+// its records, slots and hash tables (offheap.go), and for the token hashes
+// that snapshots not yet released copied (32 bytes a key each): what
+// runtime.MemStats leaves out. Chunks of records it has dropped but a
+// reader still holds are not counted.
 func (ix *Index) MappedBytes() int64 {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return ix.st.mappedBytes()
+	return ix.st.mappedBytes() + ix.snapshotHashes.Load()
 }
 
 // freeLocked unmaps the slots and tables of a store no longer in use; the
@@ -595,7 +599,8 @@ func (ix *Index) ExpiredRotations(nowNs int64) []string {
 
 // Snapshot returns a point-in-time copy of every record that stays valid
 // while the index keeps changing: the arena's chunks never change once
-// written, so the snapshot only copies where each record is. Writers wait
+// written, so the snapshot copies only where each record is and, from the
+// slots, the token hashes the stored records leave out. Writers wait
 // while it runs, so it reads memory in order: the slots' refs one after the
 // other, and the order's blocks (4-byte items); looking each slot up in the
 // order instead missed the cache on nearly every key (65 ms at 1M
@@ -605,25 +610,50 @@ func (ix *Index) ExpiredRotations(nowNs int64) []string {
 // would otherwise stay resident as heap the collector freed (Release).
 func (ix *Index) Snapshot() *Records {
 	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	st := ix.st
-	s := &Records{
-		chunks:    append([][]byte(nil), st.arena.chunks...),
-		mem:       append([]*mapping(nil), st.arena.mem...),
-		refs:      make([]recordRef, st.slots.next),
-		hashesMem: newMapping(max(1, int(st.slots.next)) * len(Hash{})),
-		order:     make([]uint32, 0, st.count),
+	room := int(ix.st.slots.next)
+	ix.mu.RUnlock()
+	for {
+		// The copies are made before taking the lock, with room for the
+		// keys added meanwhile: mapping and first touching tens of MB
+		// under it would hold every writer, and the verifications queued
+		// behind a waiting writer, for as long.
+		room += room/16 + 64
+		hashes := newSnapshotHashes(room)
+		s := &Records{refs: make([]recordRef, room), order: make([]uint32, 0, room)}
+		ix.mu.RLock()
+		st := ix.st
+		if n := int(st.slots.next); n > room {
+			ix.mu.RUnlock()
+			hashes.free()
+			room = n
+			continue
+		}
+		s.chunks = append([][]byte(nil), st.arena.chunks...)
+		s.mem = append([]*mapping(nil), st.arena.mem...)
+		s.refs = s.refs[:st.slots.next]
+		s.hashes = unsafe.Slice((*Hash)(unsafe.Pointer(unsafe.SliceData(hashes.b))), st.slots.next)
+		for n := range s.refs {
+			sl := st.slots.get(uint32(n))
+			s.refs[n], s.hashes[n] = sl.ref(), sl.hash
+		}
+		st.ordered.ascend(func(it orderItem) bool {
+			s.order = append(s.order, uint32(it))
+			return true
+		})
+		ix.mu.RUnlock()
+		s.hold(hashes, &ix.snapshotHashes)
+		return s
 	}
-	s.hashes = unsafe.Slice((*Hash)(unsafe.Pointer(unsafe.SliceData(s.hashesMem.b))), st.slots.next)
-	for n := range s.refs {
-		sl := st.slots.get(uint32(n))
-		s.refs[n], s.hashes[n] = sl.ref(), sl.hash
+}
+
+// newSnapshotHashes maps room for n token hashes and touches every page of
+// it, so that the copy under the lock does not fault them in.
+func newSnapshotHashes(n int) *mapping {
+	m := newMapping(n * len(Hash{}))
+	for i := 0; i < len(m.b); i += basePage {
+		m.b[i] = 0
 	}
-	st.ordered.ascend(func(it orderItem) bool {
-		s.order = append(s.order, uint32(it))
-		return true
-	})
-	return s
+	return m
 }
 
 // Records is an immutable set of records from Snapshot, in (workspace, id)
@@ -637,17 +667,36 @@ type Records struct {
 	hashes    []Hash      // by slot: the current token hashes, in hashesMem
 	hashesMem *mapping
 	order     []uint32 // slots in (workspace, id) order
+	// held counts hashesMem in the index's MappedBytes until Release, or
+	// until the collector finds the snapshot unreachable (uncount).
+	held    *atomic.Int64
+	uncount runtime.Cleanup
+}
+
+// hold makes m the snapshot's copy of the hashes, counted in held.
+func (s *Records) hold(m *mapping, held *atomic.Int64) {
+	n := int64(len(m.b))
+	s.hashesMem, s.held = m, held
+	held.Add(n)
+	s.uncount = runtime.AddCleanup(s, func(n int64) { held.Add(-n) }, n)
 }
 
 // Release gives back the snapshot's copy of the token hashes now rather
 // than when the collector finds the snapshot unreachable: the records must
-// not be read after it.
+// not be read after it (Released).
 func (s *Records) Release() {
-	if s != nil && s.hashesMem != nil {
-		s.hashesMem.free()
-		s.hashesMem, s.hashes = nil, nil
+	if s == nil || s.hashesMem == nil {
+		return
 	}
+	s.uncount.Stop()
+	s.held.Add(-int64(len(s.hashesMem.b)))
+	s.hashesMem.free()
+	s.hashesMem, s.hashes = nil, nil
 }
+
+// Released reports whether Release was called: reading the records then
+// panics.
+func (s *Records) Released() bool { return s.hashesMem == nil }
 
 // Len is the number of records.
 func (s *Records) Len() int { return len(s.order) }

@@ -935,8 +935,8 @@ func TestArenaCompaction(t *testing.T) {
 		if id := string(keyID(d)); d.Code != CodeValid || id != k.rec.ID {
 			t.Fatalf("%s: verify %s %s", k.rec.ID, d.Code, id)
 		}
-		enc := AppendRecord(nil, k.rec)
-		live += recordHeaderLen(len(enc)) + len(enc)
+		stored := storedForm(AppendRecord(nil, k.rec))
+		live += recordHeaderLen(len(stored)) + len(stored)
 	}
 	held := 0
 	for _, c := range ix.st.arena.chunks {

@@ -9,7 +9,8 @@ import "runtime"
 //     it under `serve --gc-percent auto`): with the records in the heap a
 //     node holding ten million keys kept about 330 MB more resident, as
 //     room and garbage (bench/README.md, session 6).
-//   - Every verification reads a table word, a slot and a record at random,
+//   - Every verification reads a table word and a slot at random (and its
+//     answer the record),
 //     which in 4 KiB pages is a TLB miss as well as a cache miss at a
 //     million keys. Mappings of 1 MiB and more are whole 2 MiB pages,
 //     aligned, and asked to be backed by huge pages (MADV_HUGEPAGE: honoured

@@ -1,6 +1,9 @@
 package keyindex
 
-import "runtime"
+import (
+	"runtime"
+	"unsafe"
+)
 
 // Code is the outcome of a verification (spec §3).
 type Code uint8
@@ -84,17 +87,24 @@ type Decision struct {
 // Matched reports whether the token matched a key.
 func (d *Decision) Matched() bool { return d.rec != nil }
 
-// MatchedRecord returns the record of the key d matched, as the index holds
-// it now (nil if d matched none, or the key is gone since). It allocates:
-// for admin authentication, not for the verify answer. (d's stored bytes
-// lack the token hash, which is in the key's slot: storedForm.)
+// MatchedRecord returns the record of the key d matched, as it was when d
+// was decided: nil if d matched none, or if the key has changed or gone
+// since (then verify again). It allocates: for admin authentication, not
+// for the verify answer. (d's stored bytes lack the token hash, which is in
+// the key's slot; a key's slot and hash change only with its stored bytes,
+// which are never rewritten in place, so the same bytes mean the same
+// record, hash included.)
 func (ix *Index) MatchedRecord(d *Decision) *Record {
 	if d.rec == nil {
 		return nil
 	}
-	id := readHead(d.rec).id.String()
-	runtime.KeepAlive(d) // d.mem maps d.rec until its id is read
-	return ix.Get(id)
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n, ok := ix.st.findID(readHead(d.rec).id.String())
+	if !ok || unsafe.SliceData(ix.st.rec(n)) != unsafe.SliceData(d.rec) {
+		return nil
+	}
+	return ix.st.decode(n)
 }
 
 // KeyRef is whose a matched key is: what an answer's headers say of it.

@@ -156,7 +156,7 @@ func testVerifyCodes(t *testing.T, maxSets int) {
 		origin   string
 		now      int64
 		want     Code
-		rec      *Record // expected Decision.Record
+		rec      *Record // expected MatchedRecord
 	}{
 		{name: "empty token", tok: "", want: CodeBadRequest},
 		{name: "malformed checksum", tok: malformed, want: CodeMalformedKey},
@@ -525,5 +525,59 @@ func TestVerifyZeroAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("ParseToken allocates %v times per call", allocs)
+	}
+}
+
+// TestMatchedRecordIsTheDecidedOne: the record MatchedRecord returns is the
+// version the decision was made on; once the key has changed (a PATCH, a
+// usage flush rewriting it) or gone, it returns nil, and admin
+// authentication decides again rather than scope a request by a version of
+// the key that was never verified.
+func TestMatchedRecordIsTheDecidedOne(t *testing.T) {
+	ix := New()
+	r, tok := newTestRecord(t, TypeAdmin, func(r *Record) { r.Scopes = []string{ScopeKeysRead} })
+	mustInsert(t, ix, r)
+	decide := func() Decision {
+		t.Helper()
+		d := ix.Verify(&VerifyRequest{Token: []byte(tok), NowNs: time.Now().UnixNano()})
+		if d.Code != CodeValid {
+			t.Fatalf("code %s", d.Code)
+		}
+		return d
+	}
+	d := decide()
+	if got := ix.MatchedRecord(&d); !reflect.DeepEqual(got, r) {
+		t.Fatalf("matched %v, want %v", got, r)
+	}
+
+	wider := r.Clone()
+	wider.Scopes = []string{ScopeKeysRead, ScopeKeysWrite}
+	if err := ix.Replace(wider); err != nil {
+		t.Fatal(err)
+	}
+	if got := ix.MatchedRecord(&d); got != nil {
+		t.Fatalf("a decision made before a change matched %v", got)
+	}
+	d = decide()
+	if got := ix.MatchedRecord(&d); !reflect.DeepEqual(got, wider) {
+		t.Fatalf("matched %v, want %v", got, wider)
+	}
+
+	if !ix.AddUsage(r.ID, 1, time.Now(), func(before, after []byte) {}) {
+		t.Fatal("usage not added")
+	}
+	if got := ix.MatchedRecord(&d); got != nil {
+		t.Fatalf("a decision made before a usage flush matched %v", got)
+	}
+
+	d = decide()
+	if err := ix.Delete(r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := ix.MatchedRecord(&d); got != nil {
+		t.Fatalf("a deleted key matched %v", got)
+	}
+	if none := (Decision{Code: CodeKeyNotFound}); ix.MatchedRecord(&none) != nil {
+		t.Fatal("a decision that matched no key has a record")
 	}
 }
