@@ -54,9 +54,9 @@ type snapshot struct {
 	meta    snapshotMeta
 	records *keyindex.Records
 	// notPersisted, for raft's snapshots, counts the log they covered back
-	// as unsnapshotted (FSM.Snapshot); persisted says it is not needed.
+	// as unsnapshotted (FSM.Snapshot); Persist clears it once it is not
+	// needed.
 	notPersisted func()
-	persisted    bool
 }
 
 // Persist implements raft.FSMSnapshot.
@@ -69,7 +69,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	if err := sink.Close(); err != nil {
 		return err
 	}
-	s.persisted = true
+	s.notPersisted = nil
 	return nil
 }
 
@@ -78,8 +78,9 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // to create one).
 func (s *snapshot) Release() {
 	s.records.Release()
-	if !s.persisted && s.notPersisted != nil {
-		s.notPersisted()
+	if f := s.notPersisted; f != nil {
+		s.notPersisted = nil
+		f()
 	}
 }
 

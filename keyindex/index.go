@@ -123,7 +123,14 @@ func (st *store) rec(n uint32) []byte { return st.arena.bytes(st.slots.get(n).re
 
 // appendEncoded appends the whole encoding of the key in slot n.
 func (st *store) appendEncoded(dst []byte, n uint32) []byte {
-	return append(append(dst, st.rec(n)...), st.slots.get(n).hash[:]...)
+	sl := st.slots.get(n)
+	return appendWithHash(dst, st.arena.bytes(sl.ref()), &sl.hash)
+}
+
+// appendWithHash appends the encoding whose stored form is stored and
+// whose current token hash is h.
+func appendWithHash(dst, stored []byte, h *Hash) []byte {
+	return append(append(dst, stored...), h[:]...)
 }
 
 // storedForm is what the arena keeps of an encoding: all of it but the
@@ -172,12 +179,16 @@ func (st *store) findHash(h *Hash) (hashMatch, bool) {
 			return hashMatch{}, false
 		}
 		sl := st.slots.get(v >> 1)
+		previous := v&1 == 1
+		if !previous && sl.hash != *h {
+			continue // a fingerprint's collision: its record is not needed
+		}
 		ref := sl.ref()
 		b := st.arena.bytes(ref)
-		previous := v&1 == 1
-		if (!previous && sl.hash == *h) || (previous && string(b[len(b)-len(h):]) == string(h[:])) {
-			return hashMatch{n: v >> 1, sl: sl, rec: b, chunk: ref.chunk, previous: previous}, true
+		if previous && encodedHash(b) != *h { // the stored form ends with the previous hash
+			continue
 		}
+		return hashMatch{n: v >> 1, sl: sl, rec: b, chunk: ref.chunk, previous: previous}, true
 	}
 }
 
@@ -263,7 +274,7 @@ func (ix *Index) GetByHash(h Hash) *Record {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if m, ok := ix.st.findHash(&h); ok && !m.previous {
-		return ix.st.decode(m.n)
+		return mustDecode(appendWithHash(nil, m.rec, &m.sl.hash))
 	}
 	return nil
 }
@@ -710,13 +721,13 @@ func (s *Records) Each(fn func(*Record) bool) {
 // until fn returns false. fn must not keep or change the bytes.
 func (s *Records) EachEncoded(fn func([]byte) bool) {
 	defer runtime.KeepAlive(s)
-	if s.hashes == nil && len(s.order) > 0 {
+	if s.Released() && len(s.order) > 0 {
 		panic("keyindex: Records read after Release")
 	}
 	var enc []byte
 	for _, n := range s.order {
 		ref := s.refs[n]
-		enc = append(append(enc[:0], s.chunks[ref.chunk][ref.off:ref.off+ref.n]...), s.hashes[n][:]...)
+		enc = appendWithHash(enc[:0], s.chunks[ref.chunk][ref.off:ref.off+ref.n], &s.hashes[n])
 		if !fn(enc) {
 			return
 		}

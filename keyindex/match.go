@@ -65,7 +65,7 @@ func (g *scopeGrant) allows(want []byte) bool {
 		k := len(g.scope) - 1
 		return len(want) >= k && string(want[:k]) == g.scope[:k] && noByte(want[k:], ':')
 	}
-	return scopeMatch(g.scope, want)
+	return globMatch(g.scope, want)
 }
 
 func grantsAllow(granted []scopeGrant, want []byte) bool {
@@ -88,25 +88,23 @@ func noByte[S ~string | ~[]byte](s S, b byte) bool {
 	return true
 }
 
-// scopeMatch matches one granted scope against a requested one in one pass.
-// Segments line up by their ":" (a "*" never takes a ":", so the k-th ":" of
-// the grant can only meet the k-th ":" of the request), and within a segment
-// a "*" is a glob for any run of bytes. One backtrack point is enough: a
+// scopeMatch matches one granted scope against a requested one, for a
+// grant not prepared beforehand (scopeGrant).
+func scopeMatch(granted string, want []byte) bool {
+	g := newScopeGrant(granted)
+	return g.allows(want)
+}
+
+// globMatch matches a granted scope with "*" in it in one pass. Segments
+// line up by their ":" (a "*" never takes a ":", so the k-th ":" of the
+// grant can only meet the k-th ":" of the request), and within a segment a
+// "*" is a glob for any run of bytes. One backtrack point is enough: a
 // later "*" in the same segment can take whatever an earlier one would have,
 // and once a ":" has matched the earlier segments are settled. Linear in
-// practice and allocation-free; it is on the verify path of every scoped
-// request, where the segment-by-segment form cost twice as much.
-func scopeMatch(granted string, want []byte) bool {
-	if k := len(granted) - 1; k >= 0 && granted[k] == '*' && len(want) >= k && string(want[:k]) == granted[:k] {
-		// The common grant "prefix*" ("calls:*") and a request with that
-		// prefix: the rest must be one run with no ":", unless the prefix
-		// holds another "*" (then the general loop decides). The loop
-		// below backtracks once per byte of the run: a third of a scoped
-		// decision went to it.
-		if noByte(granted[:k], '*') {
-			return noByte(want[k:], ':')
-		}
-	}
+// practice and allocation-free, where the segment-by-segment form cost
+// twice as much. It backtracks once per byte of a run: scopeGrant matches
+// the common "prefix*" without it.
+func globMatch(granted string, want []byte) bool {
 	p, i := 0, 0
 	star, mark := -1, 0
 	for i < len(want) {

@@ -72,6 +72,7 @@ type Decision struct {
 	Code Code
 	// Rotated is true when the token is the previous one of a rotated key, in grace.
 	Rotated bool
+	slot    uint32 // the matched key's slot, when rec is set (MatchedRecord)
 	// RateLimit is filled for keys that have a limit.
 	RateLimit RateLimit
 	// rec is set whenever the token matched a key, also for most
@@ -88,23 +89,23 @@ type Decision struct {
 func (d *Decision) Matched() bool { return d.rec != nil }
 
 // MatchedRecord returns the record of the key d matched, as it was when d
-// was decided: nil if d matched none, or if the key has changed or gone
-// since (then verify again). It allocates: for admin authentication, not
-// for the verify answer. (d's stored bytes lack the token hash, which is in
-// the key's slot; a key's slot and hash change only with its stored bytes,
-// which are never rewritten in place, so the same bytes mean the same
-// record, hash included.)
+// was decided: nil if d matched none, or if the key has changed, moved or
+// gone since (then verify again). It allocates: for admin authentication,
+// not for the verify answer. (d's stored bytes lack the token hash, which
+// is in the key's slot. A slot's record and hash change only together, to
+// bytes written anew, and d keeps its bytes' chunk mapped, so while the
+// slot still points at d's bytes it holds the record d was decided on.)
 func (ix *Index) MatchedRecord(d *Decision) *Record {
 	if d.rec == nil {
 		return nil
 	}
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	n, ok := ix.st.findID(readHead(d.rec).id.String())
-	if !ok || unsafe.SliceData(ix.st.rec(n)) != unsafe.SliceData(d.rec) {
+	st := ix.st
+	if d.slot >= st.slots.next || st.slots.get(d.slot).isFree() || unsafe.SliceData(st.rec(d.slot)) != unsafe.SliceData(d.rec) {
 		return nil
 	}
-	return ix.st.decode(n)
+	return st.decode(d.slot)
 }
 
 // KeyRef is whose a matched key is: what an answer's headers say of it.
@@ -176,7 +177,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	sl := m.sl
-	d := Decision{rec: m.rec, mem: st.arena.mem[m.chunk]}
+	d := Decision{rec: m.rec, mem: st.arena.mem[m.chunk], slot: m.n}
 	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
 		if req.NowNs >= readPrevExpires(d.rec) {
