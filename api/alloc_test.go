@@ -51,7 +51,9 @@ func hotPathCases(t testing.TB, n *testNode) map[string]*fasthttp.RequestCtx {
 		"POST":            verifyCtx("POST", "/v1/verify", `{"key":"`+k.Key+`","scope":"calls:start","resource":"asst_1"}`),
 		"POST origin":     verifyCtx("POST", "/v1/verify", `{"key":"`+pk.Key+`","origin":"https://app.example.com"}`),
 		"GET unknown key": verifyCtx("GET", "/v1/verify", "", "X-API-Key", unknownToken(t)),
-		"POST bad scope":  verifyCtx("POST", "/v1/verify", `{"key":"`+k.Key+`","scope":"files:read"}`),
+		// Envoy's path_prefix form, a path longer than a stack string buffer.
+		"GET forward-auth subpath": verifyCtx("GET", "/v1/verify/api/v2/conversations/12345/messages?page=2", "", "X-API-Key", k.Key),
+		"POST bad scope":           verifyCtx("POST", "/v1/verify", `{"key":"`+k.Key+`","scope":"files:read"}`),
 	}
 }
 

@@ -19,14 +19,13 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, scope string) (*keyindex
 		return nil, newError(fasthttp.StatusUnauthorized, codeUnauthorized, "send an admin key in Authorization: Bearer")
 	}
 	for range maxAuthAttempts {
-		caller, aerr := s.authenticateOnce(tok)
-		if caller != nil || aerr != nil {
-			if aerr == nil && !caller.HasScope(scope) {
-				aerr = newError(fasthttp.StatusForbidden, codeForbidden, "this admin key lacks the scope "+scope)
-			}
-			if aerr != nil {
-				return nil, aerr
-			}
+		switch caller, aerr := s.authenticateOnce(tok); {
+		case aerr != nil:
+			return nil, aerr
+		case caller == nil: // the key changed since the decision
+		case !caller.HasScope(scope):
+			return nil, newError(fasthttp.StatusForbidden, codeForbidden, "this admin key lacks the scope "+scope)
+		default:
 			return caller, nil
 		}
 	}

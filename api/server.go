@@ -151,7 +151,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // must not pay for a router's allocations.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
-	if aerr := s.checkBodySize(ctx, string(path)); aerr != nil {
+	if aerr := s.checkBodySize(ctx, path); aerr != nil {
 		ctx.SetConnectionClose() // the rest of the body is not read
 		writeError(ctx, aerr)
 		return
@@ -202,10 +202,12 @@ const (
 )
 
 // checkBodySize applies the per-route body limits: 1 MiB, import 16 MiB,
-// restore MaxRestoreBytes (read as a stream by its handler).
-func (s *Server) checkBodySize(ctx *fasthttp.RequestCtx, path string) *apiError {
+// restore MaxRestoreBytes (read as a stream by its handler). path is
+// compared, never converted: a string of it longer than 32 bytes (a
+// forward-auth /v1/verify/… path) would be allocated on every request.
+func (s *Server) checkBodySize(ctx *fasthttp.RequestCtx, path []byte) *apiError {
 	limit := int64(s.cfg.MaxBodyBytes)
-	switch path {
+	switch string(path) {
 	case importPath:
 		limit = int64(s.cfg.MaxImportBytes)
 	case restorePath:
@@ -215,7 +217,7 @@ func (s *Server) checkBodySize(ctx *fasthttp.RequestCtx, path string) *apiError 
 	if size < 0 && !ctx.Request.IsBodyStream() { // chunked, and small enough to have been read
 		size = int64(len(ctx.Request.Body()))
 	}
-	if size < 0 && path != restorePath {
+	if size < 0 && string(path) != restorePath {
 		// A chunked body: with StreamRequestBody fasthttp hands every one
 		// over as a stream, whatever its size. Read it here, at most one
 		// byte past the limit, so that the handlers see a buffered body.

@@ -464,7 +464,7 @@ func (n *Node) Leave(timeout time.Duration) error {
 	n.leaving.Store(true)
 	n.gossip.announce()
 	deadline := time.Now().Add(timeout)
-	for !n.leaveDone.Load() && n.stillInConfig() {
+	for !n.leaveDone.Load() && !n.outOfCommittedConfig(n.id) {
 		n.handOver() // if elected again while waiting: a leader is not removed here
 		if time.Now().After(deadline) {
 			n.leaving.Store(false)
@@ -478,19 +478,21 @@ func (n *Node) Leave(timeout time.Duration) error {
 	return nil
 }
 
-// stillInConfig reports whether this node is in its latest Raft
-// configuration (or cannot tell).
-func (n *Node) stillInConfig() bool { return n.inConfig(n.id) }
-
 // outOfCommittedConfig reports whether server id is out of this node's
 // latest Raft configuration, and that configuration is committed: raft
 // reports its latest one, which may be an entry appended and not yet
 // committed (a removal whose leader then lost its leadership may be
-// undone). It is committed if everything in this node's log is (last index
-// read before the commit index).
+// undone). It is committed if everything in this node's log is. Raft sets
+// its last index before its latest configuration when it appends a
+// configuration entry, so the configuration is read first: a removal seen
+// there is then covered by the last index read after it, and that before
+// the commit index.
 func (n *Node) outOfCommittedConfig(id string) bool {
+	if n.inConfig(id) {
+		return false
+	}
 	last := n.raft.LastIndex()
-	return !n.inConfig(id) && n.raft.CommitIndex() >= last
+	return n.raft.CommitIndex() >= last
 }
 
 // inConfig reports whether server id is in this node's latest Raft

@@ -242,7 +242,6 @@ func serve(cfg *serveConfig) error {
 	case err := <-served:
 		// Not a requested stop: once the node is closed, exit with an error
 		// so that a supervisor restarts it.
-		log.Error("HTTP server stopped", "error", err)
 		servedErr = fmt.Errorf("the HTTP server stopped: %w", err)
 	}
 	// Stop taking requests and finish those in flight (their writes are
