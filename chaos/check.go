@@ -104,7 +104,6 @@ type keyFate struct {
 	// with the operation that made it.
 	tokens        []string
 	tokenOps      []Op
-	rotates       []Op // acknowledged rotates
 	unknownRotate bool
 	ackedDelete   bool
 	ackedRevoke   bool
@@ -117,8 +116,8 @@ type keyFate struct {
 // acknowledged rotate began after the operation that made it had returned.
 // (Rotates send no grace period, so a replaced token stops at once.)
 func (f *keyFate) superseded(i int) bool {
-	for _, r := range f.rotates {
-		if r.Invoke > f.tokenOps[i].Return {
+	for _, r := range f.tokenOps {
+		if r.Kind == OpRotate && r.Invoke > f.tokenOps[i].Return {
 			return true
 		}
 	}
@@ -150,7 +149,6 @@ func fates(ops []Op) []*keyFate {
 		case op.Kind == OpRotate && op.Result == ResOK:
 			f.tokens = append(f.tokens, op.Token)
 			f.tokenOps = append(f.tokenOps, op)
-			f.rotates = append(f.rotates, op)
 		case op.Kind == OpRotate && op.Result == ResUnknown:
 			f.unknownRotate = true
 		case op.Kind == OpDelete && op.Result == ResOK:

@@ -158,7 +158,6 @@ func (n *Net) Throttle(slot int, rate, latency string) error {
 // NetemAvailable says whether tc netem works here.
 func (n *Net) NetemAvailable() bool {
 	ns := n.probeNS()
-	run("ip", "netns", "del", ns) // a killed run's
 	if run("ip", "netns", "add", ns) != nil {
 		return false
 	}
