@@ -8,7 +8,8 @@ import "sync/atomic"
 // previous minute's count weighted by how much of it still overlaps the
 // sliding 60 s window.
 //
-// Word layout: window (24 bits, minutes since the Unix epoch mod 2^24) |
+// Word layout: window (24 bits, minutes of the clock the caller times with,
+// VerifyRequest.MonoNs or NowNs, mod 2^24) |
 // previous window's count (20 bits) | current count (20 bits). Counts never
 // exceed the limit, and limits are capped at MaxRateLimitPerMin < 2^20.
 type rateLimiter struct{ word atomic.Uint64 }
