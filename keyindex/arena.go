@@ -79,10 +79,18 @@ const (
 // Every rate limit the API accepts fits the packed word.
 var _ [rateLimitMask - MaxRateLimitPerMin]byte
 
-func (sl *slot) rateLimit() int     { return int(sl.packed & rateLimitMask) }
-func (sl *slot) flags() byte        { return byte(sl.packed >> flagsShift) }
-func (sl *slot) publishable() bool  { return sl.packed&publishableBit != 0 }
-func (sl *slot) ref() recordRef     { return unpackRef(sl.loc) }
+func (sl *slot) rateLimit() int    { return int(sl.packed & rateLimitMask) }
+func (sl *slot) flags() byte       { return byte(sl.packed >> flagsShift) }
+func (sl *slot) publishable() bool { return sl.packed&publishableBit != 0 }
+func (sl *slot) ref() recordRef    { return unpackRef(sl.loc) }
+
+// plain reports whether the key is active, not revoked, not publishable,
+// and has no rate limit and no expiry: one whose current token verifies
+// with no other check than its scope (Index.Verify).
+func (sl *slot) plain() bool {
+	const mask = rateLimitMask | publishableBit | (flagRevokedAt|flagActive)<<flagsShift
+	return sl.packed&mask == flagActive<<flagsShift && sl.expires == 0
+}
 func (sl *slot) setRef(r recordRef) { sl.loc = packRef(r) }
 func (sl *slot) isFree() bool       { return sl.loc == 0 } // a stored record follows its header: its offset is not 0
 

@@ -829,30 +829,26 @@ type Usage struct {
 }
 
 // recordUse counts a successful verification of the key in slot n (under
-// the read lock): atomics only, and a bit in the slot's chunk the first time.
+// the read lock): one locked add on the slot's line, which the decision
+// has just read, and more only for the key's first use since the last
+// drain (which swaps uses to 0 after clearing the bit).
+//
+// That first use marks the key in its chunk's bitmap (later ones leave it
+// alone: its words sit away from the slot, and each is shared by 64 keys
+// that other cores verify too), and its time is the one the drain reports
+// as the key's last use. So last_used_at is the first verification of the
+// latest flush interval in which the key was verified: at most one interval
+// (5 s) before its very latest use, which the spec allows ("within the
+// flush interval"). Keeping the latest use exactly took a compare-and-swap
+// at nearly every verification of a large index (each key's previous use
+// long past), a second locked instruction on the path that waits for the
+// slot's cache miss (bench/README.md, session 13).
 func (st *store) recordUse(n uint32, sl *slot, nowNs int64) {
 	if sl.uses.Add(1) == 1 {
-		// The first use since the last drain (which swaps uses to 0 after
-		// clearing the bit) marks the key; later ones leave the bitmap
-		// alone: its words sit away from the slot, and each is shared by
-		// 64 keys that other cores verify too.
 		st.slots.markUsed(n)
-	}
-	// last_used_at promises the latest use within the usage flush interval
-	// (seconds), so a key verified again within a millisecond of its
-	// recorded use keeps it: the hot path then reads the line without a
-	// locked instruction (a tenth of a decision at 1K keys) or a write. The
-	// compare-and-swap keeps the latest of racing verifications, whose
-	// clocks can be far apart when they queued behind a write.
-	for last := sl.lastNs.Load(); nowNs-last >= lastUsedResolutionNs; last = sl.lastNs.Load() {
-		if sl.lastNs.CompareAndSwap(last, nowNs) {
-			return
-		}
+		sl.lastNs.Store(nowNs)
 	}
 }
-
-// lastUsedResolutionNs is how far apart two recorded uses of a key must be.
-const lastUsedResolutionNs = int64(time.Millisecond)
 
 // DrainUsage returns and resets the usage counted since the last call.
 func (ix *Index) DrainUsage() []Usage {

@@ -738,19 +738,17 @@ func TestDrainUsage(t *testing.T) {
 	}
 	now := baseNow.UnixNano()
 	ms := int64(time.Millisecond)
-	for i := range int64(4) {
-		ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now + i*ms})
+	// Failed verifications are not usage, and do not time it.
+	ix.Verify(&VerifyRequest{Token: []byte(bTok), Scope: []byte("y"), NowNs: now - 50})
+	// The last use reported is the first since the last drain (recordUse):
+	// later ones in the same interval count but leave its time.
+	for i := range int64(6) {
+		ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now + 2*ms - i*ms})
 	}
-	// Within the resolution of the last use: it stays.
-	ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now + 3*ms + ms/2})
-	// Out of order clock: the latest use wins.
-	ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now - 100})
 	ix.Verify(&VerifyRequest{Token: []byte(bTok), NowNs: now})
-	// Failed verifications are not usage.
-	ix.Verify(&VerifyRequest{Token: []byte(bTok), Scope: []byte("y"), NowNs: now + 50})
 	u := ix.DrainUsage()
 	sort.Slice(u, func(i, j int) bool { return u[i].ID < u[j].ID })
-	want := []Usage{{a.ID, 6, now + 3*ms}, {b.ID, 1, now}}
+	want := []Usage{{a.ID, 6, now + 2*ms}, {b.ID, 1, now}}
 	sort.Slice(want, func(i, j int) bool { return want[i].ID < want[j].ID })
 	if !slices.Equal(u, want) {
 		t.Fatalf("DrainUsage = %+v, want %+v", u, want)
@@ -772,7 +770,7 @@ func TestDrainUsage(t *testing.T) {
 	}
 	ix.Verify(&VerifyRequest{Token: []byte(bTok), NowNs: now + 20*ms})
 	ix.Verify(&VerifyRequest{Token: []byte(bt.Plaintext), NowNs: now + 21*ms})
-	if u := ix.DrainUsage(); !slices.Equal(u, []Usage{{b.ID, 2, now + 21*ms}}) {
+	if u := ix.DrainUsage(); !slices.Equal(u, []Usage{{b.ID, 2, now + 20*ms}}) {
 		t.Fatalf("drain after rotation: %+v", u)
 	}
 }

@@ -26,6 +26,10 @@ type listSets struct {
 	blocks []listSet         // blocks[id-1]
 	free   []uint32          // ids of released blocks, for reuse
 	bytes  int               // of the blocks
+	// common is the id of a set many keys use, the most when it was last
+	// set (0 for none): a verification matches the requested scope against
+	// its scopes before the key's slot is read (scopePrecheck).
+	common uint32
 }
 
 type listSet struct {
@@ -47,6 +51,7 @@ const (
 func (s *listSets) acquire(block []byte) uint32 {
 	if id, ok := s.ids[string(block)]; ok {
 		s.blocks[id-1].refs++
+		s.noteUse(id)
 		return id
 	}
 	if len(s.ids) >= s.max || s.bytes+len(block) > maxListSetBytes {
@@ -67,7 +72,17 @@ func (s *listSets) acquire(block []byte) uint32 {
 	}
 	s.ids[set.block] = id
 	s.bytes += len(block)
+	s.noteUse(id)
 	return id
+}
+
+// noteUse makes id the common set if it now has more keys than the common
+// one. Only acquiring moves it, so after releases it may no longer be the
+// largest: it is a guess that the verify path checks, never trusts.
+func (s *listSets) noteUse(id uint32) {
+	if s.common == 0 || s.blocks[id-1].refs > s.blocks[s.common-1].refs {
+		s.common = id
+	}
 }
 
 // release counts one key fewer using id, and forgets its block when none
@@ -82,6 +97,9 @@ func (s *listSets) release(id uint32) {
 		s.bytes -= len(set.block)
 		*set = listSet{}
 		s.free = append(s.free, id)
+		if s.common == id {
+			s.common = 0
+		}
 	}
 }
 
@@ -92,6 +110,23 @@ func newListSet(block string) listSet {
 		set.scopes = append(set.scopes, newScopeGrant(sc))
 	}
 	return set
+}
+
+// scopePrecheck is a requested scope matched against the common set's
+// scopes ahead of the key's slot: the verify path computes it while the
+// slot's cache miss is outstanding (it depends only on the request), and a
+// key whose lists are that set is then decided by one comparison once the
+// slot arrives, instead of a walk of its scopes that would start only then.
+type scopePrecheck struct {
+	set uint32 // 0: no precheck
+	ok  bool
+}
+
+func (s *listSets) precheck(scope []byte) scopePrecheck {
+	if s.common == 0 || len(scope) == 0 {
+		return scopePrecheck{}
+	}
+	return scopePrecheck{set: s.common, ok: grantsAllow(s.blocks[s.common-1].scopes, scope)}
 }
 
 // scopes are set id's scopes, prepared when it was interned.

@@ -53,6 +53,52 @@ func TestListSetsShareAndForget(t *testing.T) {
 	}
 }
 
+// TestListSetsCommon: the common set is the one with the most keys as
+// they are acquired, and none once it is forgotten; the precheck matches
+// it, and nothing when there is none or no scope is asked for.
+func TestListSetsCommon(t *testing.T) {
+	var s listSets
+	s.max = maxListSets
+	a := []byte{2, 1, 'a', 0, 0} // scopes [a]
+	b := []byte{2, 1, 'b', 0, 0} // scopes [b]
+	if p := s.precheck([]byte("a")); p != (scopePrecheck{}) {
+		t.Fatalf("precheck with no sets: %+v", p)
+	}
+	ida := s.acquire(a)
+	if s.common != ida {
+		t.Fatalf("common = %d after the first set, want %d", s.common, ida)
+	}
+	idb := s.acquire(b)
+	if s.common != ida {
+		t.Fatal("a set with as many keys took over the common one")
+	}
+	s.acquire(b)
+	if s.common != idb {
+		t.Fatalf("common = %d, want %d, the set with more keys", s.common, idb)
+	}
+	if p := s.precheck([]byte("b")); p != (scopePrecheck{set: idb, ok: true}) {
+		t.Fatalf("precheck of a granted scope: %+v", p)
+	}
+	if p := s.precheck([]byte("a")); p != (scopePrecheck{set: idb, ok: false}) {
+		t.Fatalf("precheck of a scope the common set lacks: %+v", p)
+	}
+	if p := s.precheck(nil); p != (scopePrecheck{}) {
+		t.Fatalf("precheck with no scope: %+v", p)
+	}
+	s.release(idb)
+	if s.common != idb {
+		t.Fatal("a release moved the common set while it still had keys")
+	}
+	s.release(idb)
+	if s.common != 0 {
+		t.Fatalf("common = %d after its set was forgotten", s.common)
+	}
+	s.acquire(a)
+	if s.common != ida {
+		t.Fatalf("common = %d after acquiring again, want %d", s.common, ida)
+	}
+}
+
 // TestIndexListSetsFollowKeys: the index's sets follow inserts, replaces
 // and deletes, and a replace that changes a key's scopes changes its
 // verdicts.

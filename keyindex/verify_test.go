@@ -96,12 +96,25 @@ func TestCodeTable(t *testing.T) {
 // and with the sets full, so that each key's lists are read from its
 // record.
 func TestVerifyCodes(t *testing.T) {
+	var sets int
 	for _, maxSets := range []int{maxListSets, 0} {
-		t.Run(fmt.Sprintf("maxListSets=%d", maxSets), func(t *testing.T) { testVerifyCodes(t, maxSets) })
+		t.Run(fmt.Sprintf("maxListSets=%d", maxSets), func(t *testing.T) { sets = max(sets, testVerifyCodes(t, maxSets, 0)) })
+	}
+	// Each interned set as the common one in turn (scopePrecheck): a key
+	// of that set is decided by the precheck, and the precheck of a set
+	// that is not the key's must never decide for it.
+	if sets < 5 {
+		t.Fatalf("%d sets interned", sets)
+	}
+	for common := 1; common <= sets; common++ {
+		t.Run(fmt.Sprintf("common=%d", common), func(t *testing.T) { testVerifyCodes(t, maxListSets, uint32(common)) })
 	}
 }
 
-func testVerifyCodes(t *testing.T, maxSets int) {
+// testVerifyCodes decides every case of the table, with the index's common
+// set forced to common when that is not 0, and returns how many sets the
+// index interned.
+func testVerifyCodes(t *testing.T, maxSets int, common uint32) int {
 	ix := New()
 	ix.st.sets.max = maxSets
 	now := baseNow.UnixNano()
@@ -144,6 +157,9 @@ func testVerifyCodes(t *testing.T, maxSets int) {
 	})
 	if interned := len(ix.st.sets.ids); (maxSets > 0) != (interned > 0) {
 		t.Fatalf("%d lists blocks interned with room for %d", interned, maxSets)
+	}
+	if common != 0 {
+		ix.st.sets.common = common
 	}
 	unknown := mustGenerate(t, "acme", TypeSecret, EnvLive).Plaintext
 	malformed := corruptLast(secret.tok)
@@ -238,6 +254,7 @@ func testVerifyCodes(t *testing.T, maxSets int) {
 			}
 		})
 	}
+	return len(ix.st.sets.blocks)
 }
 
 func TestVerifyRotationGrace(t *testing.T) {
