@@ -97,9 +97,9 @@ func (s *Server) handleInternalState(ctx *fasthttp.RequestCtx) {
 
 // handleInternalApplied waits (up to 1 s) for min_index, for ?wait=all.
 func (s *Server) handleInternalApplied(ctx *fasthttp.RequestCtx) {
-	idx, ok := requestedMinIndex(ctx.QueryArgs(), &ctx.Request.Header)
-	if !ok {
-		writeError(ctx, validationError([]FieldError{{"min_index", "must be a non-negative integer"}}))
+	idx, aerr := adminMinIndex(ctx)
+	if aerr != nil {
+		writeError(ctx, aerr)
 		return
 	}
 	reached := s.node.WaitApplied(idx, maxMinIndexWait)

@@ -81,7 +81,7 @@ func (c *idleTimeoutConn) Write(p []byte) (int, error) {
 // needsLeader reports whether a request must be served by the leader.
 func needsLeader(ctx *fasthttp.RequestCtx, path string) bool {
 	switch {
-	case path == "/v1/cluster/leave", strings.HasPrefix(path, "/v1/internal/"):
+	case path == "/v1/cluster/leave", isInternal(path):
 		return false // about this very node
 	case path == snapshotPath:
 		return true // backups come from the leader's state

@@ -535,11 +535,21 @@ func (s *Server) audit(ctx *fasthttp.RequestCtx, caller *keyindex.Record, action
 	return &fsm.AuditEntry{Time: now, ActorKeyID: caller.ID, WorkspaceID: ws, Action: action, Target: target, RequestID: requestID(ctx)}
 }
 
-// awaitMinIndex makes an admin read wait (up to 1 s) for min_index.
-func (s *Server) awaitMinIndex(ctx *fasthttp.RequestCtx) *apiError {
+// adminMinIndex is the request's min_index, or the 422 an admin call
+// answers when it is not a non-negative integer.
+func adminMinIndex(ctx *fasthttp.RequestCtx) (uint64, *apiError) {
 	idx, ok := requestedMinIndex(ctx.QueryArgs(), &ctx.Request.Header)
 	if !ok {
-		return validationError([]FieldError{{"min_index", "must be a non-negative integer"}})
+		return 0, validationError([]FieldError{{"min_index", "must be a non-negative integer"}})
+	}
+	return idx, nil
+}
+
+// awaitMinIndex makes an admin read wait (up to 1 s) for min_index.
+func (s *Server) awaitMinIndex(ctx *fasthttp.RequestCtx) *apiError {
+	idx, aerr := adminMinIndex(ctx)
+	if aerr != nil {
+		return aerr
 	}
 	if idx > 0 && !s.node.WaitApplied(idx, maxMinIndexWait) {
 		e := newError(fasthttp.StatusServiceUnavailable, codeStale, "this node has not applied index "+strconv.FormatUint(idx, 10)+" yet")

@@ -272,9 +272,14 @@ func methodNotAllowed() *apiError {
 	return newError(fasthttp.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed on this endpoint")
 }
 
+// isInternal reports whether path is one of the endpoints nodes ask each
+// other (/v1/internal/…): about the node that answers, never forwarded,
+// and answered by a removed node too.
+func isInternal(path string) bool { return strings.HasPrefix(path, "/v1/internal/") }
+
 // routeAdmin dispatches /v1/keys…, /v1/audit, /v1/cluster….
 func (s *Server) routeAdmin(ctx *fasthttp.RequestCtx, path string) {
-	if s.node.Removed() && !strings.HasPrefix(path, "/v1/internal/") {
+	if s.node.Removed() && !isInternal(path) {
 		// Its state stopped at its removal: no revocation reaches it, and
 		// reads would answer from a past the cluster has left.
 		writeError(ctx, noLeader("this node was removed from the cluster and serves no admin requests: send them to another node"))

@@ -837,16 +837,19 @@ type Usage struct {
 // alone: its words sit away from the slot, and each is shared by 64 keys
 // that other cores verify too), and its time is the one the drain reports
 // as the key's last use. So last_used_at is the first verification of the
-// latest flush interval in which the key was verified: at most one interval
-// (5 s) before its very latest use, which the spec allows ("within the
-// flush interval"). Keeping the latest use exactly took a compare-and-swap
+// latest flush interval in which the key was verified: about one
+// --usage-flush-interval (5 s) before its very latest use at most, which
+// spec §2 allows ("within the flush interval"). Keeping the latest use exactly took a compare-and-swap
 // at nearly every verification of a large index (each key's previous use
 // long past), a second locked instruction on the path that waits for the
 // slot's cache miss (bench/README.md, session 13).
 func (st *store) recordUse(n uint32, sl *slot, nowNs int64) {
 	if sl.uses.Add(1) == 1 {
-		st.slots.markUsed(n)
+		// The time before the bit: a drain that sees the bit (it swaps the
+		// bit's word before reading the time) then reads this use's time,
+		// never the zero of a key's first use or an older interval's.
 		sl.lastNs.Store(nowNs)
+		st.slots.markUsed(n)
 	}
 }
 

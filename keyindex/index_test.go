@@ -743,12 +743,12 @@ func TestDrainUsage(t *testing.T) {
 	// The last use reported is the first since the last drain (recordUse):
 	// later ones in the same interval count but leave its time.
 	for i := range int64(6) {
-		ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now + 2*ms - i*ms})
+		ix.Verify(&VerifyRequest{Token: []byte(aTok), NowNs: now + i*ms})
 	}
 	ix.Verify(&VerifyRequest{Token: []byte(bTok), NowNs: now})
 	u := ix.DrainUsage()
 	sort.Slice(u, func(i, j int) bool { return u[i].ID < u[j].ID })
-	want := []Usage{{a.ID, 6, now + 2*ms}, {b.ID, 1, now}}
+	want := []Usage{{a.ID, 6, now}, {b.ID, 1, now}}
 	sort.Slice(want, func(i, j int) bool { return want[i].ID < want[j].ID })
 	if !slices.Equal(u, want) {
 		t.Fatalf("DrainUsage = %+v, want %+v", u, want)
@@ -790,6 +790,9 @@ func TestDrainUsageConcurrent(t *testing.T) {
 		for _, u := range ix.DrainUsage() {
 			if u.Count <= 0 {
 				t.Errorf("usage with count %d", u.Count)
+			}
+			if u.LastUsedNs < baseNow.UnixNano() {
+				t.Errorf("usage with a last use at %d, before any verification", u.LastUsedNs)
 			}
 			mu.Lock()
 			totals[u.ID] += u.Count

@@ -77,8 +77,9 @@ func (s *listSets) acquire(block []byte) uint32 {
 }
 
 // noteUse makes id the common set if it now has more keys than the common
-// one. Only acquiring moves it, so after releases it may no longer be the
-// largest: it is a guess that the verify path checks, never trusts.
+// one. Releases do not move it (only forgetting the common set clears it,
+// and the next set acquired takes its place), so it may not be the largest:
+// it is a guess that the verify path checks, never trusts.
 func (s *listSets) noteUse(id uint32) {
 	if s.common == 0 || s.blocks[id-1].refs > s.blocks[s.common-1].refs {
 		s.common = id

@@ -185,6 +185,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	sl := m.sl
+	d := Decision{rec: m.rec, mem: st.arena.mem[m.chunk], slot: m.n}
 	// Most verifications are of a plain key (active, no expiry, no rate
 	// limit, not publishable) by its current token, asked for a scope of
 	// the common set or nothing: decided by this one test. In a loop of
@@ -195,9 +196,8 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	if !m.previous && sl.plain() && len(req.Resource) == 0 && len(req.Origin) == 0 &&
 		(len(req.Scope) == 0 || sl.lists == pre.set && pre.ok) {
 		st.recordUse(m.n, sl, req.NowNs)
-		return Decision{rec: m.rec, mem: st.arena.mem[m.chunk], slot: m.n}
+		return d
 	}
-	d := Decision{rec: m.rec, mem: st.arena.mem[m.chunk], slot: m.n}
 	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
 		if req.NowNs >= readPrevExpires(d.rec) {
@@ -248,7 +248,7 @@ func (st *store) listsCode(sl *slot, rec []byte, req *VerifyRequest, pre scopePr
 	// precheck's answer for the common set, else the set's scopes, split
 	// when it was interned.
 	allowed := pre.ok
-	if sl.lists != pre.set || pre.set == 0 {
+	if sl.lists != pre.set || pre.set == 0 { // (a live key's lists are never 0; a free slot's are)
 		allowed = grantsAllow(st.sets.scopes(sl.lists), req.Scope)
 	}
 	if !allowed {

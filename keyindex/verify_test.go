@@ -129,17 +129,23 @@ func testVerifyCodes(t *testing.T, maxSets int, common uint32) int {
 		mustInsert(t, ix, r)
 		return key{r, tok}
 	}
-	secret := mk(TypeSecret, func(r *Record) {
+	// The secret's lists, shared by keys that fail other checks, so that
+	// each of them is also asked for a scope its set grants.
+	secretLists := func(r *Record) {
 		r.Scopes = []string{"calls:*", "files:read", "admin:st*"}
 		r.AllowedResources = []string{"asst_1", "asst_2"}
+	}
+	secret := mk(TypeSecret, func(r *Record) {
+		secretLists(r)
 		r.Metadata = map[string]string{"plan": "pro"}
 	})
 	noScopes := mk(TypeSecret, nil)
 	withOrigins := mk(TypeSecret, func(r *Record) { r.AllowedOrigins = []string{"https://app.example.com"} })
 	pub := mk(TypePublishable, nil)
+	pubScoped := mk(TypePublishable, func(r *Record) { r.Scopes = []string{"calls:*"} })
 	admin := mk(TypeAdmin, func(r *Record) { r.Scopes = AdminScopes; r.WorkspaceID = RootWorkspace })
-	disabled := mk(TypeSecret, func(r *Record) { r.Active = false })
-	revoked := mk(TypeSecret, func(r *Record) { r.RevokedAt = tp(baseNow.Add(-time.Minute)) })
+	disabled := mk(TypeSecret, func(r *Record) { secretLists(r); r.Active = false })
+	revoked := mk(TypeSecret, func(r *Record) { secretLists(r); r.RevokedAt = tp(baseNow.Add(-time.Minute)) })
 	revokedDisabled := mk(TypeSecret, func(r *Record) { r.RevokedAt = tp(baseNow.Add(-time.Minute)); r.Active = false })
 	revokedExpired := mk(TypeSecret, func(r *Record) {
 		r.RevokedAt = tp(baseNow.Add(-time.Minute))
@@ -148,7 +154,7 @@ func testVerifyCodes(t *testing.T, maxSets int, common uint32) int {
 	disabledExpired := mk(TypeSecret, func(r *Record) { r.Active = false; r.ExpiresAt = tp(baseNow.Add(-time.Hour)) })
 	expiring := mk(TypeSecret, func(r *Record) { r.ExpiresAt = tp(expiresAt); r.Scopes = []string{"calls:start"} })
 	expiredPub := mk(TypePublishable, func(r *Record) { r.ExpiresAt = tp(baseNow.Add(-time.Second)) })
-	limited := mk(TypeSecret, func(r *Record) { r.RateLimitPerMin = 1 })
+	limited := mk(TypeSecret, func(r *Record) { secretLists(r); r.RateLimitPerMin = 1 })
 	// Lists far into the record.
 	farLists := mk(TypeSecret, func(r *Record) {
 		r.Name = strings.Repeat("n", 70_000)
@@ -199,7 +205,12 @@ func testVerifyCodes(t *testing.T, maxSets int, common uint32) int {
 		{name: "far lists, scope not granted", tok: farLists.tok, scope: "files:read", want: CodeInsufficientScope, rec: farLists.rec},
 		{name: "far lists, resource not allowed", tok: farLists.tok, resource: "asst_2", want: CodeResourceNotAllowed, rec: farLists.rec},
 		{name: "disabled", tok: disabled.tok, want: CodeKeyDisabled, rec: disabled.rec},
+		{name: "disabled, scope granted", tok: disabled.tok, scope: "calls:start", want: CodeKeyDisabled, rec: disabled.rec},
 		{name: "revoked", tok: revoked.tok, want: CodeKeyRevoked, rec: revoked.rec},
+		{name: "revoked, scope granted", tok: revoked.tok, scope: "calls:start", want: CodeKeyRevoked, rec: revoked.rec},
+		{name: "expired, scope granted", tok: expiring.tok, scope: "calls:start", now: expiresAt.UnixNano(), want: CodeKeyExpired, rec: expiring.rec},
+		{name: "publishable, scope granted, no origin", tok: pubScoped.tok, scope: "calls:start", want: CodeOriginNotAllowed, rec: pubScoped.rec},
+		{name: "publishable, scope granted, right origin", tok: pubScoped.tok, scope: "calls:start", origin: "https://app.example.com", want: CodeValid, rec: pubScoped.rec},
 		{name: "revoked wins over disabled", tok: revokedDisabled.tok, want: CodeKeyRevoked, rec: revokedDisabled.rec},
 		{name: "revoked wins over expired", tok: revokedExpired.tok, want: CodeKeyRevoked, rec: revokedExpired.rec},
 		{name: "disabled wins over expired", tok: disabledExpired.tok, want: CodeKeyDisabled, rec: disabledExpired.rec},
@@ -223,8 +234,8 @@ func testVerifyCodes(t *testing.T, maxSets int, common uint32) int {
 		{name: "secret without origins, any origin", tok: noScopes.tok, origin: "https://evil.com", want: CodeValid, rec: noScopes.rec},
 		{name: "admin key valid", tok: admin.tok, scope: ScopeKeysWrite, want: CodeValid, rec: admin.rec},
 		{name: "admin key scope", tok: admin.tok, scope: "calls:start", want: CodeInsufficientScope, rec: admin.rec},
-		{name: "rate limit first", tok: limited.tok, want: CodeValid, rec: limited.rec},
-		{name: "rate limit second", tok: limited.tok, want: CodeRateLimited, rec: limited.rec},
+		{name: "rate limit first", tok: limited.tok, scope: "calls:start", want: CodeValid, rec: limited.rec},
+		{name: "rate limit second", tok: limited.tok, scope: "calls:start", want: CodeRateLimited, rec: limited.rec},
 		{name: "rate limited not counted when scope fails", tok: limited.tok, scope: "nope", want: CodeInsufficientScope, rec: limited.rec},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
