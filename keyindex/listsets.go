@@ -123,6 +123,11 @@ type scopePrecheck struct {
 	ok  bool
 }
 
+// decides reports whether the precheck is the answer for a key whose lists
+// are lists: they are the set it was matched against (a live key's lists
+// are never 0).
+func (p scopePrecheck) decides(lists uint32) bool { return p.set != 0 && lists == p.set }
+
 func (s *listSets) precheck(scope []byte) scopePrecheck {
 	if s.common == 0 || len(scope) == 0 {
 		return scopePrecheck{}

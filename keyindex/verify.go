@@ -174,7 +174,8 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	// depends only on the request): after them, a key of that set is then
 	// decided by comparing its set's id (scopePrecheck).
 	var pre scopePrecheck
-	if len(req.Resource) == 0 && len(req.Origin) == 0 {
+	scopeOnly := len(req.Resource) == 0 && len(req.Origin) == 0
+	if scopeOnly {
 		pre = st.sets.precheck(req.Scope)
 	}
 	m, found := st.findHash(&h)
@@ -193,8 +194,7 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	// cache miss and the next verification's token delays when the next
 	// one's misses can start; the general checks below cost a third more
 	// time there (bench/README.md, session 13).
-	if !m.previous && sl.plain() && len(req.Resource) == 0 && len(req.Origin) == 0 &&
-		(len(req.Scope) == 0 || sl.lists == pre.set && pre.ok) {
+	if !m.previous && sl.plain() && scopeOnly && (len(req.Scope) == 0 || pre.decides(sl.lists) && pre.ok) {
 		st.recordUse(m.n, sl, req.NowNs)
 		return d
 	}
@@ -248,7 +248,7 @@ func (st *store) listsCode(sl *slot, rec []byte, req *VerifyRequest, pre scopePr
 	// precheck's answer for the common set, else the set's scopes, split
 	// when it was interned.
 	allowed := pre.ok
-	if sl.lists != pre.set || pre.set == 0 { // (a live key's lists are never 0; a free slot's are)
+	if !pre.decides(sl.lists) {
 		allowed = grantsAllow(st.sets.scopes(sl.lists), req.Scope)
 	}
 	if !allowed {
