@@ -13,8 +13,8 @@ import (
 // the key's current token hash and the counters verification updates.
 // Neither holds a pointer, and both live outside the Go heap (offheap.go):
 // a million keys are nothing for the garbage collector to scan or to make
-// room for, and a key costs its encoding plus a 72-byte slot instead of a
-// graph of Go objects (about 1 KB).
+// room for, and a key costs its encoding plus a 64-byte slot and 8 bytes
+// beside it instead of a graph of Go objects (about 1 KB).
 //
 // The current token hash is kept in the slot and left out of the stored
 // encoding (its last 32 bytes: storedForm), so it is held once. That way a
@@ -25,15 +25,16 @@ import (
 
 // slot is one key's place in the index. Its record's location, hash, hot
 // fields and lists are written under the index's write lock and read under
-// its read lock; the counters are atomics that readers update. 72 bytes,
+// its read lock; the counters are atomics that readers update. 64 bytes,
 // with no padding (TestSlotSize): the location and the hot fields are
-// packed, since at ten million keys every byte of a slot is 10 MB. So a
-// slot spans two cache lines, which a verification reads both of; their
-// addresses are known together, and the two misses overlap.
+// packed, since at ten million keys every byte of a slot is 10 MB, and a
+// chunk's slots start on a page, so each slot is one cache line: a
+// verification's second miss. (At 72 bytes, with the last use's time in
+// the slot, nearly every slot spanned two lines; the time, written once a
+// flush interval, is beside the slots instead: slotChunk.lastNs.)
 type slot struct {
 	hash    Hash // of the current token (a rotated key's previous one is in its record)
 	limiter rateLimiter
-	lastNs  atomic.Int64
 	loc     uint64 // where the record is: a recordRef as packRef packs it
 	// The hot fields (hotFields): rate limit, flags and publishable packed
 	// as setHot does; the expiry as expirySecond condenses it.
@@ -175,11 +176,13 @@ const slotChunkLen = 29_056
 
 // slotChunk is a fixed block of slots, so growing the index never copies
 // (or moves under a reader) the slots already handed out. dirty has a bit
-// per slot: used since the last usage drain. Chunks are mapped outside the
-// Go heap.
+// per slot: used since the last usage drain; lastNs is each slot's time of
+// that use (recordUse). Chunks are mapped outside the Go heap, from a page
+// boundary: the slots come first, so each is aligned to its cache line.
 type slotChunk struct {
-	slots [slotChunkLen]slot
-	dirty [slotChunkLen / 64]atomic.Uint64
+	slots  [slotChunkLen]slot
+	lastNs [slotChunkLen]atomic.Int64
+	dirty  [slotChunkLen / 64]atomic.Uint64
 }
 
 // A chunk must fit in a huge page (the array's length would be negative).
@@ -229,10 +232,15 @@ func (s *slots) release(n uint32) {
 	sl.lists = 0 // its set was released with the key (unstore)
 	sl.limiter.word.Store(0)
 	sl.uses.Store(0)
-	sl.lastNs.Store(0)
+	s.lastUsed(n).Store(0)
 	word, bit := s.dirtyBit(n)
 	word.And(^bit)
 	s.free = append(s.free, n)
+}
+
+// lastUsed is the time of slot n's first use since the last drain.
+func (s *slots) lastUsed(n uint32) *atomic.Int64 {
+	return &s.chunks[n/slotChunkLen].lastNs[n%slotChunkLen]
 }
 
 // markUsed sets slot n's dirty bit (once per drain: recordUse).

@@ -848,7 +848,7 @@ func (st *store) recordUse(n uint32, sl *slot, nowNs int64) {
 		// The time before the bit: a drain that sees the bit (it swaps the
 		// bit's word before reading the time) then reads this use's time,
 		// never the zero of a key's first use or an older interval's.
-		sl.lastNs.Store(nowNs)
+		st.slots.lastUsed(n).Store(nowNs)
 		st.slots.markUsed(n)
 	}
 }
@@ -870,7 +870,7 @@ func (ix *Index) DrainUsage() []Usage {
 				n := uint32(c)*slotChunkLen + i
 				sl := st.slots.get(n)
 				if cnt := sl.uses.Swap(0); cnt > 0 && !sl.isFree() {
-					out = append(out, Usage{ID: readHead(st.rec(n)).id.String(), Count: int64(cnt), LastUsedNs: sl.lastNs.Load()})
+					out = append(out, Usage{ID: readHead(st.rec(n)).id.String(), Count: int64(cnt), LastUsedNs: st.slots.lastUsed(n).Load()})
 				}
 			}
 		}
