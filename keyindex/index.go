@@ -157,15 +157,11 @@ func (st *store) findID(id string) (uint32, bool) {
 	}
 }
 
-// hashMatch is the key a token hash belongs to: its slot, its stored
-// record and the record's chunk (found from the slot, and kept so the
-// verify path does not look them up again; the record is read only for a
-// previous hash), and whether the hash is its previous (rotated) one.
+// hashMatch is the key a token hash belongs to: its slot and whether the
+// hash is its previous (rotated) one.
 type hashMatch struct {
 	n        uint32
 	sl       *slot
-	rec      []byte
-	chunk    uint32
 	previous bool
 }
 
@@ -183,12 +179,10 @@ func (st *store) findHash(h *Hash) (hashMatch, bool) {
 		if !previous && sl.hash != *h {
 			continue // a fingerprint's collision: its record is not needed
 		}
-		ref := sl.ref()
-		b := st.arena.bytes(ref)
-		if previous && encodedHash(b) != *h { // the stored form ends with the previous hash
+		if previous && encodedHash(st.arena.bytes(sl.ref())) != *h { // the stored form ends with the previous hash
 			continue
 		}
-		return hashMatch{n: v >> 1, sl: sl, rec: b, chunk: ref.chunk, previous: previous}, true
+		return hashMatch{n: v >> 1, sl: sl, previous: previous}, true
 	}
 }
 
@@ -274,7 +268,7 @@ func (ix *Index) GetByHash(h Hash) *Record {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if m, ok := ix.st.findHash(&h); ok && !m.previous {
-		return mustDecode(appendWithHash(nil, m.rec, &m.sl.hash))
+		return ix.st.decode(m.n)
 	}
 	return nil
 }

@@ -72,21 +72,30 @@ type Decision struct {
 	Code Code
 	// Rotated is true when the token is the previous one of a rotated key, in grace.
 	Rotated bool
-	slot    uint32 // the matched key's slot, when rec is set (MatchedRecord)
+	slot    uint32 // the matched key's slot, when mem is set (MatchedRecord)
 	// RateLimit is filled for keys that have a limit.
 	RateLimit RateLimit
-	// rec is set whenever the token matched a key, also for most
-	// rejections: the key's stored bytes, which never change. The answer's
-	// fields are read from them when asked for, which keeps the decision
-	// small to return. They are outside the Go heap, in mem, which the
-	// Decision holds so that they stay mapped for as long as it is
-	// reachable (arena).
-	rec []byte
+	// loc and mem are set whenever the token matched a key, also for most
+	// rejections: where the key's stored bytes are (a recordRef as packRef
+	// packs it, copied from the slot), and the mapping of their chunk. The
+	// bytes never change; the answer's fields are read from them when asked
+	// for (rec). They are outside the Go heap, and the Decision holds their
+	// mapping so that they stay mapped for as long as it is reachable
+	// (arena). Two words rather than the bytes' slice and mapping: nine
+	// words in all, which Go returns in registers (bench/README.md,
+	// session 14).
+	loc uint64
 	mem *mapping
 }
 
 // Matched reports whether the token matched a key.
-func (d *Decision) Matched() bool { return d.rec != nil }
+func (d *Decision) Matched() bool { return d.mem != nil }
+
+// rec is the matched key's stored bytes.
+func (d *Decision) rec() []byte {
+	ref := unpackRef(d.loc)
+	return d.mem.b[ref.off : ref.off+ref.n : ref.off+ref.n]
+}
 
 // MatchedRecord returns the record of the key d matched, as it was when d
 // was decided: nil if d matched none, or if the key has changed, moved or
@@ -96,13 +105,13 @@ func (d *Decision) Matched() bool { return d.rec != nil }
 // bytes written anew, and d keeps its bytes' chunk mapped, so while the
 // slot still points at d's bytes it holds the record d was decided on.)
 func (ix *Index) MatchedRecord(d *Decision) *Record {
-	if d.rec == nil {
+	if !d.Matched() {
 		return nil
 	}
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	st := ix.st
-	if d.slot >= st.slots.next || st.slots.get(d.slot).isFree() || unsafe.SliceData(st.rec(d.slot)) != unsafe.SliceData(d.rec) {
+	if d.slot >= st.slots.next || st.slots.get(d.slot).isFree() || unsafe.SliceData(st.rec(d.slot)) != unsafe.SliceData(d.rec()) {
 		return nil
 	}
 	return st.decode(d.slot)
@@ -120,7 +129,7 @@ type KeyRef struct {
 // is reachable (runtime.KeepAlive(d) after their last use, where that is
 // not a use of d).
 func (d *Decision) Key() KeyRef {
-	h := readHead(d.rec)
+	h := readHead(d.rec())
 	return KeyRef{WorkspaceID: h.workspace, OwnerID: h.owner, Type: KeyType(h.typ), id: h.id}
 }
 
@@ -135,7 +144,7 @@ func (k *KeyRef) AppendID(dst []byte) []byte {
 // AppendValidBody appends the JSON answer of a VALID decision up to its
 // ratelimit object: the caller writes that object and the closing brace.
 func (d *Decision) AppendValidBody(dst []byte) []byte {
-	v := readView(d.rec)
+	v := readView(d.rec())
 	dst = appendValidPrefix(dst, &v)
 	runtime.KeepAlive(d) // d.mem maps the bytes v points into
 	return dst
@@ -186,21 +195,22 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		return Decision{Code: CodeKeyNotFound}
 	}
 	sl := m.sl
-	d := Decision{rec: m.rec, mem: st.arena.mem[m.chunk], slot: m.n}
 	// Most verifications are of a plain key (active, no expiry, no rate
 	// limit, not publishable) by its current token, asked for a scope of
 	// the common set or nothing: decided by this one test. In a loop of
-	// verifications at a million keys, every instruction between the slot's
-	// cache miss and the next verification's token delays when the next
-	// one's misses can start; the general checks below cost a third more
-	// time there (bench/README.md, session 13).
+	// verifications at a million keys, what runs after the slot's cache
+	// miss and depends on it delays the next verification: the general
+	// checks below cost a third more time there, and so did building the
+	// answer before this test (bench/README.md, sessions 13 and 14).
 	if !m.previous && sl.plain() && scopeOnly && (len(req.Scope) == 0 || pre.decides(sl.lists) && pre.ok) {
 		st.recordUse(m.n, sl, req.NowNs)
-		return d
+		return st.matched(m.n, sl)
 	}
+	d := st.matched(m.n, sl)
+	rec := d.rec()
 	if m.previous {
 		// The previous token of a rotated key: good only until its grace ends.
-		if req.NowNs >= readPrevExpires(d.rec) {
+		if req.NowNs >= readPrevExpires(rec) {
 			return Decision{Code: CodeKeyNotFound}
 		}
 		d.Rotated = true
@@ -210,10 +220,10 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 		d.Code = CodeKeyRevoked
 	case flags&flagActive == 0:
 		d.Code = CodeKeyDisabled
-	case sl.expires != 0 && sl.expired(req.NowNs, d.rec):
+	case sl.expires != 0 && sl.expired(req.NowNs, rec):
 		d.Code = CodeKeyExpired
 	case len(req.Scope) > 0 || len(req.Resource) > 0 || len(req.Origin) > 0 || sl.publishable():
-		d.Code = st.listsCode(sl, d.rec, req, pre)
+		d.Code = st.listsCode(sl, rec, req, pre)
 	}
 	if d.Code != CodeValid {
 		return d
@@ -232,6 +242,12 @@ func (ix *Index) Verify(req *VerifyRequest) Decision {
 	}
 	st.recordUse(m.n, sl, req.NowNs)
 	return d
+}
+
+// matched is the answer for the key in slot n, sl, before any check:
+// VALID, carrying where its record is.
+func (st *store) matched(n uint32, sl *slot) Decision {
+	return Decision{slot: n, loc: sl.loc, mem: st.arena.mem[sl.ref().chunk]}
 }
 
 // listsCode checks the request against the lists of the key in sl, whose
