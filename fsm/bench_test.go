@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"testing"
@@ -59,4 +60,43 @@ func BenchmarkRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkUsageCommand encodes and decodes a full usage command (a
+// thousand keys, cluster's usageChunk) by hand (Encode, Decode) and, as
+// the baseline in the same run, with encoding/json.
+func BenchmarkUsageCommand(b *testing.B) {
+	c := &Command{Op: OpUsage}
+	for i := range 1000 {
+		id, err := keyindex.NewID(t0.Add(time.Duration(i)*time.Second), rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Usage = append(c.Usage, Usage{ID: id, Count: int64(i % 17), LastUsedAt: t0.Add(time.Duration(i) * time.Millisecond)})
+	}
+	b.Run("by-hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			enc, err := Encode(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := Decode(enc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			enc, err := json.Marshal(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var d Command
+			if err := json.Unmarshal(enc, &d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -196,6 +196,9 @@ var ErrNewerCommand = errors.New("command from a newer keyraft")
 
 // Encode serializes c with its version byte in front.
 func Encode(c *Command) ([]byte, error) {
+	if b, ok := appendUsageJSON([]byte{c.version()}, c); ok {
+		return b, nil
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return nil, err
@@ -228,6 +231,9 @@ func Decode(b []byte) (*Command, error) {
 	}
 	if b[0] == 0 {
 		return nil, errors.New("command version 0 does not exist")
+	}
+	if c, ok := decodeUsageJSON(b[1:]); ok {
+		return c, nil
 	}
 	var c Command
 	if err := json.Unmarshal(b[1:], &c); err != nil {
