@@ -69,7 +69,7 @@ func (c *Command) onlyUsage() bool {
 // plainJSONString: s is written by encoding/json as itself between quotes
 // (printable ASCII other than the quote, the backslash and the characters
 // it escapes for HTML).
-func plainJSONString(s string) bool {
+func plainJSONString[S string | []byte](s S) bool {
 	for i := 0; i < len(s); i++ {
 		if b := s[i]; b < 0x20 || b >= 0x7f || b == '"' || b == '\\' || b == '<' || b == '>' || b == '&' {
 			return false
@@ -121,7 +121,7 @@ func usageEntry(b []byte, u *Usage) ([]byte, bool) {
 		return nil, false
 	}
 	end := bytes.IndexByte(b, '"')
-	if end < 0 || !plainJSONString(string(b[:end])) {
+	if end < 0 || !plainJSONString(b[:end]) {
 		return nil, false
 	}
 	u.ID = string(b[:end])

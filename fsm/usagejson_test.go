@@ -14,17 +14,24 @@ import (
 // times are ones encoding/json escapes or refuses, which the hand-written
 // form must leave to it.
 func randomUsage(r *rand.Rand, n int, odd bool) *Command {
-	ids := []string{"key_01JD3ZK4W8Q9V7T6S5R4P3N2M1", "key_01ARZ3NDEKTSV4RRFFQ69G5FAV", "imported-7", "a"}
-	oddIDs := []string{`key"quoted`, `back\slash`, "a<b", "a>b", "a&b", "caf\u00e9", "tab\tid", "", "\x7f"}
+	ids := []string{"key_01JD3ZK4W8Q9V7T6S5R4P3N2M1", "key_01ARZ3NDEKTSV4RRFFQ69G5FAV", "imported-7", "a", "", "a}]b"}
+	oddIDs := []string{`key"quoted`, `back\slash`, "a<b", "a>b", "a&b", "caf\u00e9", "tab\tid", "\x7f", "\x80", "\xff"}
 	counts := []int64{0, 1, 7, -3, math.MaxInt64, math.MinInt64, 1 << 40}
-	zones := []*time.Location{time.UTC, time.FixedZone("IST", 5*3600+1800), time.FixedZone("W", -7*3600)}
-	oddZones := []*time.Location{time.FixedZone("S", 30), time.FixedZone("D", 24*3600), time.FixedZone("M", -25*3600)}
+	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("IST", 5*3600+1800), time.FixedZone("W", -7*3600),
+		time.FixedZone("E", 23*3600+59*60), time.FixedZone("F", -(23*3600 + 59*60))}
+	oddZones := []*time.Location{time.FixedZone("S", 30), time.FixedZone("HS", 3600+30), time.FixedZone("D", 24*3600),
+		time.FixedZone("M", -25*3600)}
 	c := &Command{Op: OpUsage}
 	for range n {
 		u := Usage{ID: ids[r.IntN(len(ids))], Count: counts[r.IntN(len(counts))],
 			LastUsedAt: time.Unix(r.Int64N(4e9), r.Int64N(1e9)).In(zones[r.IntN(len(zones))])}
-		if r.IntN(3) == 0 {
+		switch r.IntN(6) {
+		case 0:
 			u.LastUsedAt = u.LastUsedAt.Truncate(time.Second) // RFC3339Nano drops the fraction
+		case 1:
+			u.LastUsedAt = time.Now() // with a monotonic reading
+		case 2:
+			u.LastUsedAt = time.Date([]int{0, 9999}[r.IntN(2)], 6, 7, 8, 9, 10, r.IntN(1e9), time.UTC) // the years' bounds
 		}
 		if odd && r.IntN(4) == 0 {
 			switch r.IntN(3) {
@@ -69,18 +76,32 @@ func TestUsageJSONIsEncodingJSON(t *testing.T) {
 	if fast < 1500 {
 		t.Fatalf("the hand-written form wrote %d of 3000 commands", fast)
 	}
-	// A usage command with any other field set is encoding/json's.
-	for name, set := range map[string]func(*Command){
-		"audit": func(c *Command) { c.Audit = &AuditEntry{} }, "record": func(c *Command) { c.Record = &StoredRecord{} },
-		"records": func(c *Command) { c.Records = []*StoredRecord{} }, "bootstrap": func(c *Command) { c.Bootstrap = true },
-		"id": func(c *Command) { c.ID = "k" }, "time": func(c *Command) { c.Time = time.Unix(1, 0) },
-		"update": func(c *Command) { c.Update = &Update{} }, "rotate": func(c *Command) { c.Rotate = &Rotate{} },
-		"ids": func(c *Command) { c.IDs = []string{} }, "keep_root": func(c *Command) { c.KeepRoot = true },
-	} {
+	// A usage command with any other field set (a field added later too)
+	// is encoding/json's: the hand-written form would drop it.
+	for i := range reflect.TypeFor[Command]().NumField() {
+		f := reflect.TypeFor[Command]().Field(i)
+		if f.Name == "Op" || f.Name == "Usage" {
+			continue
+		}
 		c := randomUsage(r, 2, false)
-		set(c)
+		v := reflect.ValueOf(c).Elem().Field(i)
+		switch v.Kind() {
+		case reflect.Pointer:
+			v.Set(reflect.New(f.Type.Elem()))
+		case reflect.Slice:
+			v.Set(reflect.MakeSlice(f.Type, 0, 0))
+		case reflect.Bool:
+			v.SetBool(true)
+		case reflect.String:
+			v.SetString("k")
+		default:
+			if f.Type != reflect.TypeFor[time.Time]() {
+				t.Fatalf("Command.%s: a kind this test cannot set (%s)", f.Name, f.Type)
+			}
+			v.Set(reflect.ValueOf(time.Unix(1, 0)))
+		}
 		if _, ok := appendUsageJSON(nil, c); ok {
-			t.Errorf("a usage command with %s set was written by hand", name)
+			t.Errorf("a usage command with %s set was written by hand", f.Name)
 		}
 	}
 	if _, ok := appendUsageJSON(nil, &Command{Op: OpUsage}); ok {
@@ -152,7 +173,7 @@ func mutate(r *rand.Rand, b []byte) []byte {
 	i := r.IntN(len(m))
 	switch r.IntN(3) {
 	case 0:
-		const alphabet = " \",:{}[]0-9aZ\\.T+"
+		const alphabet = " \",:{}[]0-9aZ\\.T+\x00\x1f\x7f\x80\xff"
 		m[i] = alphabet[r.IntN(len(alphabet))]
 	case 1:
 		m = append(m[:i], m[i+1:]...)

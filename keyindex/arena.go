@@ -266,11 +266,14 @@ func (s *slots) markUsed(n uint32) {
 // Records), so the collector's cleanup unmaps it when the last of them is
 // done.
 type arena struct {
+	// chunks[i] is mem[i]'s bytes from their start, never reallocated:
+	// put checks the room first. A Decision finds its record in the
+	// mapping alone (Decision.rec), by the offset in chunks[i].
 	chunks [][]byte
-	mem    []*mapping // chunks[i] is in mem[i]
-	live   []int      // live bytes (headers included) per chunk
-	cur    int        // the chunk being filled; -1 before the first
-	spare  []uint32   // numbers of dropped chunks, for reuse
+	mem    []*mapping
+	live   []int    // live bytes (headers included) per chunk
+	cur    int      // the chunk being filled; -1 before the first
+	spare  []uint32 // numbers of dropped chunks, for reuse
 	// left holds chunks put stopped filling while less than half of them
 	// was live, for the store to compact (compactLeft) once it has
 	// finished the write: drop looks only at chunks other than the current

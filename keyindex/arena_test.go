@@ -17,7 +17,8 @@ func TestUvarintLen(t *testing.T) {
 
 // TestArenaCompactsEveryHeaderLength: records whose lengths take one, two
 // and three bytes in their headers are walked past when dead and moved
-// intact when live, and the live byte count matches what is left.
+// intact when live (read as a Decision reads them, too), and the live byte
+// count matches what is left.
 func TestArenaCompactsEveryHeaderLength(t *testing.T) {
 	a := newArena()
 	var s slots
@@ -43,6 +44,10 @@ func TestArenaCompactsEveryHeaderLength(t *testing.T) {
 		ref := s.get(uint32(n)).ref()
 		if ref.chunk == first || !bytes.Equal(a.bytes(ref), recs[n]) {
 			t.Fatalf("record of %d bytes not moved intact: %+v", sizes[n], ref)
+		}
+		// A Decision reads it through the chunk's mapping alone.
+		if d := (Decision{loc: packRef(ref), mem: a.mem[ref.chunk]}); !bytes.Equal(d.rec(), recs[n]) {
+			t.Fatalf("record of %d bytes read through its mapping differs: %+v", sizes[n], ref)
 		}
 		live += recordHeaderLen(sizes[n]) + sizes[n]
 	}

@@ -81,9 +81,10 @@ type Decision struct {
 	// bytes never change; the answer's fields are read from them when asked
 	// for (rec). They are outside the Go heap, and the Decision holds their
 	// mapping so that they stay mapped for as long as it is reachable
-	// (arena). Two words rather than the bytes' slice and mapping: nine
-	// words in all, which Go returns in registers (bench/README.md,
-	// session 14).
+	// (arena). Two words rather than the bytes' slice and mapping: the
+	// Decision's fields are nine integers, which Go's amd64 ABI returns
+	// in its nine result registers, not through memory (bench/README.md,
+	// session 14). A field more would put it back in memory.
 	loc uint64
 	mem *mapping
 }
