@@ -23,6 +23,10 @@ type Housekeeping struct {
 	AnnounceRootKey func(plaintext string)
 	// UsageFlushInterval is how often verification usage becomes a command.
 	UsageFlushInterval time.Duration
+	// UsageMaxKeysPerSec bounds, on average, how many keys a second this
+	// node's usage flushes propose (0: no bound): after a flush of more
+	// keys than the interval allows, the next one waits longer (usageWait).
+	UsageMaxKeysPerSec int
 	// PurgeInterval is how often the leader drops ended rotation grace periods.
 	PurgeInterval time.Duration
 }
@@ -46,7 +50,7 @@ func (n *Node) StartHousekeeping(h Housekeeping) error {
 	}
 	n.wg.Add(2)
 	go n.leaderLoop(h)
-	go n.usageLoop(h.UsageFlushInterval)
+	go n.usageLoop(h.UsageFlushInterval, h.UsageMaxKeysPerSec)
 	return nil
 }
 
@@ -196,23 +200,44 @@ func (n *Node) purgeRotations() {
 // usageLoop turns this node's verification counts into usage commands.
 // Counts that cannot be proposed (no leader reachable) are kept and merged
 // into the next flush rather than dropped.
-func (n *Node) usageLoop(every time.Duration) {
+func (n *Node) usageLoop(every time.Duration, maxKeysPerSec int) {
 	defer n.wg.Done()
-	t := time.NewTicker(every)
+	t := time.NewTimer(every)
 	defer t.Stop()
 	pending := map[string]fsm.Usage{}
 	for {
 		select {
 		case <-n.stop:
-			n.flushUsage(pending) // last chance: counts since the previous tick
+			n.flushUsage(pending) // last chance: counts since the previous flush
 			return
 		case <-t.C:
-			n.flushUsage(pending)
+			start := time.Now()
+			keys := n.flushUsage(pending)
+			t.Reset(max(0, usageWait(every, keys, maxKeysPerSec)-time.Since(start)))
 		}
 	}
 }
 
-func (n *Node) flushUsage(pending map[string]fsm.Usage) {
+// usageWait is the time from the start of a flush of keys keys to the
+// next: the interval, or longer for a flush of more keys than
+// maxKeysPerSec allows in it. Every key a node flushes is a record
+// rewritten by every node, through the Raft log: at the HTTP benchmark's
+// load (100,000 keys, each verified within every 5 s) the usage pipeline
+// was a tenth of a node's CPU even with hand-written commands
+// (bench/README.md, session 14), and a node verifying a million distinct
+// keys in 5 s would propose 200,000 rewrites a second. The bound stretches
+// the interval instead, so last_used_at lags more only under such load:
+// by at most keys/maxKeysPerSec.
+func usageWait(interval time.Duration, keys, maxKeysPerSec int) time.Duration {
+	if maxKeysPerSec <= 0 {
+		return interval
+	}
+	return max(interval, time.Duration(keys)*time.Second/time.Duration(maxKeysPerSec))
+}
+
+// flushUsage proposes the usage counted since the last flush, with any
+// left pending by earlier ones, and returns how many keys it covered.
+func (n *Node) flushUsage(pending map[string]fsm.Usage) int {
 	for _, u := range n.fsm.Index().DrainUsage() {
 		p := pending[u.ID]
 		p.ID = u.ID
@@ -222,6 +247,7 @@ func (n *Node) flushUsage(pending map[string]fsm.Usage) {
 		}
 		pending[u.ID] = p
 	}
+	keys := len(pending)
 	dropped, err := sendUsage(pending, n.proposeUsage)
 	if dropped > 0 {
 		// It may still commit: sending it again could count these
@@ -231,6 +257,7 @@ func (n *Node) flushUsage(pending map[string]fsm.Usage) {
 	if err != nil {
 		n.log.Debug("usage flush deferred", "error", err, "keys", len(pending))
 	}
+	return keys
 }
 
 // sendUsage proposes the pending counts in batches of usageChunk and

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/keyraft/keyraft/fsm"
 )
@@ -63,5 +64,26 @@ func TestSendUsage(t *testing.T) {
 	unknown, err = sendUsage(pending, failing(2, ErrNotLeader, &calls))
 	if len(pending) != 1500 || unknown != 0 || !errors.Is(err, ErrNotLeader) || len(calls) != 2 {
 		t.Fatalf("a failed batch: %d pending, %d unknown, err %v, batches %v", len(pending), unknown, err, calls)
+	}
+}
+
+// TestUsageWait: flushes wait the interval, and longer after a flush of more
+// keys than the bound allows in it, in proportion.
+func TestUsageWait(t *testing.T) {
+	for _, c := range []struct {
+		keys, max int
+		want      time.Duration
+	}{
+		{0, 10_000, 5 * time.Second},
+		{50_000, 10_000, 5 * time.Second}, // exactly what the interval allows
+		{100_000, 10_000, 10 * time.Second},
+		{1_000_000, 10_000, 100 * time.Second},
+		{1_000_000, 0, 5 * time.Second}, // no bound
+		{3, 2, 5 * time.Second},
+		{15, 2, 7500 * time.Millisecond},
+	} {
+		if got := usageWait(5*time.Second, c.keys, c.max); got != c.want {
+			t.Errorf("usageWait(5s, %d keys, %d/s) = %s, want %s", c.keys, c.max, got, c.want)
+		}
 	}
 }

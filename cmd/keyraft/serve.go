@@ -25,7 +25,7 @@ import (
 type serveConfig struct {
 	dataDir, httpAddr, raftAddr, nodeID, rootKeyFile, logLevel      string
 	gossipAddr, join, gossipKey, gossipProfile, debugAddr           string
-	bootstrapExpect, maxConnsPerIP                                  int
+	bootstrapExpect, maxConnsPerIP, usageMaxKeys                    int
 	gcPercent                                                       gcPercentFlag
 	nonvoter, leaveOnTerminate                                      bool
 	reapAfter, maxStale                                             time.Duration
@@ -55,6 +55,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.rootKeyFile, "root-key-file", "", "file holding the root admin key (rk_…) a new cluster is created with; default: generate one and print it once")
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.DurationVar(&c.usageFlush, "usage-flush-interval", 5*time.Second, "how often verification usage (last_used_at, counts) is written through Raft")
+	fs.IntVar(&c.usageMaxKeys, "usage-max-keys-per-sec", 10_000, "most keys a second, on average, this node's usage flushes write through Raft: a larger flush delays the next beyond the interval (0 = no bound)")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "time to read a whole request")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "time to write a response")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "keep-alive connections idle longer are closed")
@@ -171,6 +172,9 @@ func serve(cfg *serveConfig) error {
 	if cfg.shutdownTimeout < 0 {
 		return fmt.Errorf("--shutdown-timeout: %s is negative", cfg.shutdownTimeout)
 	}
+	if cfg.usageMaxKeys < 0 {
+		return fmt.Errorf("--usage-max-keys-per-sec: %d is negative (0 = no bound)", cfg.usageMaxKeys)
+	}
 	var join []string
 	for _, j := range strings.Split(cfg.join, ",") {
 		if j = strings.TrimSpace(j); j != "" {
@@ -209,6 +213,7 @@ func serve(cfg *serveConfig) error {
 	err = node.StartHousekeeping(cluster.Housekeeping{
 		RootToken:          rootToken,
 		UsageFlushInterval: cfg.usageFlush,
+		UsageMaxKeysPerSec: cfg.usageMaxKeys,
 		// The root key goes to stdout once, on a line of its own, and nowhere else.
 		AnnounceRootKey: func(plaintext string) { fmt.Printf("root key: %s\n", plaintext) },
 	})

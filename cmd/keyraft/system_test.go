@@ -345,6 +345,7 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 		"gossip key not base64":  {"serve", "--gossip-key", "not base64!"},
 		"gossip key of 15 bytes": {"serve", "--gossip-key", base64.StdEncoding.EncodeToString(make([]byte, 15))},
 		"negative shutdown wait": {"serve", "--shutdown-timeout", "-1s"},
+		"negative usage bound":   {"serve", "--usage-max-keys-per-sec", "-5"},
 		"unknown log level":      {"serve", "--log-level", "debgu"},
 	}
 	for name, args := range cases {
@@ -365,7 +366,7 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 			if strings.HasPrefix(name, "gossip key") && !strings.Contains(string(out), "gossip") {
 				t.Fatalf("the error does not name the gossip key:\n%s", out)
 			}
-			if flag := map[string]string{"negative shutdown wait": "--shutdown-timeout", "unknown log level": "--log-level"}[name]; !strings.Contains(string(out), flag) {
+			if flag := map[string]string{"negative shutdown wait": "--shutdown-timeout", "negative usage bound": "--usage-max-keys-per-sec", "unknown log level": "--log-level"}[name]; !strings.Contains(string(out), flag) {
 				t.Fatalf("the error does not name %s:\n%s", flag, out)
 			}
 		})
