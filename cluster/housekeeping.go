@@ -236,7 +236,9 @@ func usageWait(interval time.Duration, keys, maxKeysPerSec int) time.Duration {
 }
 
 // flushUsage proposes the usage counted since the last flush, with any
-// left pending by earlier ones, and returns how many keys it covered.
+// left pending by earlier ones, and returns how many keys it sent (or
+// dropped, their outcome unknown): those kept for a later flush (no
+// leader) cost Raft nothing and do not delay it.
 func (n *Node) flushUsage(pending map[string]fsm.Usage) int {
 	for _, u := range n.fsm.Index().DrainUsage() {
 		p := pending[u.ID]
@@ -257,7 +259,7 @@ func (n *Node) flushUsage(pending map[string]fsm.Usage) int {
 	if err != nil {
 		n.log.Debug("usage flush deferred", "error", err, "keys", len(pending))
 	}
-	return keys
+	return keys - len(pending)
 }
 
 // sendUsage proposes the pending counts in batches of usageChunk and
