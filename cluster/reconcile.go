@@ -87,6 +87,17 @@ func newReconciler() *reconciler {
 	return &reconciler{missingSince: map[string]time.Time{}, candidates: map[string]candidate{}}
 }
 
+// tellRemovedEvery is how often a removed node still in the gossip ring
+// is told again.
+const tellRemovedEvery = time.Second
+
+// wake asks for a pass at t at the latest.
+func (rc *reconciler) wake(t time.Time) {
+	if rc.wakeAt.IsZero() || t.Before(rc.wakeAt) {
+		rc.wakeAt = t
+	}
+}
+
 // forget drops the observations a promotion or reap waits on.
 func (rc *reconciler) forget() {
 	clear(rc.missingSince)
@@ -137,8 +148,12 @@ func (rc *reconciler) plan(v membershipView) []membershipChange {
 					remove(m.ID, "removed by an operator", true)
 				}
 				// Also when it says it knows: it leaves elections and the
-				// ring only once told it is out of the configuration.
+				// ring only once told it is out of the configuration. The
+				// message may be lost (a node that just restarted), so it
+				// is sent again every tellRemovedEvery while the node
+				// stays in the ring, not only at the periodic pass.
 				out = append(out, membershipChange{kind: tellRemoved, id: m.ID})
+				rc.wake(v.now.Add(tellRemovedEvery))
 			case m.Leaving:
 				// It leaves the ring once told it is out of the
 				// configuration; a removal that would cost the quorum is
@@ -248,9 +263,7 @@ func (rc *reconciler) promotion(m Member, v membershipView) (membershipChange, b
 	}
 	due := start.Add(v.promoteAfter)
 	if v.now.Before(due) {
-		if rc.wakeAt.IsZero() || due.Before(rc.wakeAt) {
-			rc.wakeAt = due
-		}
+		rc.wake(due)
 		return membershipChange{}, false
 	}
 	if m.Index < c.index {

@@ -199,6 +199,17 @@ func TestPlanKeepsOperatorRemovalsOut(t *testing.T) {
 		b, gossiping("c", GossipAlive, t0))), "remove a")
 	expectPlan(t, "its removal would cost the quorum", newReconciler().plan(view(config(voter("a"), voter("b"), voter("v")), []string{"v"},
 		gossiping("b", GossipDead, t0), unaware)), "tell-removed v")
+	// A tell may be lost: the leader passes again soon while the node is
+	// in the ring, and not for a removed node that is gone.
+	rc := newReconciler()
+	rc.plan(view(config(voter("a"), voter("b")), []string{"v"}, b, unaware))
+	if want := t0.Add(tellRemovedEvery); rc.wakeAt != want {
+		t.Errorf("after telling a removed node: next pass at %v, want %v", rc.wakeAt, want)
+	}
+	rc.plan(view(config(voter("a"), voter("b")), []string{"v"}, b, gossiping("v", GossipLeft, t0)))
+	if !rc.wakeAt.IsZero() {
+		t.Errorf("a removed node that left: a pass asked for at %v", rc.wakeAt)
+	}
 }
 
 func TestPlanReapsWithinQuorum(t *testing.T) {
