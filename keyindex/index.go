@@ -833,10 +833,11 @@ type Usage struct {
 // as the key's last use. So last_used_at is the first verification of the
 // latest flush interval in which the key was verified: about one
 // --usage-flush-interval (5 s) before its very latest use at most, which
-// spec §2 allows ("within the flush interval"). Keeping the latest use exactly took a compare-and-swap
-// at nearly every verification of a large index (each key's previous use
-// long past), a second locked instruction on the path that waits for the
-// slot's cache miss (bench/README.md, session 13).
+// spec §2 allows ("within the flush interval"). Keeping the latest use
+// exactly took a compare-and-swap at nearly every verification of a large
+// index (each key's previous use long past), a second locked instruction
+// on the path that waits for the slot's cache miss (bench/README.md,
+// session 13).
 func (st *store) recordUse(n uint32, sl *slot, nowNs int64) {
 	if sl.uses.Add(1) == 1 {
 		// The time before the bit: a drain that sees the bit (it swaps the
